@@ -1,0 +1,129 @@
+"""Validation of constructor arguments: one function per argument, messages that name the value."""
+
+from __future__ import annotations
+
+import codecs
+import io
+import locale
+import math
+import os
+from typing import Any
+
+__all__ = [
+    "check_count",
+    "check_directory",
+    "check_encoding",
+    "check_errors",
+    "check_filename",
+    "check_mode",
+    "check_owner",
+    "check_permissions",
+    "check_timeout",
+]
+
+
+def check_filename(filename: Any) -> str:
+    if isinstance(filename, bytes) or not isinstance(filename, str | os.PathLike):
+        raise TypeError(
+            f"filename must be a str or os.PathLike, got {type(filename).__name__}: {filename!r}"
+        )
+    text = os.fspath(filename)
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"filename must be a non-empty path, got {filename!r}")
+    if text.endswith(os.sep) or os.path.isdir(text):
+        raise ValueError(f"filename={filename!r} names a directory; give the path of the log file")
+    return os.path.abspath(text)
+
+
+def check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return value
+
+
+def check_mode(mode: Any, rotating: bool) -> str:
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be a str, got {type(mode).__name__}: {mode!r}")
+    if mode not in ("a", "w", "at", "wt"):
+        raise ValueError(f"mode must be 'a' or 'w' (text append or truncate), got {mode!r}")
+    # As in the stdlib, a rotating file is always appended to.
+    return "a" if rotating else mode[0]
+
+
+def check_encoding(encoding: Any) -> str:
+    if encoding is not None and not isinstance(encoding, str):
+        raise TypeError(f"encoding must be a str or None, got {type(encoding).__name__}")
+    chosen = io.text_encoding(encoding)
+    if chosen == "locale":
+        chosen = locale.getpreferredencoding(False)
+    try:
+        return codecs.lookup(chosen).name
+    except LookupError:
+        raise ValueError(f"encoding={encoding!r} is not a codec Python knows") from None
+
+
+def check_errors(errors: Any) -> str:
+    if errors is None:
+        return "strict"
+    if not isinstance(errors, str):
+        raise TypeError(f"errors must be a str or None, got {type(errors).__name__}")
+    try:
+        codecs.lookup_error(errors)
+    except LookupError:
+        raise ValueError(
+            f"errors={errors!r} is not a registered error handler "
+            "(use 'strict', 'replace', 'backslashreplace', ...)"
+        ) from None
+    return errors
+
+
+def check_timeout(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(
+            f"{name} must be a positive, finite number of seconds, got {value!r} "
+            "(waiting forever would let one stuck process freeze every writer)"
+        )
+    return float(value)
+
+
+def check_directory(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes) or not isinstance(value, str | os.PathLike):
+        raise TypeError(f"{name} must be a str, os.PathLike or None, got {type(value).__name__}")
+    return os.path.abspath(os.fspath(value))
+
+
+def check_permissions(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int such as 0o640, got {type(value).__name__}")
+    if not 0 <= value <= 0o7777:
+        raise ValueError(f"{name} must be a permission mode between 0 and 0o7777, got {value!r}")
+    return value
+
+
+def check_owner(value: Any) -> tuple[int, int] | None:
+    """``(user, group)`` as names or numeric ids, resolved once to ``(uid, gid)``."""
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise TypeError(f"owner must be a (user, group) pair, got {value!r}")
+    import grp
+    import pwd
+
+    user, group = value
+    try:
+        uid = user if isinstance(user, int) else pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise ValueError(f"owner: no such user {user!r}") from None
+    try:
+        gid = group if isinstance(group, int) else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f"owner: no such group {group!r}") from None
+    return uid, gid

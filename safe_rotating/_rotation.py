@@ -1,0 +1,123 @@
+"""Pure rotation logic: when to rotate, and which renames/removals a rotation performs.
+
+Nothing here touches the file system; callers pass ``exists`` and ``name_for`` functions, so the
+plans are unit-tested without processes or files.
+
+Naming is the stdlib's: ``app.log`` is current, ``app.log.1`` the newest backup, ``app.log.N`` the
+oldest, each passed through the handler's ``namer``.
+
+Why a rotation's plan only looks at backups that exist: the backups ``1..k`` always form a
+contiguous run, because every plan renames from the oldest down to ``.1`` and only ever renames onto
+the free slot just above the run. A process killed halfway leaves ``1..j-1`` plus a shifted tail
+``j+1..``; the next plan probes the run ``1..j-1`` and shifts it onto the gap at ``j``, which
+completes the interrupted rotation. So probing stops at the first missing name: ``k + 1`` probes
+for ``k`` backups, however large ``backupCount`` is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = [
+    "Remove",
+    "Rename",
+    "RotateCurrent",
+    "SizePolicy",
+    "Step",
+    "count_backups",
+    "parse_size",
+    "plan_rollover",
+]
+
+
+@dataclass(frozen=True)
+class SizePolicy:
+    """Size-based rotation, parsed once from the handler's arguments.
+
+    A file never grows past ``max_bytes`` because of this process: a record that would cross the
+    limit goes into a fresh file, unless the file is empty (a record larger than ``max_bytes`` then
+    lives alone in its own file). ``backup_count == 0`` or ``max_bytes == 0`` means never rotate,
+    as in the stdlib.
+    """
+
+    max_bytes: int
+    backup_count: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0 and self.backup_count > 0
+
+    def full(self, size: int, incoming: int) -> bool:
+        """Does a file of ``size`` bytes need rotating before ``incoming`` more bytes go in?"""
+        return self.enabled and size > 0 and size + incoming > self.max_bytes
+
+
+@dataclass(frozen=True)
+class Rename:
+    source: str
+    dest: str
+
+
+@dataclass(frozen=True)
+class Remove:
+    path: str
+
+
+@dataclass(frozen=True)
+class RotateCurrent:
+    """Move the current file to the first backup name (through the handler's ``rotator``)."""
+
+    source: str
+    dest: str
+
+
+Step = Rename | Remove | RotateCurrent
+
+
+def count_backups(name_for: Callable[[int], str], exists: Callable[[str], bool]) -> int:
+    """Length of the contiguous run of backups ``1..k`` that exist (``k + 1`` probes)."""
+    k = 0
+    while exists(name_for(k + 1)):
+        k += 1
+    return k
+
+
+def plan_rollover(
+    base: str, existing: int, backup_count: int, name_for: Callable[[int], str]
+) -> list[Step]:
+    """The steps of one rotation, in order, given ``existing`` contiguous backups.
+
+    Backups numbered ``backup_count`` and above are removed (all of them, should ``backupCount``
+    have been lowered since they were written), the rest shift up by one, and the current file
+    becomes backup 1. The plan never renames onto a name that exists.
+    """
+    if backup_count < 1:
+        raise ValueError(f"backup_count must be >= 1 to rotate, got {backup_count!r}")
+    if existing < 0:
+        raise ValueError(f"existing must be >= 0, got {existing!r}")
+    steps: list[Step] = [Remove(name_for(n)) for n in range(existing, backup_count - 1, -1)]
+    for n in range(min(existing, backup_count - 1), 0, -1):
+        steps.append(Rename(name_for(n), name_for(n + 1)))
+    steps.append(RotateCurrent(base, name_for(1)))
+    return steps
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_size(text: str) -> int:
+    """Parse ``"16384"``, ``"16KiB"``, ``"10MB"``, ``"1g"`` into bytes.
+
+    ``KiB``/``MiB``/... are powers of 1024; ``KB``/``MB``/... are powers of 1000 (SI); a bare
+    ``K``/``M``/``G`` means the binary unit, as most logging configurations intend.
+    """
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (examples: 16384, 16KiB, 10MB, 1GiB)")
+    number, prefix, suffix = match.groups()
+    power = _POWERS[prefix.lower()]
+    base = 1000 if suffix.lower() == "b" and prefix else 1024
+    return int(number) * base**power
