@@ -1,0 +1,338 @@
+"""``safe-rotating-stress``: many processes log through rotation, then every record is checked.
+
+Each writer (a thread inside a worker process) logs ``--records`` numbered lines; afterwards
+:func:`safe_rotating.verify.verify` reads every file from the oldest backup to the current one
+and prints the verdict. Exit status 0 means every check passed.
+
+``--handler stdlib`` runs the same workload through ``logging.handlers.RotatingFileHandler`` to
+show what the checks catch; ``--handler clh`` uses concurrent-log-handler when it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import multiprocessing
+import multiprocessing.sharedctypes
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._rotation import parse_size
+from .verify import Verdict, make_line, verify
+
+__all__ = ["HANDLERS", "StressConfig", "StressResult", "main", "run_stress"]
+
+BASENAME = "app.log"
+START_METHODS = ("spawn", "fork", "forkserver")
+
+
+def _safe(path: str, max_bytes: int, backup_count: int, lock_timeout: float) -> logging.Handler:
+    from ._file import SafeRotatingFileHandler
+
+    return SafeRotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backup_count, lock_timeout=lock_timeout
+    )
+
+
+def _stdlib(path: str, max_bytes: int, backup_count: int, lock_timeout: float) -> logging.Handler:
+    return logging.handlers.RotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backup_count
+    )
+
+
+def _clh(path: str, max_bytes: int, backup_count: int, lock_timeout: float) -> logging.Handler:
+    try:
+        from concurrent_log_handler import ConcurrentRotatingFileHandler
+    except ImportError:
+        raise SystemExit("--handler clh needs concurrent-log-handler: pip install it") from None
+    handler: logging.Handler = ConcurrentRotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backup_count
+    )
+    return handler
+
+
+HandlerFactory = Callable[[str, int, int, float], logging.Handler]
+HANDLERS: dict[str, HandlerFactory] = {"safe": _safe, "stdlib": _stdlib, "clh": _clh}
+
+
+@dataclass(frozen=True)
+class StressConfig:
+    directory: str
+    processes: int = 8
+    threads: int = 1
+    records: int = 10_000
+    record_size: int = 120
+    max_bytes: int = 64 * 1024
+    backup_count: int = 0  # 0: enough to keep every record
+    start_method: str = "spawn"
+    handler: str = "safe"
+    lock_timeout: float = 10.0
+
+    @property
+    def writers(self) -> int:
+        return self.processes * self.threads
+
+    @property
+    def total(self) -> int:
+        return self.writers * self.records
+
+    def backups(self) -> int:
+        """``backup_count``, or enough backups that nothing is ever deleted."""
+        if self.backup_count:
+            return self.backup_count
+        return 2 * self.total * self.record_size // max(self.max_bytes, 1) + 16
+
+    def handler_for(self, path: str) -> logging.Handler:
+        handler = HANDLERS[self.handler](path, self.max_bytes, self.backups(), self.lock_timeout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        return handler
+
+
+@dataclass(frozen=True)
+class StressResult:
+    config: StressConfig
+    verdict: Verdict
+    seconds: float
+    exit_codes: list[int | None]
+    logging_errors: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.verdict.ok
+            and not self.logging_errors
+            and all(code == 0 for code in self.exit_codes)
+        )
+
+    def report(self) -> str:
+        c = self.config
+        rate = c.total / self.seconds if self.seconds else 0.0
+        lines = [
+            f"handler={c.handler} start={c.start_method} processes={c.processes} "
+            f"threads={c.threads} records/writer={c.records} maxBytes={c.max_bytes} "
+            f"backupCount={c.backups()}",
+            f"wrote {c.total} records in {self.seconds:.2f}s ({rate / 1000:.1f}k records/s)",
+            self.verdict.summary(),
+        ]
+        if self.logging_errors:
+            lines.append(f"FAIL: {self.logging_errors} records reported through handleError")
+        bad = [code for code in self.exit_codes if code != 0]
+        if bad:
+            lines.append(f"FAIL: {len(bad)} worker processes exited abnormally: {bad}")
+        return "\n".join(lines)
+
+
+def _worker(
+    config: StressConfig,
+    index: int,
+    progress: Any,
+    errors: Any,
+    ready: Any,
+    inherited: logging.Handler | None,
+) -> None:
+    """One worker process: ``threads`` writers sharing one handler (built here or inherited)."""
+    handler = inherited or config.handler_for(os.path.join(config.directory, BASENAME))
+    report_error = handler.handleError
+
+    def count_error(record: logging.LogRecord) -> None:
+        # Counted for the verdict; printed only for our handler (peers fail by the thousand).
+        errors[index] += 1
+        if config.handler == "safe" and errors[index] <= 3:
+            report_error(record)
+
+    handler.handleError = count_error  # type: ignore[method-assign]
+    logger = logging.getLogger(f"safe_rotating.stress.{index}")
+    logger.propagate = False
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    ready.wait()
+
+    def write(writer: int) -> None:
+        slot = writer
+        for seq in range(config.records):
+            logger.info(make_line(writer, seq, config.record_size))
+            if seq & 255 == 255:
+                progress[slot] = seq + 1
+        progress[slot] = config.records
+
+    first = index * config.threads
+    threads = [
+        threading.Thread(target=write, args=(first + t,)) for t in range(1, config.threads)
+    ]
+    for thread in threads:
+        thread.start()
+    write(first)
+    for thread in threads:
+        thread.join()
+    handler.close()
+
+
+def run_stress(
+    config: StressConfig, on_progress: Callable[[int, float], None] | None = None
+) -> StressResult:
+    """Run the workload into ``config.directory`` (must be empty) and verify it."""
+    if config.start_method not in START_METHODS:
+        raise ValueError(f"start_method must be one of {START_METHODS}, got {config.start_method!r}")
+    ctx = multiprocessing.get_context(config.start_method)
+    progress = ctx.Array("q", config.writers, lock=False)
+    errors = ctx.Array("q", config.processes, lock=False)
+    ready = ctx.Barrier(config.processes + 1)
+    inherited = None
+    if config.start_method == "fork":
+        # "preload": the handler (descriptor, lock file) exists before the workers are forked.
+        inherited = config.handler_for(os.path.join(config.directory, BASENAME))
+    workers = [
+        ctx.Process(target=_worker, args=(config, i, progress, errors, ready, inherited), daemon=True)
+        for i in range(config.processes)
+    ]
+    for worker in workers:
+        worker.start()
+    ready.wait()  # every worker has imported and built its handler: start the clock
+    start = time.perf_counter()
+    while any(worker.is_alive() for worker in workers):
+        if on_progress is not None:
+            on_progress(sum(progress), time.perf_counter() - start)
+        for worker in workers:
+            worker.join(timeout=0.2)
+            if worker.is_alive():
+                break
+    seconds = time.perf_counter() - start
+    if on_progress is not None:
+        on_progress(sum(progress), seconds)
+    if inherited is not None:
+        inherited.close()
+    allowance = config.processes * config.record_size if config.handler == "safe" else 0
+    verdict = verify(
+        config.directory,
+        BASENAME,
+        config.writers,
+        config.records,
+        max_bytes=config.max_bytes,
+        backup_count=config.backups(),
+        size_allowance=allowance,
+        complete=config.backup_count == 0,
+    )
+    return StressResult(config, verdict, seconds, [w.exitcode for w in workers], sum(errors))
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal; a line every few seconds elsewhere."""
+
+    def __init__(self, total: int, stream: Any = None, width: int = 30) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last = -1.0
+
+    def __call__(self, done: int, seconds: float) -> None:
+        final = done >= self.total
+        if not self.tty and not final and seconds - self._last < 5:
+            return
+        self._last = seconds
+        share = done / self.total if self.total else 1.0
+        filled = int(self.width * share)
+        rate = done / seconds / 1000 if seconds > 0 else 0.0
+        bar = "#" * filled + "." * (self.width - filled)
+        text = f"[{bar}] {100 * share:5.1f}% {done}/{self.total} records {rate:.0f}k/s"
+        end = "\n" if final or not self.tty else ""
+        self.stream.write(("\r" if self.tty else "") + text + end)
+        self.stream.flush()
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="safe-rotating-stress",
+        description=(
+            "Log numbered records from many processes through a rotating handler, then read "
+            "every file back and check that no record was lost, duplicated, torn or reordered, "
+            "and that file sizes and counts stay within limits."
+        ),
+        epilog=(
+            "examples:\n"
+            "  safe-rotating-stress                         8 processes, defaults\n"
+            "  safe-rotating-stress --start-method fork     handler built before fork (preload)\n"
+            "  safe-rotating-stress --handler stdlib        the same run through the stdlib class\n"
+            "  safe-rotating-stress --dir /var/log/test -p 16 -n 50000 --max-bytes 1MiB\n"
+            "exit status: 0 when every check passed, 1 otherwise"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("-p", "--processes", type=_positive, default=8, help="worker processes (default 8)")
+    add("-t", "--threads", type=_positive, default=1, help="writer threads per process (default 1)")
+    add("-n", "--records", type=_positive, default=10_000, help="records per writer (default 10000)")
+    add("--record-size", type=_positive, default=120, help="bytes per line (default 120)")
+    add("--max-bytes", type=_size, default=64 * 1024, help="rotate at this size (default 64KiB)")
+    add(
+        "--backup-count",
+        type=int,
+        default=0,
+        help="backups to keep; default: enough to keep every record, so any loss is a bug",
+    )
+    add("--start-method", choices=START_METHODS, default="spawn", help="(default spawn)")
+    add("--handler", choices=sorted(HANDLERS), default="safe", help="handler to test (default safe)")
+    add("--lock-timeout", type=float, default=10.0, help="seconds (default 10)")
+    add("--dir", help="directory for the log files (default: a temporary one, removed after)")
+    add("--keep", action="store_true", help="keep the temporary directory for inspection")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    own_dir = args.dir is None
+    directory = tempfile.mkdtemp(prefix="safe-rotating-stress-") if own_dir else args.dir
+    os.makedirs(directory, exist_ok=True)
+    if any(name.startswith(BASENAME) for name in os.listdir(directory)):
+        print(f"error: {directory!r} already holds {BASENAME} files; use an empty directory")
+        return 2
+    config = StressConfig(
+        directory=directory,
+        processes=args.processes,
+        threads=args.threads,
+        records=args.records,
+        record_size=args.record_size,
+        max_bytes=args.max_bytes,
+        backup_count=args.backup_count,
+        start_method=args.start_method,
+        handler=args.handler,
+        lock_timeout=args.lock_timeout,
+    )
+    print(
+        f"{config.processes} processes x {config.threads} threads x {config.records} records "
+        f"through {config.handler!r} into {directory}",
+        flush=True,
+    )
+    result = run_stress(config, on_progress=ProgressBar(config.total))
+    print(result.report())
+    if own_dir and not args.keep:
+        shutil.rmtree(directory, ignore_errors=True)
+    elif own_dir:
+        print(f"files kept in {directory}")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

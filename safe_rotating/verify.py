@@ -1,0 +1,195 @@
+"""Record lines a verifier can check, and the verifier itself.
+
+A stress record is one line: ``WWWW SSSSSSSSS xxx...x CCCCCCCC`` — writer id, that writer's
+sequence number, padding up to the requested line length, and a CRC-32 of everything before it.
+Any interleaving or truncation breaks the pattern or the checksum, so a torn line is never
+mistaken for a good one.
+
+:func:`verify` reads a rotated set from the oldest backup to the current file and checks every
+promise of the handler: each record exactly once (or, when old backups were deleted, each writer
+missing only its oldest records), no torn line, each writer's sequence rising across files,
+backup numbering contiguous, file count within ``backupCount + 1`` and sizes within the limit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+__all__ = ["Verdict", "make_line", "parse_line", "rotated_files", "verify"]
+
+_HEAD = "{:04d} {:09d} "
+_MIN_LINE = len(_HEAD.format(0, 0)) + 1 + 8 + 1  # head, one pad char, space, crc, newline
+_LINE = re.compile(rb"^(\d{4}) (\d{9}) x+ ([0-9a-f]{8})$")
+
+
+def make_line(writer: int, seq: int, length: int = 120) -> str:
+    """The message whose formatted line (plus ``\\n``) is exactly ``length`` bytes."""
+    if length < _MIN_LINE:
+        raise ValueError(f"length must be >= {_MIN_LINE}, got {length}")
+    head = _HEAD.format(writer, seq)
+    body = head + "x" * (length - len(head) - 10) + " "
+    return f"{body}{zlib.crc32(body.encode()):08x}"
+
+
+def parse_line(line: bytes) -> tuple[int, int] | None:
+    """``(writer, seq)`` of a whole, intact line (without its newline), else ``None``."""
+    match = _LINE.match(line)
+    if match is None or zlib.crc32(line[:-8]) != int(match.group(3), 16):
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+def rotated_files(directory: str, basename: str) -> tuple[list[int], bool]:
+    """Backup numbers present for ``basename`` (sorted) and whether the current file exists."""
+    numbers: list[int] = []
+    current = False
+    prefix = basename + "."
+    for name in os.listdir(directory):
+        if name == basename:
+            current = True
+        elif name.startswith(prefix) and name[len(prefix) :].isdigit():
+            numbers.append(int(name[len(prefix) :]))
+    return sorted(numbers), current
+
+
+@dataclass
+class Verdict:
+    """What :func:`verify` found. ``ok`` is true only if every check passed."""
+
+    writers: int
+    per_writer: int
+    files: int = 0
+    bytes: int = 0
+    found: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    torn: int = 0
+    order_breaks: int = 0
+    oversized: list[tuple[str, int]] = field(default_factory=list)
+    numbering_gaps: list[int] = field(default_factory=list)
+    too_many_files: int = 0
+    largest_file: int = 0
+    complete: bool = True
+
+    @property
+    def expected(self) -> int:
+        return self.writers * self.per_writer
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.lost
+            or self.duplicated
+            or self.torn
+            or self.order_breaks
+            or self.oversized
+            or self.numbering_gaps
+            or self.too_many_files
+        )
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.lost:
+            what = "missing" if self.complete else "missing in the middle of a writer's run"
+            out.append(f"{self.lost} records {what} ({100 * self.lost / self.expected:.2f} %)")
+        if self.duplicated:
+            out.append(f"{self.duplicated} records duplicated")
+        if self.torn:
+            out.append(f"{self.torn} torn or corrupt lines")
+        if self.order_breaks:
+            out.append(f"{self.order_breaks} records out of per-writer order")
+        if self.oversized:
+            names = ", ".join(f"{n} ({s} B)" for n, s in self.oversized[:3])
+            out.append(f"{len(self.oversized)} files over the size limit: {names}")
+        if self.numbering_gaps:
+            out.append(f"backup numbering has gaps at {self.numbering_gaps[:5]}")
+        if self.too_many_files:
+            out.append(f"{self.too_many_files} files more than backupCount + 1")
+        return out
+
+    def summary(self) -> str:
+        head = (
+            f"{self.found}/{self.expected} records in {self.files} files "
+            f"({self.bytes / 1e6:.1f} MB, largest {self.largest_file} B)"
+        )
+        problems = self.problems()
+        if not problems:
+            return f"PASS: {head}; none lost, duplicated, torn or out of order"
+        return f"FAIL: {head}; " + "; ".join(problems)
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        return
+    parts = data.split(b"\n")
+    # A file must end with a newline; an unterminated tail is a torn record.
+    tail = parts.pop()
+    yield from parts
+    if tail:
+        yield tail
+
+
+def verify(
+    directory: str,
+    basename: str,
+    writers: int,
+    per_writer: int,
+    *,
+    max_bytes: int = 0,
+    backup_count: int = 0,
+    size_allowance: int = 0,
+    complete: bool = True,
+) -> Verdict:
+    """Check the rotated set ``basename``, ``basename.1`` ... in ``directory``.
+
+    ``size_allowance`` is how far past ``max_bytes`` a file may go (the handler's documented
+    rule for concurrent writers). With ``complete=False`` (old backups were allowed to be
+    deleted) a writer may miss only its oldest records: a missing record newer than one found is
+    still counted as lost.
+    """
+    verdict = Verdict(writers=writers, per_writer=per_writer, complete=complete)
+    numbers, current = rotated_files(directory, basename)
+    verdict.numbering_gaps = [n for n in range(1, (numbers[-1] if numbers else 0) + 1)]
+    verdict.numbering_gaps = sorted(set(verdict.numbering_gaps) - set(numbers))
+    ordered = [f"{basename}.{n}" for n in reversed(numbers)] + ([basename] if current else [])
+    verdict.files = len(ordered)
+    if backup_count and max_bytes:
+        verdict.too_many_files = max(0, len(ordered) - (backup_count + 1))
+
+    seen = [bytearray(per_writer) for _ in range(writers)]
+    last = [-1] * writers
+    for name in ordered:
+        path = os.path.join(directory, name)
+        size = os.path.getsize(path)
+        verdict.bytes += size
+        verdict.largest_file = max(verdict.largest_file, size)
+        if max_bytes and size > max_bytes + size_allowance:
+            verdict.oversized.append((name, size))
+        for line in _lines(path):
+            parsed = parse_line(line)
+            if parsed is None or parsed[0] >= writers or parsed[1] >= per_writer:
+                verdict.torn += 1
+                continue
+            writer, seq = parsed
+            if seen[writer][seq]:
+                verdict.duplicated += 1
+                continue
+            seen[writer][seq] = 1
+            verdict.found += 1
+            if seq < last[writer]:
+                verdict.order_breaks += 1
+            last[writer] = max(last[writer], seq)
+
+    for marks in seen:
+        if complete:
+            verdict.lost += marks.count(0)
+        else:
+            first = marks.find(1)
+            verdict.lost += marks.count(0, first) if first >= 0 else 0
+    return verdict
