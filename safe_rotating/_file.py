@@ -21,7 +21,6 @@ does. The price is documented in the README: while several processes write, a fi
 
 from __future__ import annotations
 
-import errno
 import logging
 import logging.handlers
 import os
@@ -30,6 +29,7 @@ import time
 import weakref
 
 from . import _options
+from ._oserror import explain as _explain
 from ._lock import SidecarLock
 from ._rotation import Remove, Rename, RotateCurrent, SizePolicy, count_backups, plan_rollover
 from .exceptions import LockTimeout, RotationError
@@ -49,25 +49,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _explain(exc: OSError, action: str, path: str) -> OSError:
-    """Re-phrase an OSError so a person knows what to do about it."""
-    folder = os.path.dirname(path)
-    hints = {
-        errno.ENOENT: f"the directory {folder!r} does not exist; create it or fix the path",
-        errno.EACCES: f"permission denied; the process (uid {os.getuid()}) needs write access "
-        f"to {folder!r}",
-        errno.EPERM: "operation not permitted; check the file's owner and mode",
-        errno.ENOSPC: "the disk is full; free space or lower maxBytes/backupCount",
-        errno.EDQUOT: "the disk quota is exhausted",
-        errno.EROFS: "the file system is mounted read-only",
-        errno.EISDIR: "the path is a directory, not a file",
-    }
-    hint = hints.get(exc.errno or 0, exc.strerror or str(exc))
-    new = type(exc)(exc.errno, f"cannot {action} {path!r}: {hint}")
-    new.__cause__ = exc
-    return new
 
 
 class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
@@ -281,13 +262,17 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     def _rotate_locked(self) -> None:
         existing = count_backups(self._name_for, os.path.lexists)
-        for step in plan_rollover(self.baseFilename, existing, self.backupCount, self._name_for):
+        current = os.path.lexists(self.baseFilename)
+        plan = plan_rollover(
+            self.baseFilename, existing, self.backupCount, self._name_for, current_exists=current
+        )
+        for step in plan:
             try:
                 if isinstance(step, Remove):
                     os.remove(step.path)
                 elif isinstance(step, Rename):
                     os.rename(step.source, step.dest)
-                elif isinstance(step, RotateCurrent) and os.path.lexists(step.source):
+                elif isinstance(step, RotateCurrent):
                     self.rotate(step.source, step.dest)
             except FileNotFoundError:
                 pass  # already gone: a crashed rotation, or an operator cleaning up

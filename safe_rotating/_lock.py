@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import portalocker
 
+from ._oserror import explain
 from .exceptions import LockError, LockTimeout
 
 __all__ = ["SidecarLock"]
@@ -58,9 +59,7 @@ class SidecarLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), self._mode)
         except OSError as exc:
-            raise LockError(
-                exc.errno, f"cannot open the rotation lock file {self.path!r}: {exc.strerror}"
-            ) from exc
+            raise explain(exc, "open the rotation lock file", self.path, LockError) from None
         try:
             if os.fstat(fd).st_size < _PAGE:
                 # Growing only; every process grows it to the same size, zero-filled.
@@ -68,9 +67,7 @@ class SidecarLock:
             mapped = mmap.mmap(fd, _PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except OSError as exc:
             os.close(fd)
-            raise LockError(
-                exc.errno, f"cannot map the rotation lock file {self.path!r}: {exc.strerror}"
-            ) from exc
+            raise explain(exc, "map the rotation lock file", self.path, LockError) from None
         self._fd = fd
         self._map = mapped
         self._slots = memoryview(mapped).cast("Q")

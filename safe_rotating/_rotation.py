@@ -85,18 +85,27 @@ def count_backups(name_for: Callable[[int], str], exists: Callable[[str], bool])
 
 
 def plan_rollover(
-    base: str, existing: int, backup_count: int, name_for: Callable[[int], str]
+    base: str,
+    existing: int,
+    backup_count: int,
+    name_for: Callable[[int], str],
+    current_exists: bool = True,
 ) -> list[Step]:
     """The steps of one rotation, in order, given ``existing`` contiguous backups.
 
     Backups numbered ``backup_count`` and above are removed (all of them, should ``backupCount``
     have been lowered since they were written), the rest shift up by one, and the current file
     becomes backup 1. The plan never renames onto a name that exists.
+
+    Without a current file there is nothing to do: an interrupted rotation already moved it to
+    backup 1, and shifting the backups again would leave ``.1`` empty.
     """
     if backup_count < 1:
         raise ValueError(f"backup_count must be >= 1 to rotate, got {backup_count!r}")
     if existing < 0:
         raise ValueError(f"existing must be >= 0, got {existing!r}")
+    if not current_exists:
+        return []
     steps: list[Step] = [Remove(name_for(n)) for n in range(existing, backup_count - 1, -1)]
     for n in range(min(existing, backup_count - 1), 0, -1):
         steps.append(Rename(name_for(n), name_for(n + 1)))

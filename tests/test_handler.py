@@ -1,0 +1,309 @@
+"""SafeRotatingFileHandler in one process: stdlib semantics, size rule, hooks, errors."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safe_rotating import SafeRotatingFileHandler
+from safe_rotating.verify import make_line, verify
+
+
+class Recording(SafeRotatingFileHandler):
+    """Keeps what went to handleError, with the exception active at that moment."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures: list[BaseException] = []
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        failure = sys.exc_info()[1]
+        assert failure is not None
+        self.failures.append(failure)
+
+
+def attach(logger: logging.Logger, handler: logging.Handler) -> logging.Handler:
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    return handler
+
+
+def files(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in directory.iterdir() if not p.name.startswith(".")}
+
+
+def test_stdlib_naming_and_every_file_within_max_bytes(tmp_path: Path, logger: Any) -> None:
+    attach(logger, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=1000, backupCount=50))
+    for seq in range(300):
+        logger.info(make_line(0, seq, 60 + seq % 40))
+    sizes = files(tmp_path)
+    assert set(sizes) == {"app.log"} | {f"app.log.{n}" for n in range(1, len(sizes))}
+    assert max(sizes.values()) <= 1000, "one writer never pushes a file past maxBytes"
+    assert min(size for name, size in sizes.items() if name != "app.log") > 1000 - 100
+    assert verify(str(tmp_path), "app.log", 1, 300).ok
+
+
+def test_backup_count_limits_files_and_drops_only_the_oldest(tmp_path: Path, logger: Any) -> None:
+    attach(logger, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=500, backupCount=3))
+    for seq in range(205):
+        logger.info(make_line(0, seq, 50))
+    assert sorted(files(tmp_path)) == ["app.log", "app.log.1", "app.log.2", "app.log.3"]
+    verdict = verify(
+        str(tmp_path), "app.log", 1, 205, max_bytes=500, backup_count=3, complete=False
+    )
+    assert verdict.ok, verdict.summary()
+    assert verdict.found == 35  # 3 full backups of 10 lines and 5 in the current file
+
+
+def test_a_record_larger_than_max_bytes_lives_alone_in_its_own_file(
+    tmp_path: Path, logger: Any
+) -> None:
+    attach(logger, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=200, backupCount=5))
+    logger.info(make_line(0, 0, 50))
+    logger.info(make_line(0, 1, 1000))
+    logger.info(make_line(0, 2, 50))
+    assert files(tmp_path) == {"app.log.2": 50, "app.log.1": 1000, "app.log": 50}
+
+
+@pytest.mark.parametrize(("max_bytes", "backup_count"), [(0, 5), (100, 0)])
+def test_zero_means_never_rotate(
+    tmp_path: Path, logger: Any, max_bytes: int, backup_count: int
+) -> None:
+    attach(logger, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=max_bytes,
+                                           backupCount=backup_count))
+    for seq in range(100):
+        logger.info(make_line(0, seq, 50))
+    assert files(tmp_path) == {"app.log": 5000}
+
+
+def test_appends_to_an_existing_file_and_counts_its_size(tmp_path: Path, logger: Any) -> None:
+    (tmp_path / "app.log").write_bytes(b"old line\n" * 100)  # 900 bytes
+    attach(logger, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=1000, backupCount=2))
+    logger.info(make_line(0, 0, 150))
+    assert files(tmp_path) == {"app.log.1": 900, "app.log": 150}
+
+
+def test_namer_and_rotator_are_honoured(tmp_path: Path, logger: Any) -> None:
+    handler = SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=100, backupCount=3)
+    rotated: list[tuple[str, str]] = []
+
+    def rotator(source: str, dest: str) -> None:
+        rotated.append((os.path.basename(source), os.path.basename(dest)))
+        os.rename(source, dest)
+
+    handler.namer = lambda name: name.replace("app.log.", "app-") + ".log"
+    handler.rotator = rotator
+    attach(logger, handler)
+    for seq in range(6):
+        logger.info(make_line(0, seq, 60))
+    assert sorted(files(tmp_path)) == ["app-1.log", "app-2.log", "app-3.log", "app.log"]
+    assert rotated == [("app.log", "app-1.log")] * 5
+
+
+def test_do_rollover_rotates_now_and_should_rollover_reads_the_real_file(
+    tmp_path: Path, logger: Any
+) -> None:
+    handler = attach(logger, SafeRotatingFileHandler(tmp_path / "a.log", maxBytes=100,
+                                                     backupCount=2))
+    assert isinstance(handler, SafeRotatingFileHandler)
+    logger.info("x" * 40)
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "y" * 70, None, None)
+    assert handler.shouldRollover(record)
+    handler.doRollover()
+    assert files(tmp_path) == {"a.log.1": 41, "a.log": 0}
+    assert not handler.shouldRollover(record)
+
+
+def test_another_handlers_rotation_is_followed(tmp_path: Path, logger: Any) -> None:
+    """Two handler objects on one file in one process: the second notices the first's rotation
+    (through the shared generation) and writes into the new file, not the renamed one."""
+    first = attach(logger, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=10**6,
+                                                   backupCount=3))
+    other = logging.getLogger(f"{logger.name}.other")
+    other.propagate = False
+    second = attach(other, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=10**6,
+                                                   backupCount=3))
+    try:
+        logger.info("one")
+        other.info("two")
+        assert isinstance(second, SafeRotatingFileHandler)
+        second.doRollover()
+        logger.info("three")
+        assert (tmp_path / "app.log.1").read_text() == "one\ntwo\n"
+        assert (tmp_path / "app.log").read_text() == "three\n"
+    finally:
+        other.removeHandler(second)
+        second.close()
+    assert first is not second
+
+
+def test_a_record_in_flight_into_a_removed_file_is_written_again(
+    tmp_path: Path, logger: Any
+) -> None:
+    """A writer stalled between its generation check and its write while other writers rotate
+    the file away and delete it (backupCount exceeded) must not lose that record."""
+    path = tmp_path / "app.log"
+    rotator = SafeRotatingFileHandler(path, maxBytes=10**6, backupCount=1)
+
+    class Stalled(SafeRotatingFileHandler):
+        stall = True
+
+        def _write_all(self, fd: int, data: bytes) -> None:
+            if self.stall:  # the file this fd points to is rotated twice, i.e. removed
+                self.stall = False
+                rotator.doRollover()
+                rotator.doRollover()
+            super()._write_all(fd, data)
+
+    attach(logger, Stalled(path, maxBytes=10**6, backupCount=1))
+    try:
+        logger.info("early")
+        logger.info("next")
+    finally:
+        rotator.close()
+    assert path.read_text() == "early\nnext\n"
+    assert (tmp_path / "app.log.1").read_text() == ""
+
+
+def test_an_interrupted_rotation_is_completed(tmp_path: Path, logger: Any) -> None:
+    """State left by a process killed after renaming .1 to .2 but before moving the current
+    file: the next rotation fills the gap instead of overwriting or skipping."""
+    (tmp_path / "app.log.3").write_text("oldest\n")
+    (tmp_path / "app.log.2").write_text("older\n")  # .1 was just moved here
+    (tmp_path / "app.log").write_text("x" * 97 + "\n")
+    attach(logger, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=100, backupCount=5))
+    logger.info("new")
+    assert {n: (tmp_path / n).read_text() for n in files(tmp_path)} == {
+        "app.log.3": "oldest\n",
+        "app.log.2": "older\n",
+        "app.log.1": "x" * 97 + "\n",
+        "app.log": "new\n",
+    }
+
+
+def test_dict_config_builds_the_handler_by_class_path(tmp_path: Path) -> None:
+    """A Django-style LOGGING dict, as settings.py would hold it."""
+    logging_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(levelname)s %(name)s %(message)s"}},
+        "handlers": {
+            "file": {
+                "class": "safe_rotating.SafeRotatingFileHandler",
+                "filename": str(tmp_path / "site.log"),
+                "maxBytes": 10 * 1024 * 1024,
+                "backupCount": 20,
+                "encoding": "utf-8",
+                "lock_timeout": 5,
+                "formatter": "plain",
+            }
+        },
+        "loggers": {"mysite": {"handlers": ["file"], "level": "INFO", "propagate": False}},
+    }
+    logging.config.dictConfig(logging_dict)
+    log = logging.getLogger("mysite")
+    try:
+        (handler,) = log.handlers
+        assert isinstance(handler, SafeRotatingFileHandler)
+        assert (handler.maxBytes, handler.backupCount, handler.lock_timeout) == (10485760, 20, 5)
+        log.info("héllo")
+        assert (tmp_path / "site.log").read_text(encoding="utf-8") == "INFO mysite héllo\n"
+    finally:
+        for h in list(log.handlers):
+            log.removeHandler(h)
+            h.close()
+
+
+# -- failures go through handleError, with a message a person can act on; the next record
+#    tries again ---------------------------------------------------------------------------------
+
+
+def test_missing_directory_at_write_time(tmp_path: Path, logger: Any) -> None:
+    folder = tmp_path / "later"
+    handler = attach(logger, Recording(folder / "app.log", delay=True,
+                                       lock_file_directory=tmp_path))
+    assert isinstance(handler, Recording)
+    logger.info("lost: the directory is missing")
+    (failure,) = handler.failures
+    assert isinstance(failure, FileNotFoundError)
+    assert f"the directory '{folder}' does not exist" in str(failure)
+    folder.mkdir()
+    logger.info("written")
+    assert (folder / "app.log").read_text() == "written\n"
+    assert len(handler.failures) == 1
+
+
+def test_missing_directory_at_construction_raises_like_the_stdlib(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist; create it or fix the path"):
+        SafeRotatingFileHandler(tmp_path / "nope" / "app.log", lock_file_directory=tmp_path)
+
+
+def test_disk_full(tmp_path: Path, logger: Any) -> None:
+    handler = attach(logger, Recording("/dev/full", lock_file_directory=tmp_path))
+    assert isinstance(handler, Recording)
+    logger.info("no room")
+    (failure,) = handler.failures
+    assert isinstance(failure, OSError)
+    assert "cannot write to '/dev/full': the disk is full" in str(failure)
+
+
+def _log_as_nobody(directory: str, queue: Any) -> None:
+    os.setgid(65534)
+    os.setuid(65534)
+    handler = Recording(os.path.join(directory, "app.log"), delay=True)
+    log = logging.getLogger("nobody")
+    log.addHandler(handler)
+    log.error("denied")
+    queue.put([str(f) for f in handler.failures])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_permission_denied(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)  # readable, not writable, by others
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_log_as_nobody, args=(str(tmp_path), queue))
+    child.start()
+    messages = queue.get(timeout=30)
+    child.join()
+    assert child.exitcode == 0
+    assert len(messages) == 1
+    assert "cannot open the rotation lock file" in messages[0]
+    assert "permission denied; the process (uid 65534) needs write access" in messages[0]
+
+
+def test_unencodable_text_goes_to_handle_error_and_logging_goes_on(
+    tmp_path: Path, logger: Any
+) -> None:
+    handler = attach(logger, Recording(tmp_path / "app.log", encoding="ascii"))
+    assert isinstance(handler, Recording)
+    logger.info("café")
+    logger.info("cafe")
+    assert [type(f) for f in handler.failures] == [UnicodeEncodeError]
+    assert (tmp_path / "app.log").read_text() == "cafe\n"
+
+
+def test_emit_never_raises_into_the_application(
+    tmp_path: Path, logger: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    attach(logger, SafeRotatingFileHandler("/dev/full", lock_file_directory=tmp_path))
+    logger.info("first")  # the stdlib's handleError prints a report to stderr
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err
+    assert "the disk is full" in err
+
+
+def test_close_is_idempotent_and_logging_after_close_reopens(tmp_path: Path, logger: Any) -> None:
+    handler = attach(logger, SafeRotatingFileHandler(tmp_path / "app.log"))
+    logger.info("a")
+    handler.close()
+    handler.close()
+    logger.info("b")
+    assert (tmp_path / "app.log").read_text() == "a\nb\n"
