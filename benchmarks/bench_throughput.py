@@ -1,0 +1,544 @@
+"""Throughput, latency and loss of rotating log handlers written by P processes at once.
+
+Four handlers take the same workload: the plain ``logging.FileHandler`` (the ceiling: one file,
+no rotation), the stdlib ``logging.handlers.RotatingFileHandler``, concurrent-log-handler's
+``ConcurrentRotatingFileHandler`` and ``safe_rotating.SafeRotatingFileHandler``. For each number
+of processes P, P spawned workers each build their own handler, meet at a barrier, and log
+``--records`` lines of ``--record-size`` bytes, timing every ``logger.info`` call. Afterwards every
+line of every file is read back by :func:`safe_rotating.verify.verify` to count lost records.
+
+Each (handler, P) cell runs ``--repeat`` times; within a repeat the handlers take turns, so noise
+on the machine hits all of them alike. Reported per cell: the median throughput, the median of
+the per-repeat ratios to FileHandler at the same P, the medians of the per-repeat p50, p99 and
+maximum emit latency (over every record of every process), and the records lost and the
+``handleError`` calls summed over all repeats.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_throughput.py
+    .venv/bin/python benchmarks/bench_throughput.py --processes 1,2,4,8 --repeat 3 \\
+        --markdown bench-out/throughput.md --chart docs/benchmarks.png
+    .venv/bin/python benchmarks/bench_throughput.py --processes 2 --records 2000 --repeat 1
+
+Progress goes to stderr, one line per finished run; the table goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import math
+import multiprocessing
+import os
+import platform
+import queue
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from safe_rotating import SafeRotatingFileHandler
+from safe_rotating.verify import make_line, verify
+
+BASENAME = "app.log"
+MIB = 1024 * 1024
+
+HandlerFactory = Callable[[str, int, int], logging.Handler]
+
+
+def _file(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
+    return logging.FileHandler(path)
+
+
+def _stdlib(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
+    return logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count)
+
+
+def _clh(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
+    from concurrent_log_handler import ConcurrentRotatingFileHandler
+
+    handler: logging.Handler = ConcurrentRotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backup_count
+    )
+    return handler
+
+
+def _safe(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
+    return SafeRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count)
+
+
+# Key -> (label, factory). The first entry is the baseline the others are compared with.
+HANDLERS: dict[str, tuple[str, HandlerFactory]] = {
+    "file": ("FileHandler", _file),
+    "stdlib": ("RotatingFileHandler", _stdlib),
+    "clh": ("CLH", _clh),
+    "safe": ("safe_rotating", _safe),
+}
+BASELINE = "file"
+
+
+@dataclass(frozen=True)
+class Config:
+    processes: tuple[int, ...]
+    records: int
+    record_size: int
+    max_bytes: int
+    backup_count: int
+    repeat: int
+    handlers: tuple[str, ...]
+
+
+# What a worker sends back: index, start ns, end ns, latencies (array('q') bytes), errors.
+WorkerReport = tuple[int, int, int, bytes, int]
+
+
+def _worker(
+    kind: str,
+    path: str,
+    max_bytes: int,
+    backup_count: int,
+    index: int,
+    records: int,
+    record_size: int,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """One writer process: build the handler, wait for the others, log and time every record."""
+    logging.raiseExceptions = False  # the stdlib peers fail loudly under concurrent rotation
+    handler = HANDLERS[kind][1](path, max_bytes, backup_count)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    errors = 0
+
+    def count_error(record: logging.LogRecord) -> None:
+        nonlocal errors
+        errors += 1
+
+    handler.handleError = count_error  # type: ignore[method-assign]
+    logger = logging.getLogger(f"bench_throughput.{index}")
+    logger.propagate = False
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+
+    messages = [make_line(index, seq, record_size) for seq in range(records)]
+    latencies = array("q", bytes(8 * records))
+    clock = time.perf_counter_ns
+    info = logger.info
+    barrier.wait(timeout=300)
+    start = clock()
+    for seq, message in enumerate(messages):
+        before = clock()
+        info(message)
+        latencies[seq] = clock() - before
+    end = clock()
+    handler.close()
+    report: WorkerReport = (index, start, end, latencies.tobytes(), errors)
+    results.put(report)
+
+
+@dataclass
+class Run:
+    """One run of one cell: P processes through one handler."""
+
+    kind: str
+    processes: int
+    repeat: int
+    records_per_second: float
+    p50_us: float
+    p99_us: float
+    max_us: float
+    lost: int
+    errors: int
+    verified: bool
+    summary: str
+    seconds: float
+
+
+def _percentile(ordered: Sequence[int], q: float) -> int:
+    """Nearest-rank percentile of an already sorted sequence."""
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def run_once(kind: str, processes: int, repeat: int, config: Config, scratch: str) -> Run:
+    """Run one cell once in its own scratch directory, verify the files, remove the directory."""
+    directory = tempfile.mkdtemp(prefix=f"{kind}-p{processes}-r{repeat}-", dir=scratch)
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        barrier = ctx.Barrier(processes)
+        results = ctx.Queue()
+        path = os.path.join(directory, BASENAME)
+        workers = [
+            ctx.Process(
+                target=_worker,
+                args=(
+                    kind,
+                    path,
+                    config.max_bytes,
+                    config.backup_count,
+                    index,
+                    config.records,
+                    config.record_size,
+                    barrier,
+                    results,
+                ),
+                daemon=True,
+            )
+            for index in range(processes)
+        ]
+        began = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        reports: list[WorkerReport] = []
+        while len(reports) < processes:
+            try:
+                reports.append(results.get(timeout=1.0))
+            except queue.Empty:
+                if not any(worker.is_alive() for worker in workers):
+                    codes = [worker.exitcode for worker in workers]
+                    message = f"{kind} P={processes}: workers died, exit codes {codes}"
+                    raise RuntimeError(message) from None
+        for worker in workers:
+            worker.join()
+
+        latencies = array("q")
+        for report in reports:
+            latencies.frombytes(report[3])
+        ordered = sorted(latencies)
+        wall_ns = max(r[2] for r in reports) - min(r[1] for r in reports)
+        total = processes * config.records
+        rotating = kind != BASELINE
+        verdict = verify(
+            directory,
+            BASENAME,
+            processes,
+            config.records,
+            max_bytes=config.max_bytes if rotating else 0,
+            backup_count=config.backup_count if rotating else 0,
+            # Our handler's documented rule: a file may pass maxBytes by one record per other
+            # concurrently writing process. The peers promise a hard limit.
+            size_allowance=processes * config.record_size if kind == "safe" else 0,
+            complete=True,
+        )
+        return Run(
+            kind=kind,
+            processes=processes,
+            repeat=repeat,
+            records_per_second=total / (wall_ns / 1e9),
+            p50_us=_percentile(ordered, 0.50) / 1000,
+            p99_us=_percentile(ordered, 0.99) / 1000,
+            max_us=ordered[-1] / 1000,
+            lost=verdict.lost,
+            errors=sum(r[4] for r in reports),
+            verified=verdict.ok,
+            summary=verdict.summary(),
+            seconds=time.perf_counter() - began,
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class Cell:
+    """All repeats of one (handler, P)."""
+
+    kind: str
+    processes: int
+    runs: list[Run] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return HANDLERS[self.kind][0]
+
+    def median(self, attribute: str) -> float:
+        return statistics.median(float(getattr(run, attribute)) for run in self.runs)
+
+    @property
+    def rate(self) -> float:
+        return self.median("records_per_second")
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios) if self.ratios else float("nan")
+
+    @property
+    def lost(self) -> int:
+        return sum(run.lost for run in self.runs)
+
+    @property
+    def errors(self) -> int:
+        return sum(run.errors for run in self.runs)
+
+    @property
+    def verdict(self) -> str:
+        passed = sum(run.verified for run in self.runs)
+        if passed == len(self.runs):
+            return "PASS"
+        return f"FAIL {len(self.runs) - passed}/{len(self.runs)}"
+
+
+def run_all(config: Config, scratch: str) -> dict[tuple[str, int], Cell]:
+    cells = {(k, p): Cell(k, p) for p in config.processes for k in config.handlers}
+    total = config.repeat * len(cells)
+    done = 0
+    for repeat in range(config.repeat):
+        for processes in config.processes:
+            # Rotate the order each repeat so no handler always runs first or last.
+            shift = repeat % len(config.handlers)
+            order = config.handlers[shift:] + config.handlers[:shift]
+            rates: dict[str, float] = {}
+            for kind in order:
+                run = run_once(kind, processes, repeat, config, scratch)
+                cells[(kind, processes)].runs.append(run)
+                rates[kind] = run.records_per_second
+                done += 1
+                print(
+                    f"[{done:>3}/{total}] repeat {repeat + 1}/{config.repeat} P={processes} "
+                    f"{HANDLERS[kind][0]:<19} {run.records_per_second / 1000:8.1f}k rec/s  "
+                    f"p99 {run.p99_us:8.1f} us  lost {run.lost:>6}  errors {run.errors:>6}  "
+                    f"{'PASS' if run.verified else 'FAIL'}  ({run.seconds:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if not run.verified and kind == "safe":
+                    print(f"      {run.summary}", file=sys.stderr, flush=True)
+            if BASELINE in rates:
+                for kind, rate in rates.items():
+                    cells[(kind, processes)].ratios.append(rate / rates[BASELINE])
+    return cells
+
+
+COLUMNS = (
+    "handler",
+    "P",
+    "records/s",
+    "x FileHandler",
+    "p50 us",
+    "p99 us",
+    "max us",
+    "lost",
+    "errors",
+    "verify",
+)
+
+
+def table_rows(config: Config, cells: dict[tuple[str, int], Cell]) -> list[list[str]]:
+    rows = []
+    for processes in config.processes:
+        for kind in config.handlers:
+            cell = cells[(kind, processes)]
+            rows.append(
+                [
+                    cell.label,
+                    str(processes),
+                    f"{cell.rate:,.0f}",
+                    f"{cell.ratio:.2f}",
+                    f"{cell.median('p50_us'):.1f}",
+                    f"{cell.median('p99_us'):.1f}",
+                    f"{cell.median('max_us'):,.0f}",
+                    str(cell.lost),
+                    str(cell.errors),
+                    cell.verdict,
+                ]
+            )
+    return rows
+
+
+def text_table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [list(COLUMNS), *rows]) for i in range(len(COLUMNS))]
+    lines = []
+    for n, row in enumerate([list(COLUMNS), *rows]):
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    head = "| " + " | ".join(COLUMNS) + " |"
+    rule = "|" + "|".join([" --- "] + [" ---: "] * (len(COLUMNS) - 1)) + "|"
+    body = ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join([head, rule, *body])
+
+
+def describe(config: Config) -> str:
+    return (
+        f"{config.records} records x {config.record_size} B per process, "
+        f"maxBytes {config.max_bytes}, backupCount {config.backup_count}, start method spawn, "
+        f"median of {config.repeat} repeats; lost and errors summed over all repeats; "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
+    )
+
+
+def ratio_line(config: Config, cells: dict[tuple[str, int], Cell]) -> str:
+    processes = 8 if 8 in config.processes else max(config.processes)
+    parts = [
+        f"{cells[(kind, processes)].label} {cells[(kind, processes)].ratio:.2f}x"
+        for kind in config.handlers
+        if kind != BASELINE
+    ]
+    return f"P={processes}, throughput relative to FileHandler: " + ", ".join(parts)
+
+
+def targets_line(config: Config, cells: dict[tuple[str, int], Cell]) -> str | None:
+    if "safe" not in config.handlers or 8 not in config.processes:
+        return None
+    cell = cells[("safe", 8)]
+    checks = [
+        (f"throughput {cell.ratio:.2f}x FileHandler (target >= 0.8x)", cell.ratio >= 0.8),
+        (f"p99 {cell.median('p99_us'):.1f} us (target <= 100 us)", cell.median("p99_us") <= 100),
+        (f"{cell.lost} records lost (target 0)", cell.lost == 0 and cell.verdict == "PASS"),
+    ]
+    return "safe_rotating at P=8: " + "; ".join(
+        f"{text} {'met' if ok else 'NOT met'}" for text, ok in checks
+    )
+
+
+def write_chart(path: str, config: Config, cells: dict[tuple[str, int], Cell]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    xs = list(config.processes)
+    for kind in config.handlers:
+        label = HANDLERS[kind][0]
+        ratios = [cells[(kind, p)].ratio for p in xs]
+        p99 = [cells[(kind, p)].median("p99_us") for p in xs]
+        style = "--" if kind == BASELINE else "-"
+        left.plot(xs, ratios, style, marker="o", label=label)
+        right.plot(xs, p99, style, marker="o", label=label)
+    left.set_title("Throughput relative to FileHandler")
+    left.set_xlabel("writer processes (P)")
+    left.set_ylabel("records/s ÷ FileHandler records/s")
+    left.set_ylim(0, 1.1)
+    left.axhline(0.8, color="grey", linestyle=":", linewidth=1)
+    left.annotate("0.8 target", (xs[0], 0.81), fontsize=8, color="grey")
+    right.set_title("p99 emit latency")
+    right.set_xlabel("writer processes (P)")
+    right.set_ylabel("µs (log scale)")
+    right.set_yscale("log")
+    right.axhline(100, color="grey", linestyle=":", linewidth=1)
+    right.annotate("100 µs target", (xs[0], 104), fontsize=8, color="grey")
+    right.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    right.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    for axis in (left, right):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(xs, [str(x) for x in xs])
+        axis.grid(True, which="both", alpha=0.3)
+    left.legend(loc="best", fontsize=8)
+    fig.suptitle(
+        f"{config.records} x {config.record_size} B records per process, "
+        f"maxBytes {config.max_bytes // 1024} KiB, {os.cpu_count()} CPUs",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _size(text: str) -> int:
+    from safe_rotating._rotation import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,2,4,8, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive numbers like 1,2,4,8, got {text!r}")
+    return values
+
+
+def _handlers(text: str) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [v for v in values if v not in HANDLERS]
+    if unknown or not values:
+        raise argparse.ArgumentTypeError(f"handlers are {','.join(HANDLERS)}; got {text!r}")
+    return tuple(k for k in HANDLERS if k in values)  # baseline first, fixed order
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add = parser.add_argument
+    add("--processes", type=_counts, default=(1, 2, 4, 8), help="comma list (default 1,2,4,8)")
+    add("--records", type=int, default=20_000, help="records per process (default 20000)")
+    add("--record-size", type=int, default=120, help="bytes per line (default 120)")
+    add("--max-bytes", type=_size, default=MIB, help="rotate at this size (default 1MiB)")
+    add("--backup-count", type=int, default=1000, help="(default 1000: nothing is deleted)")
+    add("--repeat", type=int, default=3, help="runs per cell; the median is reported (default 3)")
+    add(
+        "--handlers",
+        type=_handlers,
+        default=tuple(HANDLERS),
+        help=f"comma list of {','.join(HANDLERS)} (default all)",
+    )
+    add("--out", help="scratch directory (default: a temporary one, removed afterwards)")
+    add("--markdown", metavar="PATH", help="write the results table as Markdown here")
+    add("--chart", metavar="PATH", help="write a PNG chart here (needs matplotlib)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    needed = 2 * max(args.processes) * args.records * args.record_size // args.max_bytes + 16
+    if args.backup_count < needed:
+        print(
+            f"note: raising backupCount to {needed} so that no backup is deleted", file=sys.stderr
+        )
+    config = Config(
+        processes=args.processes,
+        records=args.records,
+        record_size=args.record_size,
+        max_bytes=args.max_bytes,
+        backup_count=max(args.backup_count, needed),
+        repeat=max(1, args.repeat),
+        handlers=args.handlers,
+    )
+    own = args.out is None
+    scratch = tempfile.mkdtemp(prefix="bench-throughput-") if own else args.out
+    os.makedirs(scratch, exist_ok=True)
+    print(f"scratch directory {scratch}; {describe(config)}", file=sys.stderr, flush=True)
+    try:
+        cells = run_all(config, scratch)
+    finally:
+        if own:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    rows = table_rows(config, cells)
+    print(describe(config))
+    print(text_table(rows))
+    print()
+    if BASELINE in config.handlers and len(config.handlers) > 1:
+        print(ratio_line(config, cells))
+    targets = targets_line(config, cells)
+    if targets:
+        print(targets)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(f"{describe(config)}\n\n{markdown_table(rows)}\n")
+    if args.chart:
+        write_chart(args.chart, config, cells)
+    failed = [c for c in cells.values() if c.kind == "safe" and c.verdict != "PASS"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The rotation lock: bounded waits that name the holder, fork safety, re-entrancy."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safe_rotating import LockError, LockTimeout, RotationError, SafeRotatingFileHandler
+from safe_rotating._lock import SidecarLock
+from safe_rotating.verify import make_line, verify
+
+
+def test_contention_times_out_and_names_the_holder(tmp_path: Path) -> None:
+    path = str(tmp_path / ".app.log.lock")
+    holder, waiter = SidecarLock(path), SidecarLock(path)
+    assert holder.acquire(1.0)
+    started = time.monotonic()
+    with pytest.raises(LockTimeout) as caught:
+        waiter.acquire(0.3)
+    assert 0.3 <= time.monotonic() - started < 2.0
+    assert caught.value.holder_pid == os.getpid()
+    assert f"is held by pid {os.getpid()} for more than 0.3s" in str(caught.value)
+    holder.release()
+    assert waiter.acquire(0.3)
+    waiter.release()
+
+
+def test_a_waiter_can_give_up_early_when_it_no_longer_needs_the_lock(tmp_path: Path) -> None:
+    path = str(tmp_path / ".app.log.lock")
+    holder, waiter = SidecarLock(path), SidecarLock(path)
+    holder.acquire(1.0)
+    started = time.monotonic()
+    assert waiter.acquire(10.0, abandon=lambda: time.monotonic() - started > 0.05) is False
+    assert time.monotonic() - started < 1.0
+    holder.release()
+
+
+def test_the_lock_is_reentrant_for_its_owner(tmp_path: Path) -> None:
+    lock, other = SidecarLock(str(tmp_path / "l")), SidecarLock(str(tmp_path / "l"))
+    lock.acquire(1.0)
+    lock.acquire(1.0)  # a rotator that logs must not unlock its caller
+    lock.release()
+    with pytest.raises(LockTimeout):
+        other.acquire(0.05)
+    lock.release()
+    assert other.acquire(0.05)
+    other.release()
+    with pytest.raises(RuntimeError, match="not held"):
+        lock.release()
+
+
+def test_generation_is_shared_between_lock_objects(tmp_path: Path) -> None:
+    first, second = SidecarLock(str(tmp_path / "l")), SidecarLock(str(tmp_path / "l"))
+    first.open()
+    second.open()
+    assert first.generation == second.generation == 0
+    first.acquire(1.0)
+    first.bump_generation()
+    first.release()
+    assert second.generation == 1
+
+
+def test_unusable_lock_file_is_a_lock_error_not_contention(tmp_path: Path) -> None:
+    lock = SidecarLock(str(tmp_path / "missing-dir" / "l"))
+    with pytest.raises(LockError, match="cannot open the rotation lock file.*does not exist"):
+        lock.acquire(1.0)
+
+
+def _try_lock_in_child(handler: SafeRotatingFileHandler, queue: Any) -> None:
+    try:
+        handler._lock.acquire(0.2)
+    except LockTimeout as exc:
+        queue.put(("timeout", exc.holder_pid))
+    else:
+        queue.put(("acquired", None))
+
+
+def test_a_forked_child_does_not_inherit_the_parents_lock(tmp_path: Path) -> None:
+    """flock belongs to the open file description, which fork shares; without reopening, the
+    child would 'acquire' the lock its parent holds."""
+    handler = SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=1000, backupCount=3)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    handler._lock.acquire(1.0)
+    try:
+        child = ctx.Process(target=_try_lock_in_child, args=(handler, queue))
+        child.start()
+        assert queue.get(timeout=30) == ("timeout", os.getpid())
+        child.join()
+    finally:
+        handler._lock.release()
+        handler.close()
+
+
+def _hold_and_stop(lock_path: str, ready: Any) -> None:
+    lock = SidecarLock(lock_path)
+    lock.acquire(5.0)
+    ready.set()
+    os.kill(os.getpid(), signal.SIGSTOP)  # a stopped process, holding the lock
+    lock.release()
+
+
+class Recording(SafeRotatingFileHandler):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures: list[BaseException] = []
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        failure = sys.exc_info()[1]
+        assert failure is not None
+        self.failures.append(failure)
+
+
+def test_a_stopped_lock_holder_delays_rotation_but_loses_nothing(
+    tmp_path: Path, logger: logging.Logger
+) -> None:
+    handler = Recording(tmp_path / "app.log", maxBytes=1000, backupCount=50, lock_timeout=0.5)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_and_stop, args=(handler.lock_path, ready))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        waits = []
+        for seq in range(30):  # 3000 bytes: needs two rotations
+            started = time.monotonic()
+            logger.info(make_line(0, seq, 100))
+            waits.append(time.monotonic() - started)
+        # Only the first record that needed a rotation waited, and only for the bound.
+        assert 0.5 <= max(waits) < 2.0
+        assert sorted(waits)[-2] < 0.1
+        (failure,) = handler.failures
+        assert isinstance(failure, RotationError)
+        assert isinstance(failure.__cause__, LockTimeout)
+        message = str(failure)
+        assert f"could not rotate '{handler.baseFilename}'" in message
+        assert f"held by pid {holder.pid}" in message
+        assert "The record was written to the current file" in message
+        assert not (tmp_path / "app.log.1").exists()
+    finally:
+        assert holder.pid is not None
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.join(30)
+    logger.info(make_line(0, 30, 100))  # the lock is free again: rotation resumes at once
+    assert (tmp_path / "app.log.1").exists()
+    for seq in range(31, 60):
+        logger.info(make_line(0, seq, 100))
+    verdict = verify(str(tmp_path), "app.log", 1, 60)
+    assert verdict.ok, verdict.summary()
+    assert len(handler.failures) == 1
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        LockTimeout("/var/log/.app.log.lock", 10.0, 4242),
+        LockTimeout("/var/log/.app.log.lock", 10.0, None),
+        LockError("cannot lock"),
+        RotationError("could not rotate"),
+    ],
+)
+def test_exceptions_survive_pickling(exc: Exception) -> None:
+    copy = pickle.loads(pickle.dumps(exc))
+    assert type(copy) is type(exc)
+    assert str(copy) == str(exc)
