@@ -29,8 +29,8 @@ import time
 import weakref
 
 from . import _options
-from ._oserror import explain as _explain
 from ._lock import SidecarLock
+from ._oserror import explain as _explain
 from ._rotation import Remove, Rename, RotateCurrent, SizePolicy, count_backups, plan_rollover
 from .exceptions import LockTimeout, RotationError
 
@@ -121,7 +121,7 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
     # -- small helpers ---------------------------------------------------------------------------
     def _handler_lock(self) -> threading.RLock:
         assert self.lock is not None
-        return self.lock  # type: ignore[return-value]
+        return self.lock
 
     def _create_flags(self) -> int:
         flags = _OPEN_FLAGS | os.O_CREAT

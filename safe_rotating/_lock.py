@@ -57,7 +57,9 @@ class SidecarLock:
         if self._fd >= 0:
             return
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), self._mode)
+            fd = os.open(
+                self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), self._mode
+            )
         except OSError as exc:
             raise explain(exc, "open the rotation lock file", self.path, LockError) from None
         try:
@@ -110,7 +112,8 @@ class SidecarLock:
     def bump_generation(self) -> int:
         """Announce a rotation. Only call while holding the lock."""
         slots = self._slots
-        assert slots is not None and self._depth > 0, "bump_generation() without the lock"
+        assert slots is not None, "SidecarLock.open() was not called"
+        assert self._depth > 0, "bump_generation() without the lock"
         new = int(slots[_GENERATION]) + 1
         slots[_GENERATION] = new
         return new

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import io
 import locale
 import math
 import os
@@ -55,9 +54,8 @@ def check_mode(mode: Any, rotating: bool) -> str:
 def check_encoding(encoding: Any) -> str:
     if encoding is not None and not isinstance(encoding, str):
         raise TypeError(f"encoding must be a str or None, got {type(encoding).__name__}")
-    chosen = io.text_encoding(encoding)
-    if chosen == "locale":
-        chosen = locale.getpreferredencoding(False)
+    # None means the locale's encoding, as for open() and the stdlib's FileHandler.
+    chosen = encoding if encoding is not None else locale.getpreferredencoding(False)
     try:
         return codecs.lookup(chosen).name
     except LookupError:

@@ -129,4 +129,4 @@ def parse_size(text: str) -> int:
     number, prefix, suffix = match.groups()
     power = _POWERS[prefix.lower()]
     base = 1000 if suffix.lower() == "b" and prefix else 1024
-    return int(number) * base**power
+    return int(number) * int(base**power)

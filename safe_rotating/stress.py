@@ -43,9 +43,7 @@ def _safe(path: str, max_bytes: int, backup_count: int, lock_timeout: float) -> 
 
 
 def _stdlib(path: str, max_bytes: int, backup_count: int, lock_timeout: float) -> logging.Handler:
-    return logging.handlers.RotatingFileHandler(
-        path, maxBytes=max_bytes, backupCount=backup_count
-    )
+    return logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count)
 
 
 def _clh(path: str, max_bytes: int, backup_count: int, lock_timeout: float) -> logging.Handler:
@@ -164,9 +162,7 @@ def _worker(
         progress[slot] = config.records
 
     first = index * config.threads
-    threads = [
-        threading.Thread(target=write, args=(first + t,)) for t in range(1, config.threads)
-    ]
+    threads = [threading.Thread(target=write, args=(first + t,)) for t in range(1, config.threads)]
     for thread in threads:
         thread.start()
     write(first)
@@ -180,8 +176,10 @@ def run_stress(
 ) -> StressResult:
     """Run the workload into ``config.directory`` (must be empty) and verify it."""
     if config.start_method not in START_METHODS:
-        raise ValueError(f"start_method must be one of {START_METHODS}, got {config.start_method!r}")
-    ctx = multiprocessing.get_context(config.start_method)
+        raise ValueError(
+            f"start_method must be one of {START_METHODS}, got {config.start_method!r}"
+        )
+    ctx: Any = multiprocessing.get_context(config.start_method)
     progress = ctx.Array("q", config.writers, lock=False)
     errors = ctx.Array("q", config.processes, lock=False)
     ready = ctx.Barrier(config.processes + 1)
@@ -190,7 +188,9 @@ def run_stress(
         # "preload": the handler (descriptor, lock file) exists before the workers are forked.
         inherited = config.handler_for(os.path.join(config.directory, BASENAME))
     workers = [
-        ctx.Process(target=_worker, args=(config, i, progress, errors, ready, inherited), daemon=True)
+        ctx.Process(
+            target=_worker, args=(config, i, progress, errors, ready, inherited), daemon=True
+        )
         for i in range(config.processes)
     ]
     for worker in workers:
@@ -283,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("-p", "--processes", type=_positive, default=8, help="worker processes (default 8)")
     add("-t", "--threads", type=_positive, default=1, help="writer threads per process (default 1)")
-    add("-n", "--records", type=_positive, default=10_000, help="records per writer (default 10000)")
+    add(
+        "-n", "--records", type=_positive, default=10_000, help="records per writer (default 10000)"
+    )
     add("--record-size", type=_positive, default=120, help="bytes per line (default 120)")
     add("--max-bytes", type=_size, default=64 * 1024, help="rotate at this size (default 64KiB)")
     add(
@@ -293,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="backups to keep; default: enough to keep every record, so any loss is a bug",
     )
     add("--start-method", choices=START_METHODS, default="spawn", help="(default spawn)")
-    add("--handler", choices=sorted(HANDLERS), default="safe", help="handler to test (default safe)")
+    add(
+        "--handler", choices=sorted(HANDLERS), default="safe", help="handler to test (default safe)"
+    )
     add("--lock-timeout", type=float, default=10.0, help="seconds (default 10)")
     add("--dir", help="directory for the log files (default: a temporary one, removed after)")
     add("--keep", action="store_true", help="keep the temporary directory for inspection")

@@ -76,8 +76,10 @@ def test_a_record_larger_than_max_bytes_lives_alone_in_its_own_file(
 def test_zero_means_never_rotate(
     tmp_path: Path, logger: Any, max_bytes: int, backup_count: int
 ) -> None:
-    attach(logger, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=max_bytes,
-                                           backupCount=backup_count))
+    attach(
+        logger,
+        SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=max_bytes, backupCount=backup_count),
+    )
     for seq in range(100):
         logger.info(make_line(0, seq, 50))
     assert files(tmp_path) == {"app.log": 5000}
@@ -110,8 +112,9 @@ def test_namer_and_rotator_are_honoured(tmp_path: Path, logger: Any) -> None:
 def test_do_rollover_rotates_now_and_should_rollover_reads_the_real_file(
     tmp_path: Path, logger: Any
 ) -> None:
-    handler = attach(logger, SafeRotatingFileHandler(tmp_path / "a.log", maxBytes=100,
-                                                     backupCount=2))
+    handler = attach(
+        logger, SafeRotatingFileHandler(tmp_path / "a.log", maxBytes=100, backupCount=2)
+    )
     assert isinstance(handler, SafeRotatingFileHandler)
     logger.info("x" * 40)
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "y" * 70, None, None)
@@ -124,12 +127,14 @@ def test_do_rollover_rotates_now_and_should_rollover_reads_the_real_file(
 def test_another_handlers_rotation_is_followed(tmp_path: Path, logger: Any) -> None:
     """Two handler objects on one file in one process: the second notices the first's rotation
     (through the shared generation) and writes into the new file, not the renamed one."""
-    first = attach(logger, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=10**6,
-                                                   backupCount=3))
+    first = attach(
+        logger, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=10**6, backupCount=3)
+    )
     other = logging.getLogger(f"{logger.name}.other")
     other.propagate = False
-    second = attach(other, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=10**6,
-                                                   backupCount=3))
+    second = attach(
+        other, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=10**6, backupCount=3)
+    )
     try:
         logger.info("one")
         other.info("two")
@@ -227,8 +232,9 @@ def test_dict_config_builds_the_handler_by_class_path(tmp_path: Path) -> None:
 
 def test_missing_directory_at_write_time(tmp_path: Path, logger: Any) -> None:
     folder = tmp_path / "later"
-    handler = attach(logger, Recording(folder / "app.log", delay=True,
-                                       lock_file_directory=tmp_path))
+    handler = attach(
+        logger, Recording(folder / "app.log", delay=True, lock_file_directory=tmp_path)
+    )
     assert isinstance(handler, Recording)
     logger.info("lost: the directory is missing")
     (failure,) = handler.failures

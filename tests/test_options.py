@@ -42,7 +42,7 @@ def test_invalid_arguments(
 
 @pytest.mark.parametrize("filename", [None, 42, b"app.log"])
 def test_filename_type_is_checked(filename: Any) -> None:
-    with pytest.raises(TypeError, match="filename must be a str or os.PathLike"):
+    with pytest.raises(TypeError, match=r"filename must be a str or os\.PathLike"):
         SafeRotatingFileHandler(filename)
 
 
