@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["Verdict", "make_line", "parse_line", "rotated_files", "verify"]
@@ -145,13 +145,16 @@ def verify(
     backup_count: int = 0,
     size_allowance: int = 0,
     complete: bool = True,
+    written: Sequence[int] | None = None,
 ) -> Verdict:
     """Check the rotated set ``basename``, ``basename.1`` ... in ``directory``.
 
     ``size_allowance`` is how far past ``max_bytes`` a file may go (the handler's documented
     rule for concurrent writers). With ``complete=False`` (old backups were allowed to be
     deleted) a writer may miss only its oldest records: a missing record newer than one found is
-    still counted as lost.
+    still counted as lost. ``written`` is for writers that were killed: how many records each
+    one is known to have logged (its ``emit`` returned); only those, and any gap before a record
+    that was found, count as lost.
     """
     verdict = Verdict(writers=writers, per_writer=per_writer, complete=complete)
     numbers, current = rotated_files(directory, basename)
@@ -186,8 +189,11 @@ def verify(
                 verdict.order_breaks += 1
             last[writer] = max(last[writer], seq)
 
-    for marks in seen:
-        if complete:
+    for writer, marks in enumerate(seen):
+        if written is not None:
+            limit = max(written[writer], marks.rfind(1) + 1)
+            verdict.lost += marks.count(0, 0, limit)
+        elif complete:
             verdict.lost += marks.count(0)
         else:
             first = marks.find(1)
