@@ -113,7 +113,6 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         self._truncate_next_open = open_mode == "w"
         self._patient = True
         self._next_report = 0.0
-        _LIVE.add(self)
         if not delay:
             with self._handler_lock():
                 self._open_current()
@@ -161,6 +160,7 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         self._end = os.fstat(fd).st_size
         if old >= 0:
             os.close(old)
+        _LIVE.add(self)  # again after a close(): a reopened handler must stay fork-safe
 
     def _is_current(self) -> bool:
         """Is our descriptor the file at the path? (Only meaningful under the lock.)"""
@@ -255,7 +255,8 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         try:
             if not self._is_current():
                 self._open_current()
-            if force or self._policy.full(os.fstat(self._fd).st_size, incoming):
+            self._end = os.fstat(self._fd).st_size  # the truth, not this process's estimate
+            if force or self._policy.full(self._end, incoming):
                 self._rotate_locked()
         finally:
             lock.release()

@@ -313,3 +313,25 @@ def test_close_is_idempotent_and_logging_after_close_reopens(tmp_path: Path, log
     handler.close()
     logger.info("b")
     assert (tmp_path / "app.log").read_text() == "a\nb\n"
+
+
+def test_rotation_work_follows_existing_backups_not_backup_count(
+    tmp_path: Path, logger: Any
+) -> None:
+    """With backupCount=100000 and three backups, a rotation looks at a handful of names (the
+    stdlib's looks at all 100000)."""
+    handler = SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=100, backupCount=100_000)
+    looked_up: list[str] = []
+
+    def namer(name: str) -> str:
+        looked_up.append(name)
+        return name
+
+    handler.namer = namer
+    attach(logger, handler)
+    for seq in range(4):
+        logger.info(make_line(0, seq, 60))
+    looked_up.clear()
+    logger.info(make_line(0, 4, 60))  # the fourth rotation: three backups exist
+    assert sorted(files(tmp_path)) == ["app.log", *(f"app.log.{n}" for n in (1, 2, 3, 4))]
+    assert len(looked_up) <= 12
