@@ -1,0 +1,88 @@
+"""Real gunicorn workers log through the handler while requests arrive concurrently."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from safe_rotating.verify import verify
+
+pytest.importorskip("gunicorn")
+pytestmark = pytest.mark.multiprocess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until_serving(port: int, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "gunicorn exited during start-up"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("gunicorn did not start listening within 60 s")
+
+
+@pytest.mark.parametrize("preload", [True, False], ids=["preload", "per-worker"])
+def test_gunicorn_workers_lose_nothing(tmp_path: Path, preload: bool) -> None:
+    workers, requests, per_request = 8, 64, 300
+    port = free_port()
+    env = {
+        **os.environ,
+        "SAFE_ROTATING_TEST_LOG": str(tmp_path / "app.log"),
+        "SAFE_ROTATING_TEST_MAX_BYTES": "16384",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers),
+        "--worker-class", "sync",
+        "--log-level", "warning",
+        *(["--preload"] if preload else []),
+        "tests.apps.wsgi_logger:app",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, env=env, cwd=tmp_path)
+    try:
+        wait_until_serving(port, server)
+
+        def get(writer: int) -> str:
+            url = f"http://127.0.0.1:{port}/log?writer={writer}&n={per_request}"
+            with urllib.request.urlopen(url, timeout=60) as response:
+                return str(response.read().decode().strip())
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            pids = set(pool.map(get, range(requests)))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+    assert len(pids) > 1, "the load must be spread over several workers"
+    verdict = verify(
+        str(tmp_path),
+        "app.log",
+        requests,
+        per_request,
+        max_bytes=16384,
+        backup_count=10_000,
+        size_allowance=workers * 120,
+    )
+    assert verdict.ok, verdict.summary()
+    assert verdict.files > 50
