@@ -32,7 +32,7 @@ from . import _options
 from ._lock import SidecarLock
 from ._oserror import explain as _explain
 from ._rotation import Remove, Rename, RotateCurrent, SizePolicy, count_backups, plan_rollover
-from .exceptions import LockTimeout, RotationError
+from .exceptions import RotationError
 
 __all__ = ["SafeRotatingFileHandler"]
 
@@ -225,7 +225,7 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         """Rotate if needed; return (not raise) what went wrong, so the record is still written."""
         try:
             self._rollover(incoming, self.lock_timeout if self._patient else 0.0)
-        except (LockTimeout, OSError) as exc:
+        except Exception as exc:  # a stuck lock, a failed rename, a faulty rotator or namer
             self._patient = False  # later records try once instead of waiting again
             now = time.monotonic()
             if now < self._next_report:

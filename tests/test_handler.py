@@ -335,3 +335,20 @@ def test_rotation_work_follows_existing_backups_not_backup_count(
     logger.info(make_line(0, 4, 60))  # the fourth rotation: three backups exist
     assert sorted(files(tmp_path)) == ["app.log", *(f"app.log.{n}" for n in (1, 2, 3, 4))]
     assert len(looked_up) <= 12
+
+
+def test_a_failing_rotator_is_reported_and_the_record_is_still_written(
+    tmp_path: Path, logger: Any
+) -> None:
+    handler = Recording(tmp_path / "app.log", maxBytes=100, backupCount=3)
+
+    def rotator(source: str, dest: str) -> None:
+        raise RuntimeError("rotator is broken")
+
+    handler.rotator = rotator
+    attach(logger, handler)
+    for seq in range(3):
+        logger.info(make_line(0, seq, 60))
+    assert [type(f.__cause__) for f in handler.failures] == [RuntimeError]
+    assert "could not rotate" in str(handler.failures[0])
+    assert verify(str(tmp_path), "app.log", 1, 3).ok
