@@ -1,0 +1,264 @@
+"""What one rotation costs, as a function of the backups that already exist.
+
+A single process writes through each handler into a file with a small ``maxBytes`` after
+``N`` backups ``app.log.1 .. app.log.N`` have been created, and times every ``logger.info``
+call until the one that rotates. Reported per (handler, N): the median, over ``--repeat`` fresh
+runs, of that rotating call, next to the median of the ordinary calls before it.
+
+Table 1 uses ``backupCount = N + 1``, so every existing backup is shifted and none is deleted.
+Table 2 keeps only a few backups (``--few``, default 5) but sets ``backupCount`` very high
+(``--huge``, default 100000): the stdlib looks for every possible backup name on each rotation,
+while safe_rotating (and concurrent-log-handler) stop at the first name that does not exist.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_rotation_cost.py
+    .venv/bin/python benchmarks/bench_rotation_cost.py --backups 0,10,100,1000 --repeat 7 \\
+        --markdown bench-out/rotation.md
+    .venv/bin/python benchmarks/bench_rotation_cost.py --markdown results.md --append
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from safe_rotating import SafeRotatingFileHandler
+from safe_rotating.verify import make_line
+
+BASENAME = "app.log"
+
+HandlerFactory = Callable[[str, int, int], logging.Handler]
+
+
+def _stdlib(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
+    return logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count)
+
+
+def _clh(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
+    from concurrent_log_handler import ConcurrentRotatingFileHandler
+
+    handler: logging.Handler = ConcurrentRotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backup_count
+    )
+    return handler
+
+
+def _safe(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
+    return SafeRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count)
+
+
+HANDLERS: dict[str, tuple[str, HandlerFactory]] = {
+    "safe": ("safe_rotating", _safe),
+    "stdlib": ("RotatingFileHandler", _stdlib),
+    "clh": ("CLH", _clh),
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    rotation_ns: int  # the call that rotated
+    ordinary_ns: float  # median of the calls before it
+
+
+def measure_once(
+    kind: str,
+    existing: int,
+    backup_count: int,
+    record_size: int,
+    records_per_file: int,
+    directory: str,
+) -> Sample:
+    """Create ``existing`` backups, then log until the handler rotates; time each call."""
+    path = os.path.join(directory, BASENAME)
+    line = (make_line(0, 0, record_size) + "\n").encode()
+    for n in range(1, existing + 1):
+        with open(f"{path}.{n}", "wb") as f:
+            f.write(line)
+    rotated_marker = f"{path}.{existing + 1}"  # appears once the current file became .1
+
+    handler = HANDLERS[kind][1](path, record_size * records_per_file, backup_count)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(f"bench_rotation_cost.{kind}")
+    logger.propagate = False
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    messages = [make_line(0, seq, record_size) for seq in range(3 * records_per_file + 3)]
+    # Leave no writeback or journal work from earlier runs (removing 1000 backups, say) to be
+    # paid for by whichever handler happens to run next.
+    os.sync()
+    clock = time.perf_counter_ns
+    ordinary: list[int] = []
+    try:
+        for message in messages:
+            before = clock()
+            logger.info(message)
+            elapsed = clock() - before
+            if os.path.lexists(rotated_marker):
+                if not ordinary:
+                    raise RuntimeError(f"{kind}: rotated on the first record")
+                return Sample(elapsed, statistics.median(ordinary))
+            ordinary.append(elapsed)
+    finally:
+        logger.handlers = []
+        handler.close()
+    raise RuntimeError(f"{kind}: no rotation after {len(messages)} records")
+
+
+@dataclass
+class Row:
+    kind: str
+    existing: int
+    backup_count: int
+    samples: list[Sample]
+
+    @property
+    def rotation_us(self) -> float:
+        return statistics.median(s.rotation_ns for s in self.samples) / 1000
+
+    @property
+    def ordinary_us(self) -> float:
+        return statistics.median(s.ordinary_ns for s in self.samples) / 1000
+
+
+def run(
+    cases: Sequence[tuple[int, int]],
+    kinds: Sequence[str],
+    repeat: int,
+    record_size: int,
+    records_per_file: int,
+    scratch: str,
+) -> list[Row]:
+    """Each (existing, backupCount) case for each handler, ``repeat`` times, interleaved."""
+    rows = {(k, e, b): Row(k, e, b, []) for e, b in cases for k in kinds}
+    for r in range(repeat):
+        for existing, backup_count in cases:
+            shift = r % len(kinds)
+            for kind in [*kinds[shift:], *kinds[:shift]]:
+                directory = tempfile.mkdtemp(prefix=f"{kind}-{existing}-", dir=scratch)
+                try:
+                    sample = measure_once(
+                        kind, existing, backup_count, record_size, records_per_file, directory
+                    )
+                finally:
+                    shutil.rmtree(directory, ignore_errors=True)
+                rows[(kind, existing, backup_count)].samples.append(sample)
+            print(
+                f"repeat {r + 1}/{repeat}: {existing} backups, backupCount {backup_count} done",
+                file=sys.stderr,
+                flush=True,
+            )
+    return list(rows.values())
+
+
+COLUMNS = ("handler", "existing backups", "backupCount", "rotating emit us", "ordinary emit us")
+
+
+def table(rows: Sequence[Row]) -> list[list[str]]:
+    return [
+        [
+            HANDLERS[row.kind][0],
+            str(row.existing),
+            str(row.backup_count),
+            f"{row.rotation_us:,.1f}",
+            f"{row.ordinary_us:,.1f}",
+        ]
+        for row in sorted(rows, key=lambda r: (r.backup_count, r.existing))
+    ]
+
+
+def text_table(rows: list[list[str]]) -> str:
+    everything = [list(COLUMNS), *rows]
+    widths = [max(len(row[i]) for row in everything) for i in range(len(COLUMNS))]
+    out = []
+    for n, row in enumerate(everything):
+        rest = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        out.append("  ".join([row[0].ljust(widths[0]), *rest]))
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    head = "| " + " | ".join(COLUMNS) + " |"
+    rule = "|" + "|".join([" --- "] + [" ---: "] * (len(COLUMNS) - 1)) + "|"
+    return "\n".join([head, rule, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0,10,100, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected numbers >= 0 like 0,10,100, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add = parser.add_argument
+    add("--backups", type=_counts, default=(0, 10, 100, 1000), help="(default 0,10,100,1000)")
+    add("--few", type=int, default=5, help="backups existing in table 2 (default 5)")
+    add("--huge", type=int, default=100_000, help="backupCount in table 2 (default 100000)")
+    add("--repeat", type=int, default=7, help="fresh runs per cell; median (default 7)")
+    add("--record-size", type=int, default=120, help="bytes per line (default 120)")
+    add("--records-per-file", type=int, default=20, help="maxBytes in records (default 20)")
+    add("--out", help="scratch directory (default: a temporary one, removed afterwards)")
+    add("--markdown", metavar="PATH", help="write both tables as Markdown here")
+    add("--append", action="store_true", help="append to --markdown instead of replacing it")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    own = args.out is None
+    scratch = tempfile.mkdtemp(prefix="bench-rotation-") if own else args.out
+    os.makedirs(scratch, exist_ok=True)
+    kinds = list(HANDLERS)
+    repeat = max(1, args.repeat)
+    common = (repeat, args.record_size, args.records_per_file, scratch)
+    try:
+        shifted = run([(n, n + 1) for n in args.backups], kinds, *common)
+        huge = run([(args.few, args.huge)], kinds, *common)
+    finally:
+        if own:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    max_bytes = args.record_size * args.records_per_file
+    setup = (
+        f"one process, {args.record_size} B records, maxBytes {max_bytes}, median of {repeat} "
+        f"fresh runs; Python {platform.python_version()}"
+    )
+    first = (
+        f"Rotation with N existing backups, backupCount = N + 1 (every backup shifts, none "
+        f"is deleted); {setup}"
+    )
+    second = f"Rotation with {args.few} existing backups and backupCount = {args.huge}; {setup}"
+    print(first)
+    print(text_table(table(shifted)))
+    print()
+    print(second)
+    print(text_table(table(huge)))
+    if args.markdown:
+        text = (
+            f"{first}\n\n{markdown_table(table(shifted))}\n\n"
+            f"{second}\n\n{markdown_table(table(huge))}\n"
+        )
+        with open(args.markdown, "a" if args.append else "w", encoding="utf-8") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
