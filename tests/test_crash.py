@@ -35,8 +35,9 @@ def _write(path: str, writer: int, records: int, progress: Any) -> None:
         progress[writer] = seq + 1  # only after emit returned
 
 
-def test_random_sigkills_lose_nothing_that_was_logged(tmp_path: Path) -> None:
-    writers, concurrent, records = 30, 6, 1000
+def run_chaos(tmp_path: Path, writers: int, concurrent: int, records: int) -> int:
+    """Keep ``concurrent`` writers running, SIGKILL one at random every few milliseconds and
+    start the next, until ``writers`` have run; verify and return how many were killed."""
     path = str(tmp_path / "app.log")
     ctx = multiprocessing.get_context("fork")
     progress = ctx.Array("q", writers, lock=False)
@@ -68,9 +69,20 @@ def test_random_sigkills_lose_nothing_that_was_logged(tmp_path: Path) -> None:
         size_allowance=concurrent * RECORD,
         written=list(progress),
     )
-    assert killed >= 10, "the test must actually kill writers"
     assert verdict.ok, verdict.summary()
     assert verdict.files > 50
+    return killed
+
+
+def test_random_sigkills_lose_nothing_that_was_logged(tmp_path: Path) -> None:
+    killed = run_chaos(tmp_path, writers=30, concurrent=6, records=1000)
+    assert killed >= 10, "the test must actually kill writers"
+
+
+@pytest.mark.slow
+def test_soak_random_sigkills(tmp_path: Path) -> None:
+    killed = run_chaos(tmp_path, writers=400, concurrent=8, records=1500)
+    assert killed >= 200
 
 
 def _die_while_rotating(path: str) -> None:
