@@ -30,39 +30,15 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from safe_rotating import SafeRotatingFileHandler
+from peers import HANDLERS, build
+
 from safe_rotating.verify import make_line
 
 BASENAME = "app.log"
-
-HandlerFactory = Callable[[str, int, int], logging.Handler]
-
-
-def _stdlib(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
-    return logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count)
-
-
-def _clh(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
-    from concurrent_log_handler import ConcurrentRotatingFileHandler
-
-    handler: logging.Handler = ConcurrentRotatingFileHandler(
-        path, maxBytes=max_bytes, backupCount=backup_count
-    )
-    return handler
-
-
-def _safe(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
-    return SafeRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count)
-
-
-HANDLERS: dict[str, tuple[str, HandlerFactory]] = {
-    "safe": ("safe_rotating", _safe),
-    "stdlib": ("RotatingFileHandler", _stdlib),
-    "clh": ("CLH", _clh),
-}
+KINDS = ("safe", "stdlib", "clh")  # rotating handlers only
 
 
 @dataclass(frozen=True)
@@ -87,7 +63,7 @@ def measure_once(
             f.write(line)
     rotated_marker = f"{path}.{existing + 1}"  # appears once the current file became .1
 
-    handler = HANDLERS[kind][1](path, record_size * records_per_file, backup_count)
+    handler = build(kind, path, record_size * records_per_file, backup_count)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger(f"bench_rotation_cost.{kind}")
     logger.propagate = False
@@ -225,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     own = args.out is None
     scratch = tempfile.mkdtemp(prefix="bench-rotation-") if own else args.out
     os.makedirs(scratch, exist_ok=True)
-    kinds = list(HANDLERS)
+    kinds = list(KINDS)
     repeat = max(1, args.repeat)
     common = (repeat, args.record_size, args.records_per_file, scratch)
     try:

@@ -44,44 +44,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from safe_rotating import SafeRotatingFileHandler
+from peers import BASELINE, HANDLERS, build
+
 from safe_rotating.verify import Verdict, make_line, verify
 
 BASENAME = "app.log"
 MIB = 1024 * 1024
-
-HandlerFactory = Callable[[str, int, int], logging.Handler]
-
-
-def _file(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
-    return logging.FileHandler(path)
-
-
-def _stdlib(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
-    return logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count)
-
-
-def _clh(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
-    from concurrent_log_handler import ConcurrentRotatingFileHandler
-
-    handler: logging.Handler = ConcurrentRotatingFileHandler(
-        path, maxBytes=max_bytes, backupCount=backup_count
-    )
-    return handler
-
-
-def _safe(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
-    return SafeRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count)
-
-
-# Key -> (label, factory). The first entry is the baseline the others are compared with.
-HANDLERS: dict[str, tuple[str, HandlerFactory]] = {
-    "file": ("FileHandler", _file),
-    "stdlib": ("RotatingFileHandler", _stdlib),
-    "clh": ("CLH", _clh),
-    "safe": ("safe_rotating", _safe),
-}
-BASELINE = "file"
 
 
 @dataclass(frozen=True)
@@ -112,7 +80,7 @@ def _worker(
 ) -> None:
     """One writer process: build the handler, wait for the others, log and time every record."""
     logging.raiseExceptions = False  # the stdlib peers fail loudly under concurrent rotation
-    handler = HANDLERS[kind][1](path, max_bytes, backup_count)
+    handler = build(kind, path, max_bytes, backup_count)
     handler.setFormatter(logging.Formatter("%(message)s"))
     errors = 0
 

@@ -6,7 +6,6 @@ import logging
 import logging.config
 import multiprocessing
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +13,7 @@ import pytest
 
 from safe_rotating import SafeRotatingFileHandler
 from safe_rotating.verify import make_line, verify
-
-
-class Recording(SafeRotatingFileHandler):
-    """Keeps what went to handleError, with the exception active at that moment."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.failures: list[BaseException] = []
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        failure = sys.exc_info()[1]
-        assert failure is not None
-        self.failures.append(failure)
+from tests.support import Recording
 
 
 def attach(logger: logging.Logger, handler: logging.Handler) -> logging.Handler:

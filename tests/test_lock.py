@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from safe_rotating import LockError, LockTimeout, RotationError, SafeRotatingFileHandler
 from safe_rotating._lock import SidecarLock
 from safe_rotating.verify import make_line, verify
+from tests.support import Recording
 
 
 def test_contention_times_out_and_names_the_holder(tmp_path: Path) -> None:
@@ -107,17 +107,6 @@ def _hold_and_stop(lock_path: str, ready: Any) -> None:
     ready.set()
     os.kill(os.getpid(), signal.SIGSTOP)  # a stopped process, holding the lock
     lock.release()
-
-
-class Recording(SafeRotatingFileHandler):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.failures: list[BaseException] = []
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        failure = sys.exc_info()[1]
-        assert failure is not None
-        self.failures.append(failure)
 
 
 def test_a_stopped_lock_holder_delays_rotation_but_loses_nothing(
