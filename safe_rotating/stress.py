@@ -32,6 +32,7 @@ __all__ = ["HANDLERS", "StressConfig", "StressResult", "main", "run_stress"]
 
 BASENAME = "app.log"
 START_METHODS = ("spawn", "fork", "forkserver")
+_START_TIMEOUT = 120.0  # seconds for every worker to import and build its handler
 
 
 def _safe(path: str, max_bytes: int, backup_count: int, lock_timeout: float) -> logging.Handler:
@@ -151,15 +152,14 @@ def _worker(
     logger.propagate = False
     logger.handlers = [handler]
     logger.setLevel(logging.INFO)
-    ready.wait()
+    ready.wait(timeout=_START_TIMEOUT)
 
     def write(writer: int) -> None:
-        slot = writer
         for seq in range(config.records):
             logger.info(make_line(writer, seq, config.record_size))
             if seq & 255 == 255:
-                progress[slot] = seq + 1
-        progress[slot] = config.records
+                progress[writer] = seq + 1
+        progress[writer] = config.records
 
     first = index * config.threads
     threads = [threading.Thread(target=write, args=(first + t,)) for t in range(1, config.threads)]
@@ -195,7 +195,16 @@ def run_stress(
     ]
     for worker in workers:
         worker.start()
-    ready.wait()  # every worker has imported and built its handler: start the clock
+    try:
+        ready.wait(timeout=_START_TIMEOUT)  # every worker built its handler: start the clock
+    except threading.BrokenBarrierError:
+        for worker in workers:
+            worker.kill()
+        codes = [worker.exitcode for worker in workers]
+        raise RuntimeError(
+            f"the workers did not all start within {_START_TIMEOUT:g}s (exit codes {codes}); "
+            "their error output above says why"
+        ) from None
     start = time.perf_counter()
     while any(worker.is_alive() for worker in workers):
         if on_progress is not None:

@@ -158,8 +158,8 @@ def verify(
     """
     verdict = Verdict(writers=writers, per_writer=per_writer, complete=complete)
     numbers, current = rotated_files(directory, basename)
-    verdict.numbering_gaps = [n for n in range(1, (numbers[-1] if numbers else 0) + 1)]
-    verdict.numbering_gaps = sorted(set(verdict.numbering_gaps) - set(numbers))
+    present = set(numbers)
+    verdict.numbering_gaps = [n for n in range(1, max(numbers, default=0)) if n not in present]
     ordered = [f"{basename}.{n}" for n in reversed(numbers)] + ([basename] if current else [])
     verdict.files = len(ordered)
     if backup_count and max_bytes:
