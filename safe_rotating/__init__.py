@@ -2,13 +2,22 @@
 
 from ._file import SafeRotatingFileHandler
 from ._version import __version__
-from .exceptions import LockError, LockTimeout, RotationError, SafeRotatingError
+from .exceptions import (
+    LockError,
+    LockTimeout,
+    RecordsLost,
+    RotationError,
+    SafeRotatingError,
+    SafeRotatingWarning,
+)
 
 __all__ = [
     "LockError",
     "LockTimeout",
+    "RecordsLost",
     "RotationError",
     "SafeRotatingError",
     "SafeRotatingFileHandler",
+    "SafeRotatingWarning",
     "__version__",
 ]

@@ -3,20 +3,26 @@
 How a record is written (the hot path, :meth:`SafeRotatingFileHandler._append`):
 
 1. Format and encode outside any inter-process lock.
-2. Compare the shared rotation generation (a memory read from the sidecar's mapped page) with
-   the one this handler opened at; reopen the path if another process rotated.
+2. If this handler was idle for a moment (:data:`_FOLLOW_AFTER`), read the shared rotation
+   generation from the sidecar (one ``pread``) and reopen the path if another process rotated.
 3. If this handler's last known end of file says the record would not fit, take the slow path:
    lock, re-read the truth (``stat`` of the path vs ``fstat`` of our descriptor, real size), and
    rotate only if the current file really is full.
 4. One ``write`` of the whole record on an ``O_APPEND`` descriptor — atomic on a local file system,
    so lines never tear or interleave — then ``lseek`` to learn where it ended.
-5. If a rotation happened while the record was in flight and the file it went to has since been
-   removed (``st_nlink == 0``: a writer stalled across ``backupCount`` rotations), write it again
-   into the current file. If the file is now full, rotate at once.
+5. Read the generation again. If a rotation happened while the record was in flight and the file
+   it went to has since been removed (``st_nlink == 0``: a writer stalled across ``backupCount``
+   rotations), write it again into the current file; otherwise follow the rotation for the next
+   record. If the file is now full, rotate at once.
 
 Records therefore never wait for the inter-process lock; only a writer that finds the file full
-does. The price is documented in the README: while several processes write, a file may exceed
-``maxBytes`` by at most one record per other concurrently writing handler.
+does, and for a short, bounded time. The price is documented in the README: while several
+processes write, a file may exceed ``maxBytes`` by at most one record per other concurrently
+writing handler.
+
+Once a second (:data:`_AUDIT_EVERY`) a writer also checks that the paths still name the files it
+has open, so a log or lock file deleted or replaced under it is followed, not written into
+forever.
 """
 
 from __future__ import annotations
@@ -24,21 +30,32 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import sys
 import threading
 import time
+import warnings
 import weakref
+from dataclasses import dataclass
 
 from . import _options
 from ._lock import SidecarLock
 from ._oserror import explain as _explain
 from ._rotation import Remove, Rename, RotateCurrent, SizePolicy, count_backups, plan_rollover
-from .exceptions import RotationError
+from .exceptions import LockTimeout, RecordsLost, RotationError, SafeRotatingWarning
 
 __all__ = ["SafeRotatingFileHandler"]
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+_FOLLOW_AFTER = 0.001  # seconds idle after which a record re-reads the generation before writing
+_AUDIT_EVERY = 1.0  # seconds between checks that the paths still name the files we hold open
+_REMIND_EVERY = 60.0  # seconds between reminders while rotation keeps failing
+# A lock holder that is running (not stopped, not stuck in I/O) but slow — a loaded machine —
+# delays rotation quietly for this long before it is reported; writers never wait for it.
+_SLOW_HOLDER_GRACE = 5.0
+_monotonic = time.monotonic
 
-# Handlers alive in this process; a forked child gives each its own lock description.
+# Handlers alive in this process. The at-fork hook is the fast path only: every use of the lock
+# compares the pid, because a fork done in C (uWSGI, embedding hosts) never runs the hook.
 _LIVE: weakref.WeakSet[SafeRotatingFileHandler] = weakref.WeakSet()
 
 
@@ -51,20 +68,47 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _warn(message: str) -> None:
+    """A warning that can never break logging (``-W error`` would otherwise raise in emit)."""
+    try:
+        warnings.warn(message, SafeRotatingWarning, stacklevel=3)
+    except Exception:
+        sys.stderr.write(f"safe_rotating: {message}\n")
+
+
+@dataclass
+class _Episode:
+    """A run of records that could not be written, reported once at its start and its end."""
+
+    started: float
+    first_error: str
+    count: int = 1
+
+
+@dataclass
+class _RotationTrouble:
+    """A run of failed rotations (stuck lock holder, failing rename): records are still written."""
+
+    started: float
+    attempts: int = 1
+    reported: float = 0.0
+
+
 class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """Rotate ``filename`` at ``maxBytes``, keeping ``backupCount`` backups, from many processes.
 
     Arguments are those of :class:`logging.handlers.RotatingFileHandler`, plus keyword-only:
 
     ``lock_timeout``
-        Longest wait, in seconds, for the rotation lock (default 10). When another process holds
-        it longer (stopped, hung), the record is still written — to the current file, which then
-        grows past ``maxBytes`` — and the delay is reported through ``handleError`` naming the
-        holder's pid; later records do not wait again until a rotation succeeds.
+        Longest wait, in seconds, for the rotation lock (default 0.25; a rotation normally holds
+        it for milliseconds). When another process holds it longer (stopped, hung), the record
+        is still written — to the current file, which then grows past ``maxBytes`` — and the
+        delay is reported once through ``handleError`` naming the holder; later records do not
+        wait again until a rotation succeeds.
     ``lock_file_directory``
         Where the sidecar lock file ``.<name>.lock`` lives (default: beside the log).
     ``chmod`` / ``owner``
-        Permission mode and ``(user, group)`` for log and lock files this handler creates.
+        Permission mode and ``(user, group)`` for the log and lock files this handler creates.
     """
 
     def __init__(
@@ -77,7 +121,7 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         delay: bool = False,
         errors: str | None = None,
         *,
-        lock_timeout: float = 10.0,
+        lock_timeout: float = 0.25,
         lock_file_directory: str | os.PathLike[str] | None = None,
         chmod: int | None = None,
         owner: tuple[str | int, str | int] | None = None,
@@ -103,16 +147,22 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         self.backupCount = backup_count
         self._codec = codec
         self._errors_policy = errors_policy
+        self._newline = self.terminator.encode(codec, errors_policy)
         self._policy = SizePolicy(max_bytes, backup_count)
         lock_name = "." + os.path.basename(path) + ".lock"
         self.lock_path = os.path.join(lock_dir or os.path.dirname(path), lock_name)
-        self._lock = SidecarLock(self.lock_path, self._chmod if self._chmod is not None else 0o644)
+        self._lock = SidecarLock(self.lock_path, self._chmod, self._owner)
         self._fd = -1
-        self._gen = -1
+        self._gen = b""
         self._end = 0
+        self._next_check = 0.0
+        self._next_audit = 0.0
+        self._registered_pid = 0
         self._truncate_next_open = open_mode == "w"
-        self._patient = True
-        self._next_report = 0.0
+        self._torn = False  # the last record was cut short: the next one starts a new line
+        self._failure: _Episode | None = None
+        self._trouble: _RotationTrouble | None = None
+        self._warned: set[str] = set()
         if not delay:
             with self._handler_lock():
                 self._open_current()
@@ -145,14 +195,25 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         except OSError as exc:
             raise _explain(exc, "open the log file", path) from None
 
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            _warn(message)
+
     def _open_current(self) -> None:
         """Open the path as it is now; remember the generation read *before* opening."""
         lock = self._lock
-        if not lock.is_open:
-            lock.open()
-            if self._owner is not None:
-                os.chown(lock.path, *self._owner)
-        generation = lock.generation
+        lock.open()  # a no-op unless closed, or inherited through a fork of any kind
+        if self._registered_pid != os.getpid():
+            self._register()
+        generation = lock.read_generation()
+        if len(generation) != 8 and lock.validate():
+            self._warn_once(
+                "repaired",
+                f"the rotation lock file {lock.path!r} was truncated or replaced while in use; "
+                "its table was re-created. Exclude '.*.lock' files from clean-up jobs",
+            )
+            generation = lock.read_generation()
         fd = self._open_path()
         self._truncate_next_open = False
         old, self._fd = self._fd, fd
@@ -162,10 +223,39 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
             os.close(old)
         _LIVE.add(self)  # again after a close(): a reopened handler must stay fork-safe
 
+    def _register(self) -> None:
+        """Record our settings in the sidecar; warn once when another process differs."""
+        lock = self._lock
+        self._registered_pid = os.getpid()
+        if lock.newer_layout is not None:
+            self._warn_once(
+                "layout",
+                f"the rotation lock file {lock.path!r} has layout {lock.newer_layout}, written by "
+                "a newer safe_rotating; this one knows layout 1 and uses only the lock and the "
+                "rotation counter, which every layout shares. Upgrade every process writing "
+                f"{self.baseFilename!r} to the same release",
+            )
+            return
+        if not self._policy.enabled:
+            return
+        other = lock.register(self.maxBytes, self.backupCount)
+        if other is not None:
+            self._warn_once(
+                "settings",
+                f"{self.baseFilename!r} is also written by pid {other.pid} with "
+                f"maxBytes={other.max_bytes}, backupCount={other.backup_count}, but pid "
+                f"{os.getpid()} uses maxBytes={self.maxBytes}, backupCount={self.backupCount}. "
+                "Backups are kept up to the largest backupCount of the running processes; "
+                "use the same settings in every process",
+            )
+
     def _is_current(self) -> bool:
         """Is our descriptor the file at the path? (Only meaningful under the lock.)"""
-        if self._gen != self._lock.generation:
+        if self._gen != self._lock.read_generation():
             return False
+        return self._names_our_file()
+
+    def _names_our_file(self) -> bool:
         try:
             here = os.stat(self.baseFilename)
         except FileNotFoundError:
@@ -178,68 +268,172 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     # -- the hot path ----------------------------------------------------------------------------
     def emit(self, record: logging.LogRecord) -> None:
-        """Format, then append the whole record with one write; failures go to ``handleError``."""
+        """Format, then append the whole record with one write; failures go to ``handleError``.
+
+        A failure to write is reported once per episode, with a count when writing works again.
+        """
         try:
             text = self.format(record) + self.terminator
-            self._append(text.encode(self._codec, self._errors_policy))
+            data = text.encode(self._codec, self._errors_policy)
         except RecursionError:
             raise
         except Exception:
-            self.handleError(record)
+            self.handleError(record)  # a bad record, not a bad disk: reported every time
+            return
+        try:
+            problem = self._append(data)
+        except RecursionError:
+            raise
+        except Exception as exc:
+            self._write_failed(record, exc)
+            return
+        if self._failure is not None:
+            self._write_recovered(record)
+        if problem is not None:
+            self._report(record, problem)
 
-    def _append(self, data: bytes) -> None:
-        lock = self._lock
-        if self._fd < 0 or not lock.is_open or lock.generation != self._gen:
+    def _append(self, data: bytes) -> Exception | None:
+        """Write ``data`` as one record; return (not raise) a rotation problem."""
+        now = _monotonic()
+        if self._fd < 0:
             self._open_current()
-        size = len(data)
+        elif now >= self._next_check:
+            if now >= self._next_audit:
+                self._audit(now)
+            if self._lock.read_generation() != self._gen:
+                self._open_current()
         policy = self._policy
         problem: Exception | None = None
-        if policy.enabled and self._end + size > policy.max_bytes:
-            problem = self._try_rollover(size)
+        if policy.enabled and self._end + len(data) > policy.max_bytes:
+            problem = self._try_rollover(len(data))
         fd = self._fd
         generation = self._gen
         self._write_all(fd, data)
         end = os.lseek(fd, 0, os.SEEK_CUR)
-        if lock.generation != generation and os.fstat(fd).st_nlink == 0:
-            # Rotated away and removed while the record was in flight: it is in no file.
-            self._open_current()
-            fd = self._fd
-            self._write_all(fd, data)
-            end = os.lseek(fd, 0, os.SEEK_CUR)
+        if self._lock.read_generation() != generation:
+            # Another process rotated while the record was in flight.
+            if os.fstat(fd).st_nlink == 0:  # ... and its file is gone: write it again
+                self._open_current()
+                fd = self._fd
+                self._write_all(fd, data)
+                end = os.lseek(fd, 0, os.SEEK_CUR)
+            else:  # ... it is in the just-rotated file; the next record follows
+                self._open_current()
+                end = self._end
         self._end = end
+        follow = now + _FOLLOW_AFTER
+        self._next_check = follow if follow < self._next_audit else self._next_audit
         if policy.enabled and end >= policy.max_bytes:
             problem = self._try_rollover(1) or problem
-        if problem is not None:
-            raise problem
+        return problem
+
+    def _audit(self, now: float) -> None:
+        """Do the paths still name the files we hold? Follow a deleted or replaced file."""
+        self._next_audit = now + _AUDIT_EVERY
+        if not self._lock.names_its_file():
+            self._lock.reopen()
+            self._open_current()
+        elif not self._names_our_file():
+            self._open_current()
 
     def _write_all(self, fd: int, data: bytes) -> None:
+        if self._torn:  # the previous record was cut short: start on a new line
+            data = self._newline + data
         try:
             written = os.write(fd, data)
-            while written < len(data):  # only on a nearly full disk; the line may tear
-                written += os.write(fd, data[written:])
         except OSError as exc:
             raise _explain(exc, "write to", self.baseFilename) from None
+        if written == len(data):
+            self._torn = False
+            return
+        # Only on a nearly full disk: the kernel took part of the record.
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError as exc:
+            self._torn = True
+            try:  # end the torn line now if a byte still fits
+                if os.write(fd, self._newline) == len(self._newline):
+                    self._torn = False
+            except OSError:
+                pass
+            failure = _explain(exc, "write to", self.baseFilename)
+            raise type(failure)(
+                failure.errno,
+                f"{failure.strerror}. A record was cut short: {written} of {len(data)} bytes "
+                "were written; the rest is lost and the next record starts on a new line",
+            ) from None
+        self._torn = False
+
+    # -- reporting -------------------------------------------------------------------------------
+    def _report(self, record: logging.LogRecord, problem: BaseException) -> None:
+        """Hand ``problem`` to ``handleError`` as the exception being handled."""
+        try:
+            raise problem
+        except Exception:
+            self.handleError(record)
+
+    def _write_failed(self, record: logging.LogRecord, exc: Exception) -> None:
+        episode = self._failure
+        if episode is not None:
+            episode.count += 1
+            return
+        self._failure = _Episode(_monotonic(), str(exc))
+        note = "later failures are counted and reported once, when writing works again"
+        if isinstance(exc, OSError):
+            told: Exception = type(exc)(exc.errno, f"{exc.strerror or exc}; {note}")
+            told.__cause__ = exc
+        else:
+            told = exc
+        self._report(record, told)
+
+    def _write_recovered(self, record: logging.LogRecord) -> None:
+        episode, self._failure = self._failure, None
+        assert episode is not None
+        seconds = _monotonic() - episode.started
+        self._report(
+            record, RecordsLost(self.baseFilename, episode.count, seconds, episode.first_error)
+        )
 
     # -- rotation --------------------------------------------------------------------------------
     def _try_rollover(self, incoming: int) -> Exception | None:
         """Rotate if needed; return (not raise) what went wrong, so the record is still written."""
+        trouble = self._trouble
         try:
-            self._rollover(incoming, self.lock_timeout if self._patient else 0.0)
+            self._rollover(incoming, self.lock_timeout if trouble is None else 0.0)
         except Exception as exc:  # a stuck lock, a failed rename, a faulty rotator or namer
-            self._patient = False  # later records try once instead of waiting again
-            now = time.monotonic()
-            if now < self._next_report:
-                return None  # reported less than lock_timeout ago; the record is kept anyway
-            self._next_report = now + self.lock_timeout
+            now = _monotonic()
+            if trouble is None:
+                trouble = self._trouble = _RotationTrouble(now)
+            else:
+                trouble.attempts += 1
+            if trouble.reported:
+                if now - trouble.reported < _REMIND_EVERY:
+                    return None  # reported already; the record is kept anyway
+            elif (
+                isinstance(exc, LockTimeout)
+                and exc.holder_state is None
+                and now - trouble.started < _SLOW_HOLDER_GRACE
+            ):
+                return None  # a busy holder on a loaded machine, not a stuck one: not yet
+            trouble.reported = now
+            try:
+                size = os.fstat(self._fd).st_size
+            except OSError:
+                size = self._end
+            failing = (
+                "" if trouble.attempts == 1
+                else f" Rotation has failed for {now - trouble.started:.0f}s "
+                f"({trouble.attempts} attempts)."
+            )  # fmt: skip
             failure = RotationError(
-                f"could not rotate {self.baseFilename!r}: {exc}. The record was written to "
-                f"the current file, which is now past maxBytes={self.maxBytes}; rotation "
-                "resumes by itself once this is resolved"
+                f"could not rotate {self.baseFilename!r}: {exc}.{failing} Records keep going to "
+                f"the current file, now {size} bytes (maxBytes={self.maxBytes}), without waiting "
+                "for the lock again; rotation resumes by itself once this is resolved"
             )
             failure.__cause__ = exc
             return failure
-        self._patient = True
-        self._next_report = 0.0
+        self._trouble = None
         return None
 
     def _rollover(self, incoming: int, timeout: float, force: bool = False) -> None:
@@ -247,7 +441,7 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         seen = self._gen
 
         def rotated_elsewhere() -> bool:
-            return lock.generation != seen
+            return lock.read_generation() != seen
 
         if not lock.acquire(timeout, abandon=None if force else rotated_elsewhere):
             self._open_current()  # another process rotated while we waited
@@ -256,16 +450,26 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
             if not self._is_current():
                 self._open_current()
             self._end = os.fstat(self._fd).st_size  # the truth, not this process's estimate
-            if force or self._policy.full(self._end, incoming):
+            if force:
+                if self._end > 0:  # rotating an empty file would only push history out
+                    self._rotate_locked()
+            elif self._policy.full(self._end, incoming):
                 self._rotate_locked()
         finally:
             lock.release()
+
+    def _keep(self) -> int:
+        """How many backups a rotation keeps: ours, or more if a running process keeps more."""
+        other = self._lock.register(self.maxBytes, self.backupCount)
+        if other is not None and other.backup_count > self.backupCount:
+            return other.backup_count
+        return self.backupCount
 
     def _rotate_locked(self) -> None:
         existing = count_backups(self._name_for, os.path.lexists)
         current = os.path.lexists(self.baseFilename)
         plan = plan_rollover(
-            self.baseFilename, existing, self.backupCount, self._name_for, current_exists=current
+            self.baseFilename, existing, self._keep(), self._name_for, current_exists=current
         )
         for step in plan:
             try:
@@ -295,7 +499,11 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
             return self._policy.full(os.fstat(self._fd).st_size, size)
 
     def doRollover(self) -> None:
-        """Rotate now, whatever the size (as ``RotatingFileHandler.doRollover``), under the lock."""
+        """Rotate now (as ``RotatingFileHandler.doRollover``), under the lock.
+
+        An empty current file is not rotated: when several processes each call this at start-up
+        (a "fresh file per start" idiom), one rotation happens and no history is pushed out.
+        """
         with self._handler_lock():
             if self._fd < 0:
                 self._open_current()

@@ -1,101 +1,223 @@
 """The inter-process rotation lock: an exclusive portalocker lock on a sidecar file.
 
 The sidecar (``.<logname>.lock`` beside the log, or in ``lock_file_directory``) is never the log
-itself, so a rename of the log never fights the lock. Its first page is also mapped into every
-writer as a tiny shared table:
+itself, so a rename of the log never fights the lock. Its first bytes are a small shared table,
+read and written with ``pread``/``pwrite`` (never memory-mapped: touching a mapped page of a file
+that someone truncated, or whose blocks a full disk never allocated, kills the process with
+``SIGBUS``; a short read is just a value we notice):
 
-* slot 0, the *generation*: bumped by the rotating process right after it moved the current file
-  away. A writer compares it with the generation it opened at before every record — a memory read,
-  no system call — and reopens the path when it changed.
-* slot 1, the *holder*: the pid of the process holding the lock, so a timeout can name it.
+======  ====  =============================================================================
+offset  size  meaning
+======  ====  =============================================================================
+0       8     *generation*, bumped by the rotating process right after it moved the current
+              file away; writers compare it with the value they opened at and reopen the path
+8       8     *holder*: pid of the process holding the lock, so a waiter can name it
+16      8     magic ``b"safe_rot"``
+24      4     layout version (:data:`LAYOUT`)
+28      4     reserved (zero)
+32      8     *keeper* pid: a live process whose settings are recorded below
+40      8     the keeper's ``maxBytes``
+48      8     the keeper's ``backupCount`` (the largest among processes that registered)
+56      8     when the holder took the lock (``time.time()``, a double)
+======  ====  =============================================================================
+
+Offsets 0 and 8 and the ``flock`` itself are the stable contract every layout keeps: a process
+that meets a newer layout than it knows keeps rotating through them, reports the mismatch once,
+and never writes anything else into the table. The file is created a whole page long, written
+with real zeros (no hole), so a full disk fails at creation with ``ENOSPC`` — an error, not a
+crash — and never later.
 
 ``flock`` locks belong to an open file description, which ``fork`` shares between parent and
-child. :meth:`SidecarLock.reopen_after_fork` gives a child its own description (and therefore its
-own lock); the handler calls it from an ``os.register_at_fork`` hook.
+child. The lock remembers the pid that opened it and takes a fresh description whenever it is
+used from another process, so a child forked in C (uWSGI, embedding hosts), where Python's
+at-fork hooks never run, still gets its own lock. A sidecar deleted or replaced under running
+processes is noticed the next time the lock is taken (the path no longer names the locked file)
+and every process moves to the file at the path.
 """
 
 from __future__ import annotations
 
-import mmap
+import contextlib
 import os
+import secrets
+import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import portalocker
 
 from ._oserror import explain
 from .exceptions import LockError, LockTimeout
 
-__all__ = ["SidecarLock"]
+__all__ = ["LAYOUT", "Keeper", "SidecarLock"]
 
+LAYOUT = 1
+_MAGIC = b"safe_rot"
 _PAGE = 4096
-_GENERATION = 0
-_HOLDER = 1
+_HEADER = struct.Struct("<QQ8sIIQQQd")  # 64 bytes, see the module docstring
+_GENERATION = struct.Struct("<Q")
+_MARK = struct.Struct("<8sII")  # magic, layout, reserved at offset 16
+_KEEPER = struct.Struct("<QQQ")  # pid, max_bytes, backup_count at offset 32
+_HOLDER = struct.Struct("<Q")  # offset 8
+_SINCE = struct.Struct("<d")  # offset 56
 _FIRST_POLL = 0.0001  # seconds; doubled after each failed try ...
 _LONGEST_POLL = 0.005  # ... up to this, so a waiter notices a release within ~5 ms
 _FLAGS = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
 
 
+@dataclass(frozen=True)
+class Keeper:
+    """Settings a live process registered in the sidecar (the largest ``backupCount`` wins)."""
+
+    pid: int
+    max_bytes: int
+    backup_count: int
+
+
+def pid_alive(pid: int) -> bool:
+    """Does ``pid`` name a running process (as far as this process can tell)?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    except OSError:
+        return False
+    return True
+
+
+def process_state(pid: int) -> str | None:
+    """``"stopped"``, ``"in uninterruptible I/O"``… from ``/proc`` (Linux), else ``None``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    states = {
+        b"T": "stopped",
+        b"t": "stopped by a debugger",
+        b"D": "waiting on uninterruptible I/O (a hung disk or network mount?)",
+        b"Z": "a zombie",
+    }
+    return states.get(fields[0]) if fields else None
+
+
 class SidecarLock:
-    """An exclusive, bounded-wait lock on ``path`` plus the shared generation counter.
+    """An exclusive, bounded-wait lock on ``path`` plus the shared table.
 
     Not thread-safe by itself: the owning handler serialises its threads with its own lock.
     ``acquire`` is re-entrant within one owner (a rotator that logs must not unlock its caller).
     """
 
-    def __init__(self, path: str, mode: int = 0o644) -> None:
+    def __init__(
+        self, path: str, mode: int | None = None, owner: tuple[int, int] | None = None
+    ) -> None:
         self.path = path
         self._mode = mode
+        self._owner = owner
         self._fd = -1
-        self._map: mmap.mmap | None = None
-        self._slots: memoryview | None = None
+        self._pid = 0
         self._depth = 0
+        self.newer_layout: int | None = None  # set when the table has a layout we do not know
+        self.repaired = False  # set when a truncated or foreign table was re-initialised
 
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
-        """Open (creating if needed) and map the sidecar. Idempotent."""
+        """Open (creating if needed) the sidecar in this process. Idempotent within a process."""
         if self._fd >= 0:
-            return
+            if self._pid == os.getpid():
+                return
+            self._drop_inherited()
+        path = self.path
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(
-                self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), self._mode
-            )
+            try:  # we must know whether we created it, to set its mode and owner
+                fd = os.open(path, flags | os.O_EXCL, 0o600 if self._mode is not None else 0o644)
+                created = True
+            except FileExistsError:
+                fd = os.open(path, flags & ~os.O_CREAT)
+                created = False
         except OSError as exc:
-            raise explain(exc, "open the rotation lock file", self.path, LockError) from None
+            raise explain(exc, "open the rotation lock file", path, LockError) from None
         try:
-            if os.fstat(fd).st_size < _PAGE:
-                # Growing only; every process grows it to the same size, zero-filled.
-                os.ftruncate(fd, _PAGE)
-            mapped = mmap.mmap(fd, _PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            if created:
+                if self._mode is not None:
+                    os.fchmod(fd, self._mode)
+                if self._owner is not None:
+                    os.fchown(fd, *self._owner)
+            if os.fstat(fd).st_size < _HEADER.size:
+                self._initialise(fd)
         except OSError as exc:
             os.close(fd)
-            raise explain(exc, "map the rotation lock file", self.path, LockError) from None
+            raise explain(exc, "prepare the rotation lock file", path, LockError) from None
         self._fd = fd
-        self._map = mapped
-        self._slots = memoryview(mapped).cast("Q")
+        self._pid = os.getpid()
         self._depth = 0
+        self._check_layout()
+
+    def _initialise(self, fd: int) -> None:
+        """Write a whole page of real bytes: a valid table, never a hole.
+
+        Two processes may do this at once on a new file; both write the same layout and a
+        fresh random generation, so the result is a valid table either way. Writers compare the
+        generation only for a change, so a random start also invalidates what anybody cached
+        from a table that was truncated under them.
+        """
+        generation = secrets.randbits(62) + 1
+        header = _HEADER.pack(generation, 0, _MAGIC, LAYOUT, 0, 0, 0, 0, 0.0)
+        page = header + bytes(_PAGE - len(header))
+        written = os.pwrite(fd, page, 0)
+        if written != len(page):
+            raise OSError(28, "No space left on device")  # ENOSPC: a short write of the page
+
+    def _check_layout(self) -> None:
+        magic, layout, _ = _MARK.unpack(self._read(16, _MARK.size))
+        if magic != _MAGIC:
+            # A table from release 0.1.0 (only generation and holder) or zeros: mark it ours.
+            self._write(16, _MARK.pack(_MAGIC, LAYOUT, 0))
+            self.newer_layout = None
+        else:
+            self.newer_layout = layout if layout > LAYOUT else None
 
     def close(self) -> None:
-        if self._slots is not None:
-            self._slots.release()
-            self._slots = None
-        if self._map is not None:
-            self._map.close()
-            self._map = None
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
+            if self._pid == os.getpid() and self._depth:
+                self._write_holder(0)
             os.close(fd)  # closing the last descriptor of the description also drops the lock
         self._depth = 0
 
-    def reopen_after_fork(self) -> None:
-        """In a forked child: drop the parent's open file description, take a fresh one.
+    def _drop_inherited(self) -> None:
+        """In a forked child: drop the parent's open file description (not its lock).
 
-        Closing the child's copy never releases a lock the parent holds: the parent still has its
-        own descriptor on the shared description.
+        Closing the child's copy never releases a lock the parent holds: the parent still has
+        its own descriptor on the shared description.
+        """
+        fd, self._fd = self._fd, -1
+        self._depth = 0
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def reopen_after_fork(self) -> None:
+        """The fast path of the fork rule, called from ``os.register_at_fork``.
+
+        Correctness never depends on it: :meth:`open` and :meth:`acquire` compare the pid.
         """
         if self._fd < 0:
             return
-        self.close()
+        self._drop_inherited()
+        self.open()
+
+    def reopen(self) -> None:
+        """Drop our description and open the file at the path again (it was replaced)."""
+        if self._pid == os.getpid() and self._depth:
+            raise RuntimeError(f"reopen of {self.path!r} while holding the lock")
+        if self._fd >= 0:
+            self._drop_inherited()
         self.open()
 
     @property
@@ -103,32 +225,115 @@ class SidecarLock:
         return self._fd >= 0
 
     # -- shared table ----------------------------------------------------------------------------
+    def _read(self, offset: int, size: int) -> bytes:
+        data = os.pread(self._fd, size, offset)
+        return data if len(data) == size else bytes(size)
+
+    def _write(self, offset: int, data: bytes) -> None:
+        if self.newer_layout is not None and offset >= 16:
+            return  # never write into a table whose layout we do not know
+        os.pwrite(self._fd, data, offset)
+
+    def read_generation(self) -> bytes:
+        """The generation as raw bytes — the hot path's only look at the table.
+
+        A truncated table reads short (``b""``), which differs from any cached value, so the
+        caller takes its slow path and :meth:`validate` repairs the table.
+        """
+        return os.pread(self._fd, 8, 0)
+
     @property
     def generation(self) -> int:
-        slots = self._slots
-        assert slots is not None, "SidecarLock.open() was not called"
-        return int(slots[_GENERATION])
+        assert self._fd >= 0, "SidecarLock.open() was not called"
+        return int(_GENERATION.unpack(self._read(0, 8))[0])
 
     def bump_generation(self) -> int:
         """Announce a rotation. Only call while holding the lock."""
-        slots = self._slots
-        assert slots is not None, "SidecarLock.open() was not called"
         assert self._depth > 0, "bump_generation() without the lock"
-        new = int(slots[_GENERATION]) + 1
-        slots[_GENERATION] = new
+        new = (self.generation + 1) & 0xFFFF_FFFF_FFFF_FFFF
+        os.pwrite(self._fd, _GENERATION.pack(new), 0)
         return new
 
     def holder_pid(self) -> int | None:
-        slots = self._slots
-        if slots is None:
+        if self._fd < 0:
             return None
-        pid = int(slots[_HOLDER])
+        pid = int(_HOLDER.unpack(self._read(8, 8))[0])
         return pid or None
+
+    def held_since(self) -> float | None:
+        """Wall-clock time at which the current holder took the lock, if it recorded it."""
+        if self._fd < 0 or self.newer_layout is not None:
+            return None
+        since = float(_SINCE.unpack(self._read(56, 8))[0])
+        return since or None
+
+    def _write_holder(self, pid: int) -> None:
+        os.pwrite(self._fd, _HOLDER.pack(pid), 8)
+        self._write(56, _SINCE.pack(time.time() if pid else 0.0))
+
+    def validate(self) -> bool:
+        """Is the table intact? If it was truncated, re-initialise it (under the lock).
+
+        Returns ``True`` when the table was repaired. Contention is not an error here: if the lock
+        is busy the holder will find the same damage, and we look again next time.
+        """
+        self.open()
+        if os.fstat(self._fd).st_size >= _HEADER.size:
+            return False
+        try:
+            if not self.acquire(0.05):
+                return False
+        except LockTimeout:
+            return False
+        try:
+            if os.fstat(self._fd).st_size >= _HEADER.size:
+                return False  # somebody else repaired it while we waited
+            self._initialise(self._fd)
+            self._write_holder(os.getpid())
+            self.newer_layout = None
+            self.repaired = True
+            return True
+        finally:
+            self.release()
+
+    # -- settings --------------------------------------------------------------------------------
+    def keeper(self) -> Keeper | None:
+        """The live process with the largest ``backupCount`` that registered, if any."""
+        if self._fd < 0 or self.newer_layout is not None:
+            return None
+        pid, max_bytes, backup_count = _KEEPER.unpack(self._read(32, _KEEPER.size))
+        if not pid_alive(pid):
+            return None
+        return Keeper(pid, max_bytes, backup_count)
+
+    def register(self, max_bytes: int, backup_count: int) -> Keeper | None:
+        """Record our settings if no live process keeps more backups; return the other keeper.
+
+        Returns the keeper found *before* registering when its settings differ from ours, so the
+        caller can warn. Best effort: skipped when the lock is busy.
+        """
+        try:
+            if not self.acquire(0.05):
+                return None
+        except LockTimeout:
+            return None
+        try:
+            other = self.keeper()
+            if other is None or other.pid == os.getpid() or other.backup_count <= backup_count:
+                self._write(32, _KEEPER.pack(os.getpid(), max_bytes, backup_count))
+            if other is not None and (other.max_bytes, other.backup_count) != (
+                max_bytes,
+                backup_count,
+            ):
+                return other
+            return None
+        finally:
+            self.release()
 
     # -- locking ---------------------------------------------------------------------------------
     @property
     def held(self) -> bool:
-        return self._depth > 0
+        return self._depth > 0 and self._pid == os.getpid()
 
     def acquire(self, timeout: float, abandon: Callable[[], bool] | None = None) -> bool:
         """Take the lock, waiting at most ``timeout`` seconds.
@@ -138,11 +343,12 @@ class SidecarLock:
         Raises :class:`LockTimeout` naming the holder when the bound runs out, and
         :class:`LockError` for failures that are not contention.
         """
-        self.open()
+        self.open()  # also: a description inherited through any kind of fork is replaced here
         if self._depth:
             self._depth += 1
             return True
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         pause = _FIRST_POLL
         while True:
             try:
@@ -152,17 +358,42 @@ class SidecarLock:
             except portalocker.LockException as exc:
                 raise LockError(f"cannot lock {self.path!r}: {exc}") from exc
             else:
-                self._depth = 1
-                assert self._slots is not None
-                self._slots[_HOLDER] = os.getpid()
-                return True
+                if self.names_its_file():
+                    self._depth = 1
+                    # A full disk cannot stop the lock; the holder is just unnamed.
+                    with contextlib.suppress(OSError):
+                        self._write_holder(os.getpid())
+                    return True
+                # The sidecar was deleted or replaced: move to the file at the path.
+                self._drop_inherited()
+                self.open()
+                continue
             if abandon is not None and abandon():
                 return False
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise LockTimeout(self.path, timeout, self.holder_pid())
-            time.sleep(min(pause, left))
+            now = time.monotonic()
+            if now >= deadline:
+                holder = self.holder_pid()
+                since = self.held_since()
+                raise LockTimeout(
+                    self.path,
+                    now - started,
+                    holder,
+                    held_for=None if since is None else max(0.0, time.time() - since),
+                    holder_state=None if holder is None else process_state(holder),
+                )
+            time.sleep(min(pause, deadline - now))
             pause = min(pause * 2, _LONGEST_POLL)
+
+    def names_its_file(self) -> bool:
+        """Does the path still name the file we hold open (not deleted, not replaced)?"""
+        if self._fd < 0:
+            return False
+        try:
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(self._fd)
+        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
     def release(self) -> None:
         if self._depth == 0:
@@ -170,8 +401,8 @@ class SidecarLock:
         self._depth -= 1
         if self._depth:
             return
-        assert self._slots is not None
-        self._slots[_HOLDER] = 0
+        with contextlib.suppress(OSError):
+            self._write_holder(0)
         try:
             portalocker.unlock(self._fd)
         except portalocker.LockException as exc:

@@ -6,12 +6,14 @@ import logging
 import logging.config
 import multiprocessing
 import os
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from safe_rotating import SafeRotatingFileHandler
+from safe_rotating import RecordsLost, SafeRotatingFileHandler
 from safe_rotating.verify import make_line, verify
 from tests.support import Recording
 
@@ -127,9 +129,15 @@ def test_another_handlers_rotation_is_followed(tmp_path: Path, logger: Any) -> N
         other.info("two")
         assert isinstance(second, SafeRotatingFileHandler)
         second.doRollover()
+        time.sleep(0.01)  # a writer idle for more than a millisecond checks before writing
         logger.info("three")
         assert (tmp_path / "app.log.1").read_text() == "one\ntwo\n"
         assert (tmp_path / "app.log").read_text() == "three\n"
+        second.doRollover()
+        logger.info("four")  # at once: may still land in the just-rotated file ...
+        logger.info("five")  # ... but the record after it never does
+        assert (tmp_path / "app.log.1").read_text() in ("three\nfour\n", "three\n")
+        assert (tmp_path / "app.log").read_text() in ("five\n", "four\nfive\n")
     finally:
         other.removeHandler(second)
         second.close()
@@ -150,7 +158,9 @@ def test_a_record_in_flight_into_a_removed_file_is_written_again(
         def _write_all(self, fd: int, data: bytes) -> None:
             if self.stall:  # the file this fd points to is rotated twice, i.e. removed
                 self.stall = False
+                rotator.emit(logging.makeLogRecord({"msg": "first"}))
                 rotator.doRollover()
+                rotator.emit(logging.makeLogRecord({"msg": "between"}))
                 rotator.doRollover()
             super()._write_all(fd, data)
 
@@ -161,7 +171,7 @@ def test_a_record_in_flight_into_a_removed_file_is_written_again(
     finally:
         rotator.close()
     assert path.read_text() == "early\nnext\n"
-    assert (tmp_path / "app.log.1").read_text() == ""
+    assert (tmp_path / "app.log.1").read_text() == "between\n"
 
 
 def test_an_interrupted_rotation_is_completed(tmp_path: Path, logger: Any) -> None:
@@ -227,10 +237,16 @@ def test_missing_directory_at_write_time(tmp_path: Path, logger: Any) -> None:
     (failure,) = handler.failures
     assert isinstance(failure, FileNotFoundError)
     assert f"the directory '{folder}' does not exist" in str(failure)
+    logger.info("lost too, and counted instead of reported again")
+    assert len(handler.failures) == 1
     folder.mkdir()
     logger.info("written")
     assert (folder / "app.log").read_text() == "written\n"
-    assert len(handler.failures) == 1
+    recovered = handler.failures[1]
+    assert isinstance(recovered, RecordsLost)
+    assert recovered.count == 2
+    assert f"writing to '{folder / 'app.log'}' works again; 2 record(s)" in str(recovered)
+    assert len(handler.failures) == 2
 
 
 def test_missing_directory_at_construction_raises_like_the_stdlib(tmp_path: Path) -> None:
@@ -257,19 +273,38 @@ def _log_as_nobody(directory: str, queue: Any) -> None:
     queue.put([str(f) for f in handler.failures])
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
-def test_permission_denied(tmp_path: Path) -> None:
-    tmp_path.chmod(0o755)  # readable, not writable, by others
+def _denied_as_nobody(directory: Path) -> list[str]:
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    child = ctx.Process(target=_log_as_nobody, args=(str(tmp_path), queue))
+    child = ctx.Process(target=_log_as_nobody, args=(str(directory), queue))
     child.start()
-    messages = queue.get(timeout=30)
+    messages: list[str] = queue.get(timeout=30)
     child.join()
     assert child.exitcode == 0
-    assert len(messages) == 1
-    assert "cannot open the rotation lock file" in messages[0]
-    assert "permission denied; the process (uid 65534) needs write access" in messages[0]
+    return messages
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_permission_denied_names_the_directory_its_owner_and_mode() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:
+        directory = Path(name)
+        directory.chmod(0o755)  # readable, not writable, by others
+        (message,) = _denied_as_nobody(directory)
+    assert "cannot open the rotation lock file" in message
+    assert f"permission denied on '{directory}' (owner root (uid 0)" in message
+    assert "mode 0755); this process runs as nobody (uid 65534)" in message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_permission_denied_names_the_parent_that_cannot_be_entered() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:
+        Path(name).chmod(0o755)
+        blocked = Path(name) / "private"
+        (blocked / "logs").mkdir(parents=True)
+        blocked.chmod(0o700)
+        (message,) = _denied_as_nobody(blocked / "logs")
+    assert f"this process may not enter '{blocked}' (owner root (uid 0)" in message
+    assert "mode 0700); this process runs as nobody" in message
 
 
 def test_unencodable_text_goes_to_handle_error_and_logging_goes_on(
