@@ -447,11 +447,14 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
             self._open_current()  # another process rotated while we waited
             return
         try:
+            rotated_meanwhile = lock.read_generation() != seen
             if not self._is_current():
                 self._open_current()
             self._end = os.fstat(self._fd).st_size  # the truth, not this process's estimate
             if force:
-                if self._end > 0:  # rotating an empty file would only push history out
+                # A file that another process rotated since we opened ours is already fresh for
+                # us, and rotating an empty file would only push history out.
+                if not rotated_meanwhile and self._end > 0:
                     self._rotate_locked()
             elif self._policy.full(self._end, incoming):
                 self._rotate_locked()
@@ -501,8 +504,9 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
     def doRollover(self) -> None:
         """Rotate now (as ``RotatingFileHandler.doRollover``), under the lock.
 
-        An empty current file is not rotated: when several processes each call this at start-up
-        (a "fresh file per start" idiom), one rotation happens and no history is pushed out.
+        When several processes each call this at start-up (a "fresh file per start" idiom), one
+        rotation happens and no history is pushed out: a file that another process rotated
+        since this handler opened its file is already fresh, and an empty file is not rotated.
         """
         with self._handler_lock():
             if self._fd < 0:

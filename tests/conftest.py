@@ -5,6 +5,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# ci_skips: under CI=true a skipped test (a missing install) fails instead; see that module.
+pytest_plugins = ["pytester", "tests.ci_skips"]
+
 
 @pytest.fixture
 def logger(request: pytest.FixtureRequest) -> Iterator[logging.Logger]:

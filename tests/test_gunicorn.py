@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,30 +13,12 @@ from pathlib import Path
 import pytest
 
 from safe_rotating.verify import verify
+from tests.servers import free_port, wait_until_serving
 
 pytest.importorskip("gunicorn")
 pytestmark = pytest.mark.multiprocess
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_until_serving(port: int, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "gunicorn exited during start-up"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("gunicorn did not start listening within 60 s")
 
 
 @pytest.mark.parametrize("preload", [True, False], ids=["preload", "per-worker"])
@@ -62,7 +42,7 @@ def test_gunicorn_workers_lose_nothing(tmp_path: Path, preload: bool) -> None:
     ]  # fmt: skip
     server = subprocess.Popen(command, env=env, cwd=tmp_path)
     try:
-        wait_until_serving(port, server)
+        wait_until_serving(port, server, "gunicorn")
 
         def get(writer: int) -> str:
             url = f"http://127.0.0.1:{port}/log?writer={writer}&n={per_request}"
