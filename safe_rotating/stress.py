@@ -6,6 +6,8 @@ and prints the verdict. Exit status 0 means every check passed.
 
 ``--handler stdlib`` runs the same workload through ``logging.handlers.RotatingFileHandler`` to
 show what the checks catch; ``--handler clh`` uses concurrent-log-handler when it is installed.
+Every handler is judged by the same rules, including the size rule (see
+:attr:`StressConfig.size_allowance`), and the report states the limit it applied.
 """
 
 from __future__ import annotations
@@ -83,6 +85,33 @@ class StressConfig:
     def total(self) -> int:
         return self.writers * self.records
 
+    @property
+    def handlers(self) -> int:
+        """Handler objects writing at once: one per worker process, shared by its threads."""
+        return self.processes
+
+    @property
+    def size_allowance(self) -> int:
+        """How far past ``max_bytes`` a file may grow, for every handler alike.
+
+        The rule is "at most one record per concurrently writing handler": a record already on
+        its way when the file filled may still land in it. Threads do not add to it, because a
+        handler's ``emit`` runs under that handler's own lock (``logging.Handler.handle``), so
+        each handler has at most one record in flight however many threads share it.
+        """
+        return self.handlers * self.record_size
+
+    def size_rule(self) -> str:
+        """The size limit applied to every file, spelled out for the report."""
+        if not self.max_bytes:
+            return "size limit: none (maxBytes=0)"
+        shared = f"; its {self.threads} threads share it" if self.threads > 1 else ""
+        return (
+            f"size limit, the same for every handler: maxBytes + one record per concurrently "
+            f"writing handler = {self.max_bytes} + {self.handlers} x {self.record_size} = "
+            f"{self.max_bytes + self.size_allowance} B (one handler per process{shared})"
+        )
+
     def backups(self) -> int:
         """``backup_count``, or enough backups that nothing is ever deleted."""
         if self.backup_count:
@@ -119,6 +148,7 @@ class StressResult:
             f"threads={c.threads} records/writer={c.records} maxBytes={c.max_bytes} "
             f"backupCount={c.backups()}",
             f"wrote {c.total} records in {self.seconds:.2f}s ({rate / 1000:.1f}k records/s)",
+            c.size_rule(),
             self.verdict.summary(),
         ]
         if self.logging_errors:
@@ -218,7 +248,6 @@ def run_stress(
         on_progress(sum(progress), seconds)
     if inherited is not None:
         inherited.close()
-    allowance = config.processes * config.record_size if config.handler == "safe" else 0
     verdict = verify(
         config.directory,
         BASENAME,
@@ -226,7 +255,7 @@ def run_stress(
         config.records,
         max_bytes=config.max_bytes,
         backup_count=config.backups(),
-        size_allowance=allowance,
+        size_allowance=config.size_allowance,
         complete=config.backup_count == 0,
     )
     return StressResult(config, verdict, seconds, [w.exitcode for w in workers], sum(errors))

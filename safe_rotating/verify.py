@@ -73,6 +73,7 @@ class Verdict:
     numbering_gaps: list[int] = field(default_factory=list)
     too_many_files: int = 0
     largest_file: int = 0
+    size_limit: int = 0  # maxBytes + allowance that every file was held to; 0: not checked
     complete: bool = True
 
     @property
@@ -104,7 +105,9 @@ class Verdict:
             out.append(f"{self.order_breaks} records out of per-writer order")
         if self.oversized:
             names = ", ".join(f"{n} ({s} B)" for n, s in self.oversized[:3])
-            out.append(f"{len(self.oversized)} files over the size limit: {names}")
+            out.append(
+                f"{len(self.oversized)} files over the size limit of {self.size_limit} B: {names}"
+            )
         if self.numbering_gaps:
             out.append(f"backup numbering has gaps at {self.numbering_gaps[:5]}")
         if self.too_many_files:
@@ -149,12 +152,14 @@ def verify(
 ) -> Verdict:
     """Check the rotated set ``basename``, ``basename.1`` ... in ``directory``.
 
-    ``size_allowance`` is how far past ``max_bytes`` a file may go (the handler's documented
-    rule for concurrent writers). With ``complete=False`` (old backups were allowed to be
-    deleted) a writer may miss only its oldest records: a missing record newer than one found is
-    still counted as lost. ``written`` is for writers that were killed: how many records each
-    one is known to have logged (its ``emit`` returned); only those, and any gap before a record
-    that was found, count as lost.
+    ``size_allowance`` is how far past ``max_bytes`` a file may go; the caller chooses the rule
+    (the stress command allows one record per concurrently writing handler, whichever handler it
+    tests). Every file is held to ``max_bytes + size_allowance``, kept in ``Verdict.size_limit``.
+
+    With ``complete=False`` (old backups were allowed to be deleted) a writer may miss only its
+    oldest records: a missing record newer than one found is still counted as lost. ``written``
+    is for writers that were killed: how many records each one is known to have logged (its
+    ``emit`` returned); only those, and any gap before a record that was found, count as lost.
     """
     verdict = Verdict(writers=writers, per_writer=per_writer, complete=complete)
     numbers, current = rotated_files(directory, basename)
@@ -162,6 +167,8 @@ def verify(
     verdict.numbering_gaps = [n for n in range(1, max(numbers, default=0)) if n not in present]
     ordered = [f"{basename}.{n}" for n in reversed(numbers)] + ([basename] if current else [])
     verdict.files = len(ordered)
+    if max_bytes:
+        verdict.size_limit = max_bytes + size_allowance
     if backup_count and max_bytes:
         verdict.too_many_files = max(0, len(ordered) - (backup_count + 1))
 
@@ -172,7 +179,7 @@ def verify(
         size = os.path.getsize(path)
         verdict.bytes += size
         verdict.largest_file = max(verdict.largest_file, size)
-        if max_bytes and size > max_bytes + size_allowance:
+        if verdict.size_limit and size > verdict.size_limit:
             verdict.oversized.append((name, size))
         for line in _lines(path):
             parsed = parse_line(line)

@@ -66,10 +66,30 @@ def test_numbering_gaps_extra_files_and_oversized_files(tmp_path: Path) -> None:
     assert verdict.numbering_gaps == [2]
     assert verdict.too_many_files == 1
     assert verdict.oversized == [("app.log.1", 180)]
+    assert verdict.size_limit == 100
+    assert "1 files over the size limit of 100 B: app.log.1 (180 B)" in verdict.summary()
     allowed = verify(
         str(tmp_path), "app.log", 1, 5, max_bytes=100, backup_count=3, size_allowance=80
     )
     assert allowed.oversized == []
+    assert allowed.size_limit == 180
+
+
+def test_the_size_limit_is_max_bytes_plus_the_allowance_exactly(tmp_path: Path) -> None:
+    """Three 60-byte records: 180 B. The limit is inclusive, and one byte less fails."""
+    write(tmp_path, "app.log", [(0, 0), (0, 1), (0, 2)])
+    at_limit = verify(str(tmp_path), "app.log", 1, 3, max_bytes=120, size_allowance=60)
+    assert at_limit.ok, at_limit.summary()
+    below = verify(str(tmp_path), "app.log", 1, 3, max_bytes=120, size_allowance=59)
+    assert below.oversized == [("app.log", 180)]
+    assert "over the size limit of 179 B" in below.summary()
+
+
+def test_without_max_bytes_no_size_is_checked(tmp_path: Path) -> None:
+    write(tmp_path, "app.log", [(0, 0), (0, 1), (0, 2)])
+    verdict = verify(str(tmp_path), "app.log", 1, 3, size_allowance=10)
+    assert verdict.ok
+    assert verdict.size_limit == 0
 
 
 def test_deleted_backups_may_cost_only_the_oldest_records(tmp_path: Path) -> None:
