@@ -3,17 +3,18 @@
 How a record is written (the hot path, :meth:`SafeRotatingFileHandler._append`):
 
 1. Format and encode outside any inter-process lock.
-2. If this handler was idle for a moment (:data:`_FOLLOW_AFTER`), read the shared rotation
-   generation from the sidecar (one ``pread``) and reopen the path if another process rotated.
+2. At most once a millisecond (:data:`_CHECK_EVERY`), and always after an idle spell, read the
+   shared rotation generation from the sidecar (one ``pread``) and reopen the path if another
+   process rotated.
 3. If this handler's last known end of file says the record would not fit, take the slow path:
    lock, re-read the truth (``stat`` of the path vs ``fstat`` of our descriptor, real size), and
    rotate only if the current file really is full.
 4. One ``write`` of the whole record on an ``O_APPEND`` descriptor — atomic on a local file system,
    so lines never tear or interleave — then ``lseek`` to learn where it ended.
-5. Read the generation again. If a rotation happened while the record was in flight and the file
-   it went to has since been removed (``st_nlink == 0``: a writer stalled across ``backupCount``
-   rotations), write it again into the current file; otherwise follow the rotation for the next
-   record. If the file is now full, rotate at once.
+5. Keep the record's bytes until the next check. If that check finds that the file they went
+   to has since been rotated away *and removed* (``st_nlink == 0``: ``backupCount`` rotations
+   within a millisecond, or a writer stalled across them), they are written again into the
+   current file. If the file is now full, rotate at once.
 
 Records therefore never wait for the inter-process lock; only a writer that finds the file full
 does, and for a short, bounded time. The price is documented in the README: while several
@@ -27,6 +28,7 @@ forever.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -46,7 +48,9 @@ from .exceptions import LockTimeout, RecordsLost, RotationError, SafeRotatingWar
 __all__ = ["SafeRotatingFileHandler"]
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-_FOLLOW_AFTER = 0.001  # seconds idle after which a record re-reads the generation before writing
+# Seconds between two looks at the shared generation (one pread): a rotation done by another
+# process is followed within this long, and a record after an idle spell always looks first.
+_CHECK_EVERY = 0.001
 _AUDIT_EVERY = 1.0  # seconds between checks that the paths still name the files we hold open
 _REMIND_EVERY = 60.0  # seconds between reminders while rotation keeps failing
 # A lock holder that is running (not stopped, not stuck in I/O) but slow — a loaded machine —
@@ -157,6 +161,7 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         self._end = 0
         self._next_check = 0.0
         self._next_audit = 0.0
+        self._unconfirmed: list[bytes] = []  # written since the last check, see _check()
         self._registered_pid = 0
         self._truncate_next_open = open_mode == "w"
         self._torn = False  # the last record was cut short: the next one starts a new line
@@ -218,9 +223,16 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         self._truncate_next_open = False
         old, self._fd = self._fd, fd
         self._gen = generation
-        self._end = os.fstat(fd).st_size
-        if old >= 0:
-            os.close(old)
+        try:
+            if old >= 0 and self._unconfirmed and os.fstat(old).st_nlink == 0:
+                # Records written since the last check went into a file that has since been
+                # rotated away and removed (or deleted by hand): write them again, in order.
+                self._write_all(fd, b"".join(self._unconfirmed))
+        finally:
+            self._unconfirmed.clear()
+            self._end = os.fstat(fd).st_size
+            if old >= 0:
+                os.close(old)
         _LIVE.add(self)  # again after a close(): a reopened handler must stay fork-safe
 
     def _register(self) -> None:
@@ -298,34 +310,33 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         if self._fd < 0:
             self._open_current()
         elif now >= self._next_check:
-            if now >= self._next_audit:
-                self._audit(now)
-            if self._lock.read_generation() != self._gen:
-                self._open_current()
+            self._check(now)
         policy = self._policy
         problem: Exception | None = None
         if policy.enabled and self._end + len(data) > policy.max_bytes:
             problem = self._try_rollover(len(data))
         fd = self._fd
-        generation = self._gen
         self._write_all(fd, data)
-        end = os.lseek(fd, 0, os.SEEK_CUR)
-        if self._lock.read_generation() != generation:
-            # Another process rotated while the record was in flight.
-            if os.fstat(fd).st_nlink == 0:  # ... and its file is gone: write it again
-                self._open_current()
-                fd = self._fd
-                self._write_all(fd, data)
-                end = os.lseek(fd, 0, os.SEEK_CUR)
-            else:  # ... it is in the just-rotated file; the next record follows
-                self._open_current()
-                end = self._end
-        self._end = end
-        follow = now + _FOLLOW_AFTER
-        self._next_check = follow if follow < self._next_audit else self._next_audit
+        self._unconfirmed.append(data)
+        end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
         if policy.enabled and end >= policy.max_bytes:
             problem = self._try_rollover(1) or problem
         return problem
+
+    def _check(self, now: float) -> None:
+        """Follow a rotation done by another process; runs at most every :data:`_CHECK_EVERY`.
+
+        Also runs before the first record after an idle spell, from ``flush`` and ``close``.
+        When nothing changed, the records written since the last check are known to be in the
+        current file and are forgotten; otherwise :meth:`_open_current` finds out where they went.
+        """
+        self._next_check = now + _CHECK_EVERY
+        if now >= self._next_audit:
+            self._audit(now)
+        if self._lock.read_generation() != self._gen:
+            self._open_current()
+        else:
+            self._unconfirmed.clear()
 
     def _audit(self, now: float) -> None:
         """Do the paths still name the files we hold? Follow a deleted or replaced file."""
@@ -402,6 +413,9 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         try:
             self._rollover(incoming, self.lock_timeout if trouble is None else 0.0)
         except Exception as exc:  # a stuck lock, a failed rename, a faulty rotator or namer
+            with contextlib.suppress(Exception):
+                if not self._is_current():  # still follow a rotation done by someone else
+                    self._open_current()
             now = _monotonic()
             if trouble is None:
                 trouble = self._trouble = _RotationTrouble(now)
@@ -517,10 +531,22 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
                 self._open_current()
 
     def flush(self) -> None:
-        """Nothing to do: every record reached the kernel in ``emit``."""
+        """Every record reached the kernel in ``emit``; make sure none is in a removed file.
+
+        Follows a rotation done elsewhere since the last check and writes again any record that
+        went into a file removed meanwhile (see :meth:`_check`). Never raises.
+        """
+        with self._handler_lock():
+            if self._fd < 0:
+                return
+            try:
+                self._check(_monotonic())
+            except Exception as exc:
+                self._report(logging.makeLogRecord({"msg": "flush"}), exc)
 
     def close(self) -> None:
         with self._handler_lock():
+            self.flush()
             fd, self._fd = self._fd, -1
             if fd >= 0:
                 os.close(fd)

@@ -210,7 +210,9 @@ class SidecarLock:
         if self._fd < 0:
             return
         self._drop_inherited()
-        self.open()
+        # Left closed on failure (descriptors exhausted, say): the next use opens it again.
+        with contextlib.suppress(OSError):
+            self.open()
 
     def reopen(self) -> None:
         """Drop our description and open the file at the path again (it was replaced)."""
