@@ -155,7 +155,7 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         self._policy = SizePolicy(max_bytes, backup_count)
         lock_name = "." + os.path.basename(path) + ".lock"
         self.lock_path = os.path.join(lock_dir or os.path.dirname(path), lock_name)
-        self._lock = SidecarLock(self.lock_path, self._chmod, self._owner)
+        self._lock = SidecarLock(self.lock_path, self._chmod, self._owner, log_path=path)
         self._fd = -1
         self._gen = b""
         self._end = 0

@@ -114,9 +114,14 @@ class SidecarLock:
     """
 
     def __init__(
-        self, path: str, mode: int | None = None, owner: tuple[int, int] | None = None
+        self,
+        path: str,
+        mode: int | None = None,
+        owner: tuple[int, int] | None = None,
+        log_path: str | None = None,
     ) -> None:
         self.path = path
+        self._what = "the rotation lock file" + (f" of {log_path!r}" if log_path else "")
         self._mode = mode
         self._owner = owner
         self._fd = -1
@@ -142,7 +147,7 @@ class SidecarLock:
                 fd = os.open(path, flags & ~os.O_CREAT)
                 created = False
         except OSError as exc:
-            raise explain(exc, "open the rotation lock file", path, LockError) from None
+            raise explain(exc, f"open {self._what},", path) from None
         try:
             if created:
                 if self._mode is not None:
@@ -153,7 +158,7 @@ class SidecarLock:
                 self._initialise(fd)
         except OSError as exc:
             os.close(fd)
-            raise explain(exc, "prepare the rotation lock file", path, LockError) from None
+            raise explain(exc, f"prepare {self._what},", path) from None
         self._fd = fd
         self._pid = os.getpid()
         self._depth = 0

@@ -254,6 +254,14 @@ def test_missing_directory_at_write_time(tmp_path: Path, logger: Any) -> None:
 def test_missing_directory_at_construction_raises_like_the_stdlib(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist; create it or fix the path"):
         SafeRotatingFileHandler(tmp_path / "nope" / "app.log", lock_file_directory=tmp_path)
+    log = tmp_path / "nope" / "app.log"
+    with pytest.raises(FileNotFoundError) as caught:  # the lock file is opened first ...
+        SafeRotatingFileHandler(log)
+    message = str(caught.value)  # ... and the message names the log the user configured
+    assert f"cannot open the rotation lock file of '{log}', '{log.parent / '.app.log.lock'}'" in (
+        message
+    )
+    assert f"the directory '{log.parent}' does not exist" in message
 
 
 def test_disk_full(tmp_path: Path, logger: Any) -> None:

@@ -73,9 +73,9 @@ def test_generation_is_shared_between_lock_objects(tmp_path: Path) -> None:
     assert second.generation == start + 1
 
 
-def test_unusable_lock_file_is_a_lock_error_not_contention(tmp_path: Path) -> None:
+def test_an_unusable_lock_file_is_an_os_error_not_contention(tmp_path: Path) -> None:
     lock = SidecarLock(str(tmp_path / "missing-dir" / "l"))
-    with pytest.raises(LockError, match=r"cannot open the rotation lock file.*does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"cannot open the rotation lock file.*not exist"):
         lock.acquire(1.0)
 
 
