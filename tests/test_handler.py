@@ -153,19 +153,21 @@ def test_a_record_in_flight_into_a_removed_file_is_written_again(
     path = tmp_path / "app.log"
     rotator = SafeRotatingFileHandler(path, maxBytes=10**6, backupCount=1)
 
-    class Stalled(SafeRotatingFileHandler):
-        stall = True
+    stalled = SafeRotatingFileHandler(path, maxBytes=10**6, backupCount=1)
+    engine = stalled._file
+    write_all = engine._write_all
+    stall = [True]
 
-        def _write_all(self, fd: int, data: bytes) -> None:
-            if self.stall:  # the file this fd points to is rotated twice, i.e. removed
-                self.stall = False
-                rotator.emit(logging.makeLogRecord({"msg": "first"}))
-                rotator.doRollover()
-                rotator.emit(logging.makeLogRecord({"msg": "between"}))
-                rotator.doRollover()
-            super()._write_all(fd, data)
+    def stalling_write(fd: int, data: bytes) -> None:
+        if stall.pop() if stall else False:  # the file this fd points to is rotated twice
+            rotator.emit(logging.makeLogRecord({"msg": "first"}))
+            rotator.doRollover()
+            rotator.emit(logging.makeLogRecord({"msg": "between"}))
+            rotator.doRollover()  # ... and so removed (backupCount=1)
+        write_all(fd, data)
 
-    stalled = attach(logger, Stalled(path, maxBytes=10**6, backupCount=1))
+    engine._write_all = stalling_write  # type: ignore[method-assign]
+    attach(logger, stalled)
     try:
         logger.info("early")
         logger.info("next")  # within a millisecond: into the removed file as well ...

@@ -1,0 +1,522 @@
+"""The rotation engine: one log file shared by many processes, and nothing of ``logging``.
+
+:class:`LogFile` opens and follows the current file, appends whole records (:meth:`LogFile.append`,
+one ``write``; :meth:`LogFile.append_batch`, one ``write`` for many), rotates under the sidecar lock
+and repairs what a crashed rotation left. Every writer of the package is a thin facade over it:
+``SafeRotatingFileHandler`` (format, encode, ``LogFile.append``, ``handleError``), and the server's
+single writer. A fix in rotation is therefore a fix everywhere, and a file may be shared by
+handlers in many processes and the server at once.
+
+How a record is written (:meth:`LogFile.append`):
+
+1. At most once a millisecond (:data:`CHECK_EVERY`), and always after an idle spell, read the
+   shared rotation generation from the sidecar (one ``pread``) and reopen the path if another
+   process rotated.
+2. If the last known end of file says the record would not fit, take the slow path: lock, re-read
+   the truth (``stat`` of the path vs ``fstat`` of our descriptor, real size), and rotate only if
+   the current file really is full.
+3. One ``write`` of the whole record on an ``O_APPEND`` descriptor — atomic on a local file system,
+   so lines never tear or interleave — then ``lseek`` to learn where it ended.
+4. Keep the record's bytes until the next check. If that check finds that the file they went to
+   has since been rotated away *and removed* (``st_nlink == 0``: ``backupCount`` rotations within a
+   millisecond, or a writer stalled across them), they are written again into the current file.
+   If the file is now full, rotate at once.
+
+Records therefore never wait for the inter-process lock; only a writer that finds the file full
+does, and for a short, bounded time. While several processes write, a file may exceed
+``max_bytes`` by at most one record (or one batch) per other concurrently writing process.
+
+Once a second (:data:`AUDIT_EVERY`) a writer also checks that the paths still name the files it
+has open, so a log or lock file deleted or replaced under it is followed, not written into
+forever.
+
+Not thread-safe: a facade serialises its callers (the handler's lock, the server's one task).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ._lock import SidecarLock
+from ._oserror import explain as _explain
+from ._rotation import Remove, Rename, RotateCurrent, SizePolicy, count_backups, plan_rollover
+from .exceptions import LockTimeout, RotationError
+
+__all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile"]
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+# Seconds between two looks at the shared generation (one pread): a rotation done by another
+# process is followed within this long, and a record after an idle spell always looks first.
+CHECK_EVERY = 0.001
+AUDIT_EVERY = 1.0  # seconds between checks that the paths still name the files we hold open
+_REMIND_EVERY = 60.0  # seconds between reminders while rotation keeps failing
+# A lock holder that is running (not stopped, not stuck in I/O) but slow — a loaded machine —
+# delays rotation quietly for this long before it is reported; writers never wait for it.
+_SLOW_HOLDER_GRACE = 5.0
+_monotonic = time.monotonic
+
+# Files open in this process. The at-fork hook is the fast path only: every use of the lock
+# compares the pid, because a fork done in C (uWSGI, embedding hosts) never runs the hook.
+_LIVE: weakref.WeakSet[LogFile] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for log_file in list(_LIVE):
+        log_file.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _same_name(path: str) -> str:
+    return path
+
+
+def _rename(source: str, dest: str) -> None:
+    os.rename(source, dest)
+
+
+@dataclass
+class _RotationTrouble:
+    """A run of failed rotations (stuck lock holder, failing rename): records are still written."""
+
+    started: float
+    attempts: int = 1
+    reported: float = 0.0
+
+
+class LogFile:
+    """``path`` and its backups ``path.1`` (newest) … ``path.N``, written by many processes.
+
+    ``name_for`` maps ``"app.log.3"`` to the name on disk (a handler's ``rotation_filename``, for
+    ``namer``); ``rotate(source, dest)`` moves the current file to the first backup name (a
+    handler's ``rotate``, for ``rotator``); ``warn`` receives messages a person should read that do
+    not stop writing. ``newline`` starts a new line after a record cut short by a full disk.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_bytes: int = 0,
+        backup_count: int = 0,
+        truncate: bool = False,
+        lock_timeout: float = 0.25,
+        lock_path: str | None = None,
+        chmod: int | None = None,
+        owner: tuple[int, int] | None = None,
+        newline: bytes = b"\n",
+        name_for: Callable[[str], str] = _same_name,
+        rotate: Callable[[str, str], None] = _rename,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backup_count = backup_count
+        self.lock_timeout = lock_timeout
+        self.lock_path = lock_path or os.path.join(
+            os.path.dirname(path), "." + os.path.basename(path) + ".lock"
+        )
+        self._chmod = chmod
+        self._owner = owner
+        self._newline = newline
+        self._rotation_name = name_for
+        self._rotate = rotate
+        self._warn = warn
+        self._policy = SizePolicy(max_bytes, backup_count)
+        self._lock = SidecarLock(self.lock_path, chmod, owner, log_path=path)
+        self._fd = -1
+        self._gen = b""
+        self._end = 0
+        self._next_check = 0.0
+        self._next_audit = 0.0
+        self._unconfirmed: list[bytes] = []  # written since the last check, see check()
+        self._registered_pid = 0
+        self._truncate_next_open = truncate
+        self._torn = False  # the last record was cut short: the next one starts a new line
+        self._trouble: _RotationTrouble | None = None
+        self._warned: set[str] = set()
+
+    @property
+    def lock(self) -> SidecarLock:
+        return self._lock
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd >= 0
+
+    def open(self) -> None:
+        """Open the current file (and the lock) now; ``append`` does it when needed."""
+        if self._fd < 0:
+            self._open_current()
+
+    def _create_flags(self) -> int:
+        flags = _OPEN_FLAGS | os.O_CREAT
+        if self._truncate_next_open:
+            flags |= os.O_TRUNC
+        return flags
+
+    def _open_path(self) -> int:
+        path = self.path
+        try:
+            if self._chmod is None and self._owner is None:
+                return os.open(path, self._create_flags(), 0o666)
+            try:  # we must know whether we created it, to set mode and owner
+                fd = os.open(path, self._create_flags() | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return os.open(path, self._create_flags() & ~os.O_CREAT)
+            if self._chmod is not None:
+                os.fchmod(fd, self._chmod)
+            if self._owner is not None:
+                os.fchown(fd, *self._owner)
+            return fd
+        except OSError as exc:
+            raise _explain(exc, "open the log file", path) from None
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            if self._warn is not None:
+                self._warn(message)
+
+    def _open_current(self) -> None:
+        """Open the path as it is now; remember the generation read *before* opening."""
+        lock = self._lock
+        lock.open()  # a no-op unless closed, or inherited through a fork of any kind
+        if self._registered_pid != os.getpid():
+            self._register()
+        generation = lock.read_generation()
+        if len(generation) != 8 and lock.validate():
+            self._warn_once(
+                "repaired",
+                f"the rotation lock file {lock.path!r} was truncated or replaced while in use; "
+                "its table was re-created. Exclude '.*.lock' files from clean-up jobs",
+            )
+            generation = lock.read_generation()
+        fd = self._open_path()
+        self._truncate_next_open = False
+        old, self._fd = self._fd, fd
+        self._gen = generation
+        try:
+            if old >= 0 and self._unconfirmed and os.fstat(old).st_nlink == 0:
+                # Records written since the last check went into a file that has since been
+                # rotated away and removed (or deleted by hand): write them again, in order.
+                self._write_all(fd, b"".join(self._unconfirmed))
+        finally:
+            self._unconfirmed.clear()
+            self._end = os.fstat(fd).st_size
+            if old >= 0:
+                os.close(old)
+        _LIVE.add(self)  # again after a close(): a reopened handler must stay fork-safe
+
+    def _register(self) -> None:
+        """Record our settings in the sidecar; warn once when another process differs."""
+        lock = self._lock
+        self._registered_pid = os.getpid()
+        if lock.newer_layout is not None:
+            self._warn_once(
+                "layout",
+                f"the rotation lock file {lock.path!r} has layout {lock.newer_layout}, written by "
+                "a newer safe_rotating; this one knows layout 1 and uses only the lock and the "
+                "rotation counter, which every layout shares. Upgrade every process writing "
+                f"{self.path!r} to the same release",
+            )
+            return
+        if not self._policy.enabled:
+            return
+        other = lock.register(self.max_bytes, self.backup_count)
+        if other is not None:
+            self._warn_once(
+                "settings",
+                f"{self.path!r} is also written by pid {other.pid} with "
+                f"maxBytes={other.max_bytes}, backupCount={other.backup_count}, but pid "
+                f"{os.getpid()} uses maxBytes={self.max_bytes}, backupCount={self.backup_count}. "
+                "Backups are kept up to the largest backupCount of the running processes; "
+                "use the same settings in every process",
+            )
+
+    def _is_current(self) -> bool:
+        """Is our descriptor the file at the path? (Only meaningful under the lock.)"""
+        if self._gen != self._lock.read_generation():
+            return False
+        return self._names_our_file()
+
+    def _names_our_file(self) -> bool:
+        try:
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(self._fd)
+        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def _name_for(self, n: int) -> str:
+        return self._rotation_name(f"{self.path}.{n}")
+
+    # -- appending -------------------------------------------------------------------------------
+    def append(self, data: bytes) -> Exception | None:
+        """Write ``data`` (one whole record) with one ``write``.
+
+        Raises ``OSError`` (re-phrased for a person) when the record could not be written; returns,
+        not raises, a rotation problem, because the record was written all the same.
+        """
+        now = _monotonic()
+        if self._fd < 0:
+            self._open_current()
+        elif now >= self._next_check:
+            self.check(now)
+        policy = self._policy
+        problem: Exception | None = None
+        if policy.enabled and self._end + len(data) > policy.max_bytes:
+            problem = self._try_rollover(len(data))
+        fd = self._fd
+        self._write_all(fd, data)
+        self._unconfirmed.append(data)
+        end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
+        if policy.enabled and end >= policy.max_bytes:
+            problem = self._try_rollover(1) or problem
+        return problem
+
+    def check(self, now: float | None = None) -> None:
+        """Follow a rotation done by another process; runs at most every :data:`CHECK_EVERY`.
+
+        Also runs before the first record after an idle spell, from ``flush`` and ``close``.
+        When nothing changed, the records written since the last check are known to be in the
+        current file and are forgotten; otherwise :meth:`_open_current` finds out where they went.
+        """
+        if now is None:
+            now = _monotonic()
+        self._next_check = now + CHECK_EVERY
+        if now >= self._next_audit:
+            self._audit(now)
+        if self._lock.read_generation() != self._gen:
+            self._open_current()
+        else:
+            self._unconfirmed.clear()
+
+    def _audit(self, now: float) -> None:
+        """Do the paths still name the files we hold? Follow a deleted or replaced file."""
+        self._next_audit = now + AUDIT_EVERY
+        if not self._lock.names_its_file():
+            self._lock.reopen()
+            self._open_current()
+        elif not self._names_our_file():
+            self._open_current()
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        if self._torn:  # the previous record was cut short: start on a new line
+            data = self._newline + data
+        try:
+            written = os.write(fd, data)
+        except OSError as exc:
+            raise _explain(exc, "write to", self.path) from None
+        if written == len(data):
+            self._torn = False
+            return
+        # Only on a nearly full disk: the kernel took part of the record.
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError as exc:
+            self._torn = True
+            try:  # end the torn line now if a byte still fits
+                if os.write(fd, self._newline) == len(self._newline):
+                    self._torn = False
+            except OSError:
+                pass
+            failure = _explain(exc, "write to", self.path)
+            raise type(failure)(
+                failure.errno,
+                f"{failure.strerror}. A record was cut short: {written} of {len(data)} bytes "
+                "were written; the rest is lost and the next record starts on a new line",
+            ) from None
+        self._torn = False
+
+    # -- rotation --------------------------------------------------------------------------------
+    def _try_rollover(self, incoming: int) -> Exception | None:
+        """Rotate if needed; return (not raise) what went wrong, so the record is still written."""
+        trouble = self._trouble
+        try:
+            self._rollover(incoming, self.lock_timeout if trouble is None else 0.0)
+        except Exception as exc:  # a stuck lock, a failed rename, a faulty rotator or namer
+            with contextlib.suppress(Exception):
+                if not self._is_current():  # still follow a rotation done by someone else
+                    self._open_current()
+            now = _monotonic()
+            if trouble is None:
+                trouble = self._trouble = _RotationTrouble(now)
+            else:
+                trouble.attempts += 1
+            if trouble.reported:
+                if now - trouble.reported < _REMIND_EVERY:
+                    return None  # reported already; the record is kept anyway
+            elif (
+                isinstance(exc, LockTimeout)
+                and exc.holder_state is None
+                and now - trouble.started < _SLOW_HOLDER_GRACE
+            ):
+                return None  # a busy holder on a loaded machine, not a stuck one: not yet
+            trouble.reported = now
+            try:
+                size = os.fstat(self._fd).st_size
+            except OSError:
+                size = self._end
+            failing = (
+                "" if trouble.attempts == 1
+                else f" Rotation has failed for {now - trouble.started:.0f}s "
+                f"({trouble.attempts} attempts)."
+            )  # fmt: skip
+            failure = RotationError(
+                f"could not rotate {self.path!r}: {exc}.{failing} Records keep going to "
+                f"the current file, now {size} bytes (maxBytes={self.max_bytes}), without waiting "
+                "for the lock again; rotation resumes by itself once this is resolved"
+            )
+            failure.__cause__ = exc
+            return failure
+        self._trouble = None
+        return None
+
+    def _rollover(self, incoming: int, timeout: float, force: bool = False) -> None:
+        lock = self._lock
+        seen = self._gen
+
+        def rotated_elsewhere() -> bool:
+            return lock.read_generation() != seen
+
+        if not lock.acquire(timeout, abandon=None if force else rotated_elsewhere):
+            self._open_current()  # another process rotated while we waited
+            return
+        try:
+            rotated_meanwhile = lock.read_generation() != seen
+            if not self._is_current():
+                self._open_current()
+            self._end = os.fstat(self._fd).st_size  # the truth, not this process's estimate
+            if force:
+                # A file that another process rotated since we opened ours is already fresh for
+                # us, and rotating an empty file would only push history out.
+                if not rotated_meanwhile and self._end > 0:
+                    self._rotate_locked()
+            elif self._policy.full(self._end, incoming):
+                self._rotate_locked()
+        finally:
+            lock.release()
+
+    def _keep(self) -> int:
+        """How many backups a rotation keeps: ours, or more if a running process keeps more."""
+        other = self._lock.register(self.max_bytes, self.backup_count)
+        if other is not None and other.backup_count > self.backup_count:
+            return other.backup_count
+        return self.backup_count
+
+    def _rotate_locked(self) -> None:
+        existing = count_backups(self._name_for, os.path.lexists)
+        current = os.path.lexists(self.path)
+        plan = plan_rollover(
+            self.path, existing, self._keep(), self._name_for, current_exists=current
+        )
+        for step in plan:
+            try:
+                if isinstance(step, Remove):
+                    os.remove(step.path)
+                elif isinstance(step, Rename):
+                    os.rename(step.source, step.dest)
+                elif isinstance(step, RotateCurrent):
+                    self._rotate(step.source, step.dest)
+            except FileNotFoundError:
+                pass  # already gone: a crashed rotation, or an operator cleaning up
+            except OSError as exc:
+                raise _explain(exc, "rotate", getattr(step, "source", self.path)) from None
+        self._lock.bump_generation()
+        self._open_current()
+
+    # -- batches ---------------------------------------------------------------------------------
+    def append_batch(self, records: Sequence[bytes]) -> Exception | None:
+        """Write many whole records, in order, with one ``write`` per file they land in.
+
+        The batch is split where the next record would push the current file past
+        ``max_bytes`` (a record larger than ``max_bytes`` gets a file of its own, as with
+        :meth:`append`), so with one writer no file grows past the limit; with several, a file
+        may exceed it by at most one batch per other concurrently writing process.
+        """
+        if not records:
+            return None
+        policy = self._policy
+        if not policy.enabled:
+            return self.append(b"".join(records))
+        problem: Exception | None = None
+        chunk: list[bytes] = []
+        size = 0
+        if self._fd < 0:
+            self._open_current()
+        else:
+            now = _monotonic()
+            if now >= self._next_check:
+                self.check(now)
+        limit = policy.max_bytes
+        for record in records:
+            if chunk and self._end + size + len(record) > limit:
+                problem = self._write_chunk(chunk) or problem
+                chunk, size = [], 0
+            chunk.append(record)
+            size += len(record)
+        return self._write_chunk(chunk) or problem
+
+    def _write_chunk(self, chunk: list[bytes]) -> Exception | None:
+        data = b"".join(chunk)
+        policy = self._policy
+        problem: Exception | None = None
+        if self._end + len(data) > policy.max_bytes:
+            problem = self._try_rollover(len(data))
+        fd = self._fd
+        self._write_all(fd, data)
+        self._unconfirmed.append(data)
+        end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
+        if end >= policy.max_bytes:
+            problem = self._try_rollover(1) or problem
+        return problem
+
+    # -- control ---------------------------------------------------------------------------------
+    def current_size(self) -> int:
+        """The real size of the current file (opening it if needed)."""
+        if self._fd < 0:
+            self._open_current()
+        return os.fstat(self._fd).st_size
+
+    def would_rotate(self, incoming: int) -> bool:
+        """Would a record of ``incoming`` bytes make the current file rotate first?"""
+        return self._policy.full(self.current_size(), incoming)
+
+    def do_rollover(self) -> None:
+        """Rotate now, under the lock, unless the file is empty or already rotated elsewhere.
+
+        When several processes each do this at start-up (a "fresh file per start" idiom), one
+        rotation happens and no history is pushed out: a file that another process rotated since
+        this one opened its file is already fresh, and an empty file is not rotated.
+        """
+        if self._fd < 0:
+            self._open_current()
+        if self.backup_count > 0:
+            self._rollover(0, self.lock_timeout, force=True)
+        else:
+            self._open_current()
+
+    def close(self) -> None:
+        """Check once more (see :meth:`check`), then close the file and the lock. Idempotent."""
+        try:
+            if self._fd >= 0:
+                self.check()
+        finally:
+            fd, self._fd = self._fd, -1
+            if fd >= 0:
+                os.close(fd)
+            self._lock.close()
+            _LIVE.discard(self)
+
+    def after_fork_in_child(self) -> None:
+        # The log descriptor may stay shared (O_APPEND writes are atomic); the lock may not.
+        self._lock.reopen_after_fork()
