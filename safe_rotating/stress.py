@@ -75,7 +75,7 @@ class StressConfig:
     backup_count: int = 0  # 0: enough to keep every record
     start_method: str = "spawn"
     handler: str = "safe"
-    lock_timeout: float = 10.0
+    lock_timeout: float = 0.25
 
     @property
     def writers(self) -> int:
@@ -336,7 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--handler", choices=sorted(HANDLERS), default="safe", help="handler to test (default safe)"
     )
-    add("--lock-timeout", type=float, default=10.0, help="seconds (default 10)")
+    add(
+        "--lock-timeout",
+        type=float,
+        default=0.25,
+        help="longest wait for the rotation lock, seconds (default 0.25, the handler's)",
+    )
     add("--dir", help="directory for the log files (default: a temporary one, removed after)")
     add("--keep", action="store_true", help="keep the temporary directory for inspection")
     return parser
