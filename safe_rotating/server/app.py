@@ -1,0 +1,378 @@
+"""The server: one asyncio process, many reader tasks, one bounded queue, one writer task.
+
+::
+
+    listeners ──accept──> one task per connection ──await put──> WorkQueue ──take──> Writer
+    (TCP, Unix, UDP)      (frames, dialect, hello)   (bounded:       (records)     (format, engine,
+                                                      waits when full)              journal, ack)
+
+Start-up and shutdown are in :meth:`Server.start` and :meth:`Server.shutdown`, in the order
+they happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+import stat
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from .._pickle import decode_pickle
+from .._syslog import parse as parse_syslog
+from .._wire import LENGTH, ProtocolError
+from .config import Address, ServerConfig
+from .connections import LogConnection, SyslogConnection, _Connection, is_loopback, peer_host
+from .metrics import Stats, render, serve_metrics
+from .state import Journal
+from .writer import Work, WorkQueue, Writer
+
+__all__ = ["Server", "activated_sockets", "bind_unix"]
+
+LINGER: Final = 0.25  # seconds for bytes already sent to be read once stopping starts
+_POLL: Final = 0.05  # seconds between looks at the connections while they finish
+_NOTE_EVERY: Final = 10.0  # seconds between two logged refusals of datagrams for one reason
+
+ConnectionFactory = Callable[["Server", asyncio.StreamReader, asyncio.StreamWriter], _Connection]
+
+
+def activated_sockets() -> list[tuple[socket.socket, str]]:
+    """Listening sockets handed over by systemd (``LISTEN_FDS``), with their ``FileDescriptorName``.
+
+    Empty unless ``LISTEN_PID`` is this process. The variables are removed, so a child process
+    never takes the sockets for its own.
+    """
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        count = 0
+    names = os.environ.get("LISTEN_FDNAMES", "").split(":")
+    for variable in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(variable, None)
+    sockets = []
+    for i in range(count):
+        fd = 3 + i  # SD_LISTEN_FDS_START
+        os.set_inheritable(fd, False)
+        sockets.append((socket.socket(fileno=fd), names[i] if i < len(names) else ""))
+    return sockets
+
+
+def bind_unix(path: str, mode: int) -> socket.socket:
+    """A Unix stream socket bound at ``path`` with permission ``mode`` from the first instant.
+
+    A stale socket file left by a server that died is replaced; a live one (something accepts
+    connections on it) or any other kind of file is not.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise OSError(f"{path!r} exists and is not a socket; not replacing it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)  # nobody listens: left by a server that died
+        else:
+            raise OSError(f"another server is listening on unix:{path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous = os.umask(0o777 & ~mode)  # no window in which the socket has looser permissions
+    try:
+        sock.bind(path)
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(previous)
+    os.chmod(path, mode)
+    return sock
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, receive: Callable[[bytes, Any], None]) -> None:
+        self.receive = receive
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.receive(data, addr)
+
+
+class Server:
+    """Everything the server runs, and the order in which it starts and stops."""
+
+    def __init__(self, config: ServerConfig, log: logging.Logger | None = None) -> None:
+        self.config = config
+        self.log = log or logging.getLogger("safe_rotating.server")
+        self.stats = Stats()
+        self.hostname = socket.gethostname()
+        self.journal = Journal(config.journal_path)
+        self.writer = Writer(config, self.stats, self.journal, self.log)
+        self.queue = WorkQueue(config.queue_size)
+        self.connections: set[_Connection] = set()
+        self.stopping = False
+        self.addresses: list[str] = []
+        self._started = time.monotonic()
+        self._stop: asyncio.Event | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._listeners: list[asyncio.AbstractServer] = []
+        self._datagrams: list[asyncio.BaseTransport] = []
+        self._unix_paths: list[str] = []
+        self._noted: dict[str, float] = {}
+        self.exit_code = 0
+
+    # -- start-up --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the journal and the file, start the writer, then open every listener."""
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.journal.open()
+        self.writer.open()
+        self._writer_task = loop.create_task(self.writer.run(self.queue))
+        self._writer_task.add_done_callback(self._writer_ended)
+        tls = self._tls_context()
+        config = self.config
+        activated = activated_sockets()
+        if activated:
+            for sock, name in activated:
+                await self._adopt(sock, name, tls)
+        else:
+            for address in config.listen:
+                await self._listen(address, LogConnection, tls)
+            for address in config.syslog_tcp:
+                await self._listen(address, SyslogConnection, tls)
+            for address in config.udp:
+                await self._datagram(address, self._pickle_datagram, "udp")
+            for address in config.syslog_udp:
+                await self._datagram(address, self._syslog_datagram, "syslog-udp")
+        if config.metrics is not None:
+            metrics = await serve_metrics(
+                config.metrics.host, config.metrics.port, self.metrics_page, self.log
+            )
+            self._listeners.append(metrics)
+            self.addresses.append(f"metrics {config.metrics}")
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        for signum in (signal.SIGHUP, signal.SIGUSR1):
+            loop.add_signal_handler(signum, self.writer.reopen)
+        self.log.info("listening on %s; writing to %s", ", ".join(self.addresses), self.config.file)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        config = self.config
+        if config.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+        if config.tls_client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(config.tls_client_ca)
+        return context
+
+    def _connected(
+        self, factory: ConnectionFactory
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self.stopping or len(self.connections) >= self.config.max_connections:
+                reason = "stopping" if self.stopping else "too many connections"
+                self.stats.refused[reason] += 1
+                self._note(reason, f"closed a new connection: {reason}")
+                writer.close()
+                return
+            connection = factory(self, reader, writer)
+            connection.task = asyncio.current_task()
+            self.connections.add(connection)
+            self.stats.connections_total += 1
+            try:
+                await connection.run()
+            finally:
+                if not self.stopping:  # when stopping, shutdown closes it after the last ack
+                    self.connections.discard(connection)
+
+        return handle
+
+    async def _listen(
+        self, address: Address, factory: ConnectionFactory, tls: ssl.SSLContext | None
+    ) -> None:
+        handle = self._connected(factory)
+        if address.path is not None:
+            sock = bind_unix(address.path, self.config.unix_mode)
+            self._unix_paths.append(address.path)
+            listener = await asyncio.start_server(handle, sock=sock, backlog=1024)
+        else:
+            listener = await asyncio.start_server(
+                handle,
+                address.host,
+                address.port,
+                ssl=tls,
+                ssl_handshake_timeout=self.config.read_timeout if tls else None,
+                reuse_address=True,
+                backlog=1024,
+            )
+        self._listeners.append(listener)
+        kind = "syslog-tcp" if factory is SyslogConnection else "listen"
+        self.addresses.append(f"{kind} {address}{' (TLS)' if tls and not address.path else ''}")
+
+    async def _datagram(
+        self, address: Address, receive: Callable[[bytes, Any], None], kind: str
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(receive), local_addr=(address.host, address.port)
+        )
+        self._datagrams.append(transport)
+        self.addresses.append(f"{kind} {address}")
+
+    async def _adopt(self, sock: socket.socket, name: str, tls: ssl.SSLContext | None) -> None:
+        """Serve a socket passed by systemd; ``FileDescriptorName=syslog...`` makes it syslog."""
+        syslog = name.startswith("syslog")
+        where = f"systemd fd {sock.fileno()} {name or ''}".rstrip()
+        if sock.type == socket.SOCK_STREAM:
+            factory: ConnectionFactory = SyslogConnection if syslog else LogConnection
+            secure = tls if sock.family != socket.AF_UNIX else None
+            listener = await asyncio.start_server(
+                self._connected(factory), sock=sock, ssl=secure, backlog=1024
+            )
+            self._listeners.append(listener)
+            self.addresses.append(f"{'syslog-tcp' if syslog else 'listen'} {where}")
+        else:
+            receive = self._syslog_datagram if syslog else self._pickle_datagram
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(receive), sock=sock
+            )
+            self._datagrams.append(transport)
+            self.addresses.append(f"{'syslog-udp' if syslog else 'udp'} {where}")
+
+    # -- datagrams -------------------------------------------------------------------------
+    def _note(self, reason: str, detail: str) -> None:
+        """Log a refusal that may come in floods: at most once per reason per 10 s."""
+        now = time.monotonic()
+        if now - self._noted.get(reason, -_NOTE_EVERY) >= _NOTE_EVERY:
+            self._noted[reason] = now
+            self.log.warning("%s (further ones counted in the metrics for 10 s)", detail)
+
+    def _queue_datagram(self, flat: dict[str, Any], size: int) -> None:
+        self.stats.received += 1
+        if self.stopping or not self.queue.put_nowait(Work([flat], size)):
+            reason = "stopping" if self.stopping else "queue full"
+            self.stats.dropped[reason] += 1
+            self._note(f"dropped: {reason}", f"dropped a datagram: {reason}")
+
+    def _pickle_datagram(self, data: bytes, addr: Any) -> None:
+        if len(data) < 5 or LENGTH.unpack_from(data)[0] != len(data) - 4:
+            self.stats.refused["bad datagram"] += 1
+            self._note("bad datagram", f"refused a datagram from {addr}: not one length + pickle")
+            return
+        if not (is_loopback(addr) or self.config.allow_remote_pickle):
+            self.stats.refused["remote pickle"] += 1
+            self._note("remote pickle", f"refused a pickle datagram from {addr}: not local")
+            return
+        try:
+            flat = decode_pickle(data[4:])
+        except ProtocolError as exc:
+            self.stats.refused[exc.reason] += 1
+            self._note(exc.reason, f"refused a datagram from {addr}: {exc.detail}")
+            return
+        flat["host"] = peer_host(addr, self.hostname)
+        flat["app"] = "-"
+        self._queue_datagram(flat, len(data))
+
+    def _syslog_datagram(self, data: bytes, addr: Any) -> None:
+        now = time.time()
+        flat = parse_syslog(data, now).to_record(now, peer_host(addr, self.hostname))
+        self._queue_datagram(flat, len(data))
+
+    # -- running ---------------------------------------------------------------------------
+    def metrics_page(self) -> str:
+        return render(self.stats, self.queue.records, len(self.connections))
+
+    def request_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def _writer_ended(self, task: asyncio.Task[None]) -> None:
+        if self.stopping:
+            return
+        failure = None if task.cancelled() else task.exception()
+        self.log.critical("the writer stopped unexpectedly: %r; shutting down", failure)
+        self.exit_code = 1
+        self.request_stop()
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM or SIGINT, shut down; the exit status."""
+        await self.start()
+        assert self._stop is not None
+        await self._stop.wait()
+        await self.shutdown()
+        return self.exit_code
+
+    # -- shutdown ----------------------------------------------------------------------------
+    async def shutdown(self) -> None:
+        """Stop accepting, let readers finish, drain the queue, close the files, summarise."""
+        begun = time.monotonic()
+        deadline = begun + self.config.drain_timeout
+        self.log.info("stopping: reading what clients already sent, then writing it")
+
+        # 1. Stop accepting: no new connections, no new datagrams.
+        self.stopping = True
+        for listener in self._listeners:
+            listener.close()
+        for transport in self._datagrams:
+            transport.close()
+
+        # 2. Let readers finish what is buffered (bounded): a connection that stays idle for
+        #    LINGER has nothing more on its way; one mid-frame gets until the deadline.
+        await asyncio.sleep(LINGER)
+        while time.monotonic() < deadline:
+            running = [c for c in self.connections if c.task is not None and not c.task.done()]
+            if not running:
+                break
+            for connection in running:
+                if connection.idle and connection.task is not None:
+                    connection.task.cancel()
+            await asyncio.wait([c.task for c in running if c.task is not None], timeout=_POLL)
+        tasks = [c.task for c in self.connections if c.task is not None and not c.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        # 3. Drain the queue: the writer takes what is left, then closes the files and the
+        #    journal. A write still failing (full disk) is retried until the deadline.
+        self.writer.give_up_at = max(deadline, time.monotonic() + 1.0)
+        await self.queue.close()
+        if self._writer_task is not None:
+            with contextlib.suppress(Exception):
+                await self._writer_task
+
+        # 4. Close the connections (their last acks are in their buffers) and the sockets.
+        for connection in list(self.connections):
+            connection.close()
+        self.connections.clear()
+        for listener in self._listeners:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.wait_closed(), 1.0)
+        for path in self._unix_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        await asyncio.sleep(0)  # let the transports flush and close
+
+        # 5. One summary line.
+        stats = self.stats
+        self.log.info(
+            "stopped: received %d, written %d, duplicates %d, refused %d, dropped %d "
+            "in %.1f s (shutdown %.2f s)",
+            stats.received,
+            stats.written,
+            stats.duplicates,
+            stats.refused_total,
+            stats.dropped_total,
+            time.monotonic() - self._started,
+            time.monotonic() - begun,
+        )

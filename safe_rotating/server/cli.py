@@ -1,0 +1,198 @@
+"""``safe-rotating-server``: the command line (``python -m safe_rotating.server`` is the same)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .._version import __version__
+from .config import DEFAULT_FORMAT, DEFAULT_LISTEN, ConfigError, ServerConfig, build, load_toml
+
+__all__ = ["main", "parser"]
+
+DESCRIPTION = """\
+Receive log records over the network and write them to one rotating log file (and any routed
+files), through the same rotation engine as SafeRotatingFileHandler: the file may also be
+written by file-mode handlers in other processes.
+
+Accepted: safe_rotating's LogServerHandler and the standard library's SocketHandler on --listen
+(TCP or a Unix socket), DatagramHandler on --udp, syslog (RFC 5424 or RFC 3164) on --syslog-tcp
+and --syslog-udp.
+"""
+
+EPILOG = f"""\
+examples:
+  %(prog)s --file /var/log/mysite/app.log --max-bytes 10MiB --backup-count 20
+  %(prog)s --listen unix:/run/mysite/log.sock --file /var/log/mysite/app.log
+  %(prog)s --file app.log --route app.db=db.log --route celery=celery.log
+  %(prog)s --file app.log --syslog-udp 127.0.0.1:5514 --metrics 127.0.0.1:9021
+  %(prog)s --config /etc/safe-rotating/server.toml --check-config
+
+the default --format:
+  {DEFAULT_FORMAT.replace("%", "%%")}
+  (host and app are the sender's host and application; for syslog its HOSTNAME and APP-NAME)
+
+signals: SIGTERM/SIGINT stop after writing what was received; SIGHUP/SIGUSR1 reopen the files.
+configuration file: TOML, the long flags as keys with underscores (max_bytes = "10MiB",
+listen = ["127.0.0.1:9020"], [route] "app.db" = "db.log"); flags override it.
+exit status: 0 after a clean stop, 1 if the server could not start, 2 for a bad setting.
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="safe-rotating-server",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a = p.add_argument
+    where = p.add_argument_group("where records come from")
+    where.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR",
+        help=f"TCP HOST:PORT or unix:PATH for LogServerHandler and SocketHandler; repeatable "
+        f"(default {DEFAULT_LISTEN})",
+    )
+    where.add_argument(
+        "--udp", action="append", metavar="HOST:PORT", help="DatagramHandler pickles; repeatable"
+    )
+    where.add_argument(
+        "--syslog-tcp", action="append", metavar="ADDR", help="syslog over TCP; repeatable"
+    )
+    where.add_argument(
+        "--syslog-udp", action="append", metavar="HOST:PORT", help="syslog over UDP; repeatable"
+    )
+    out = p.add_argument_group("where records go")
+    out.add_argument("--file", metavar="PATH", help="the log file (required unless in --config)")
+    out.add_argument(
+        "--max-bytes", metavar="SIZE", help="rotate at this size: 10MiB, 500KB, 1048576 (0: never)"
+    )
+    out.add_argument("--backup-count", metavar="N", help="backups kept: PATH.1 ... PATH.N")
+    out.add_argument("--format", metavar="FMT", help="logging %%-style format of each line")
+    out.add_argument(
+        "--route",
+        action="append",
+        metavar="PREFIX=FILE",
+        help="records of logger PREFIX (and its children) go to FILE, inside the directory of "
+        "--file; repeatable, the longest prefix wins",
+    )
+    out.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the journal of acknowledged batches lives (default: beside --file)",
+    )
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-frame", metavar="SIZE", help="largest frame accepted (default 1MiB)")
+    lim.add_argument(
+        "--read-timeout",
+        metavar="SECONDS",
+        help="longest wait for the rest of a frame once it started (default 30)",
+    )
+    lim.add_argument(
+        "--queue-size", metavar="N", help="records waiting for the disk before readers pause"
+    )
+    lim.add_argument("--max-connections", metavar="N", help="open connections at most (4096)")
+    lim.add_argument(
+        "--drain-timeout", metavar="SECONDS", help="longest shutdown drain (default 5)"
+    )
+    sec = p.add_argument_group("security")
+    sec.add_argument("--token", help="shared secret every LogServerHandler hello must carry")
+    sec.add_argument("--token-file", metavar="PATH", help="read the token from PATH (preferred)")
+    sec.add_argument("--tls-cert", metavar="PEM", help="serve TCP listeners over TLS")
+    sec.add_argument("--tls-key", metavar="PEM", help="the key of --tls-cert, if not in it")
+    sec.add_argument(
+        "--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA"
+    )
+    sec.add_argument(
+        "--allow-remote-pickle",
+        action="store_const",
+        const=True,
+        help="accept SocketHandler/DatagramHandler pickles from other machines (they are read "
+        "without running code, but the default keeps them local)",
+    )
+    sec.add_argument(
+        "--unix-mode", metavar="MODE", help="permissions of Unix sockets (default 0600)"
+    )
+    ops = p.add_argument_group("operations")
+    ops.add_argument(
+        "--metrics", metavar="HOST:PORT", help="serve /metrics (Prometheus) and /healthz"
+    )
+    ops.add_argument("--config", metavar="TOML", help="read settings from a TOML file")
+    ops.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the settings, print them, exit 0 (or 2 with the problem)",
+    )
+    a("--version", action="version", version=f"safe-rotating-server {__version__}")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The TOML file's settings overridden by the flags given on the command line."""
+    settings: dict[str, Any] = load_toml(args.config) if args.config else {}
+    for key, value in vars(args).items():
+        if key in ("config", "check_config") or value is None:
+            continue
+        settings[key] = value
+    return settings
+
+
+def configure_diagnostics() -> logging.Logger:
+    """The server's own messages go to stderr, never into the log file it writes."""
+    log = logging.getLogger("safe_rotating.server")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s safe-rotating-server %(levelname)s: %(message)s")
+    )
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.addHandler(handler)
+    asyncio_log.setLevel(logging.ERROR)
+    return log
+
+
+def raise_file_limit() -> None:
+    """Each connection is a descriptor: use the hard limit, not the (often 1024) soft one."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config: ServerConfig = build(settings_from(args))
+    except ConfigError as exc:
+        print(f"safe-rotating-server: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        sys.stdout.write(config.describe())
+        return 0
+    log = configure_diagnostics()
+    raise_file_limit()
+    from .app import Server  # the event loop machinery only when serving
+
+    server = Server(config, log)
+    try:
+        return asyncio.run(server.run())
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

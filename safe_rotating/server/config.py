@@ -1,0 +1,427 @@
+"""The server's settings: one validated, immutable object built from flags and a TOML file.
+
+Every long flag has a TOML key of the same name with dashes turned into underscores; a flag given
+on the command line wins over the file. :func:`build` checks everything a person can get wrong
+before anything is opened, so a bad setting stops the server at start-up with one clear line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .._rotation import parse_size
+from .._wire import DEFAULT_MAX_FRAME
+
+__all__ = [
+    "DEFAULT_FORMAT",
+    "DEFAULT_LISTEN",
+    "Address",
+    "ConfigError",
+    "ServerConfig",
+    "build",
+    "load_toml",
+    "parse_address",
+]
+
+DEFAULT_LISTEN: Final = "127.0.0.1:9020"  # the standard library's DEFAULT_TCP_LOGGING_PORT
+DEFAULT_FORMAT: Final = (
+    "%(asctime)s %(levelname)s %(name)s [%(host)s/%(app)s:%(process)s] %(message)s"
+)
+DEFAULT_QUEUE_SIZE: Final = 10_000
+DEFAULT_READ_TIMEOUT: Final = 30.0
+DEFAULT_MAX_CONNECTIONS: Final = 4096
+DEFAULT_UNIX_MODE: Final = 0o600
+DEFAULT_DRAIN_TIMEOUT: Final = 5.0
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) or ``unix:PATH``."""
+
+    host: str = ""
+    port: int = 0
+    path: str | None = None
+
+    @property
+    def is_unix(self) -> bool:
+        return self.path is not None
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.path is not None:
+            return True
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_address(text: str, *, unix: bool = True) -> Address:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or (where ``unix``) ``unix:PATH``."""
+    text = text.strip()
+    if text.startswith("unix:"):
+        if not unix:
+            raise ConfigError(f"{text!r}: a Unix socket is not possible here; use HOST:PORT")
+        path = text[5:]
+        if not path:
+            raise ConfigError(f"{text!r}: unix: needs a path, e.g. unix:/run/mysite/log.sock")
+        return Address(path=os.path.abspath(path))
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\s\[\]]+):(\d+)", text)
+    if match is None:
+        example = "127.0.0.1:9020, [::1]:9020" + (" or unix:/run/app/log.sock" if unix else "")
+        raise ConfigError(f"{text!r} is not an address (examples: {example})")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 < port < 65536:
+        raise ConfigError(f"{text!r}: port {port} is out of range 1-65535")
+    return Address(host=host, port=port)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    file: str
+    listen: tuple[Address, ...] = ()
+    udp: tuple[Address, ...] = ()
+    syslog_tcp: tuple[Address, ...] = ()
+    syslog_udp: tuple[Address, ...] = ()
+    max_bytes: int = 0
+    backup_count: int = 0
+    format: str = DEFAULT_FORMAT
+    routes: tuple[tuple[str, str], ...] = ()  # (logger-name prefix, absolute path), longest first
+    max_frame: int = DEFAULT_MAX_FRAME
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    token: str | None = field(default=None, repr=False)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    allow_remote_pickle: bool = False
+    unix_mode: int = DEFAULT_UNIX_MODE
+    metrics: Address | None = None
+    state_dir: str = ""
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+
+    @property
+    def journal_path(self) -> str:
+        return os.path.join(self.state_dir, "." + os.path.basename(self.file) + ".journal")
+
+    def describe(self) -> str:
+        """The effective settings as TOML (the token is never shown)."""
+
+        def quote(value: Any) -> str:
+            if isinstance(value, bool):
+                return "true" if value else "false"
+            if isinstance(value, int | float):
+                return str(value)
+            text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+            return f'"{text}"'
+
+        def array(values: tuple[Address, ...]) -> str:
+            return "[" + ", ".join(quote(v) for v in values) + "]"
+
+        lines = [
+            f"file = {quote(self.file)}",
+            f"listen = {array(self.listen)}",
+            f"udp = {array(self.udp)}",
+            f"syslog_tcp = {array(self.syslog_tcp)}",
+            f"syslog_udp = {array(self.syslog_udp)}",
+            f"max_bytes = {self.max_bytes}",
+            f"backup_count = {self.backup_count}",
+            f"format = {quote(self.format)}",
+            f"max_frame = {self.max_frame}",
+            f"read_timeout = {self.read_timeout}",
+            f"queue_size = {self.queue_size}",
+            f"max_connections = {self.max_connections}",
+            f"token = {quote('(set)') if self.token else quote('')}",
+            f"tls_cert = {quote(self.tls_cert or '')}",
+            f"tls_key = {quote(self.tls_key or '')}",
+            f"tls_client_ca = {quote(self.tls_client_ca or '')}",
+            f"allow_remote_pickle = {quote(self.allow_remote_pickle)}",
+            f"unix_mode = 0o{self.unix_mode:03o}",
+            f"metrics = {quote(self.metrics or '')}",
+            f"state_dir = {quote(self.state_dir)}",
+            f"drain_timeout = {self.drain_timeout}",
+            "",
+            "[route]",
+            *(f"{quote(prefix)} = {quote(path)}" for prefix, path in self.routes),
+        ]
+        return "\n".join(lines) + "\n"
+
+
+# -- TOML --------------------------------------------------------------------------------------
+KEYS: Final = frozenset(
+    {
+        "listen",
+        "udp",
+        "syslog_tcp",
+        "syslog_udp",
+        "file",
+        "max_bytes",
+        "backup_count",
+        "format",
+        "route",
+        "max_frame",
+        "read_timeout",
+        "queue_size",
+        "token",
+        "token_file",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+        "allow_remote_pickle",
+        "unix_mode",
+        "metrics",
+        "state_dir",
+        "max_connections",
+        "drain_timeout",
+    }
+)
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """The settings of a TOML file (tomllib on 3.11+, the tomli backport on 3.10)."""
+    toml = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    try:
+        with open(path, "rb") as f:
+            data: dict[str, Any] = toml.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration {path!r}: {exc.strerror}") from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError
+        raise ConfigError(f"{path!r} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{path!r}: unknown setting(s) {', '.join(unknown)}; the keys are the long flags "
+            "with underscores (see --help)"
+        )
+    return data
+
+
+# -- validation --------------------------------------------------------------------------------
+def _list(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"{key}: expected a string or a list of strings, got {value!r}")
+
+
+def _size(value: Any, key: str, minimum: int = 0) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a size, got {value!r}")
+    try:
+        size = value if isinstance(value, int) else parse_size(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    if size < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum}, got {size}")
+    return size
+
+
+def _int(value: Any, key: str, minimum: int) -> int:
+    try:
+        number = (
+            int(value) if isinstance(value, int | str) and not isinstance(value, bool) else None
+        )
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise ConfigError(f"{key}: expected a whole number >= {minimum}, got {value!r}")
+    return number
+
+
+def _seconds(value: Any, key: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise ConfigError(f"{key}: must be more than 0 seconds, got {value!r}")
+    return seconds
+
+
+def _mode(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    else:
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            raise ConfigError(
+                f"unix_mode: expected an octal mode like 0600, got {value!r}"
+            ) from None
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"unix_mode: {oct(mode)} is not a permission mode")
+    return mode
+
+
+def _bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key}: expected true or false, got {value!r}")
+
+
+def _existing_file(value: Any, key: str) -> str | None:
+    if value in (None, ""):
+        return None
+    path = os.path.abspath(str(value))
+    if not os.path.isfile(path):
+        raise ConfigError(f"{key}: {path!r} does not exist or is not a file")
+    return path
+
+
+def check_route(prefix: str, target: str, log_file: str) -> tuple[str, str]:
+    """A route's file, resolved; it must stay inside the directory of ``log_file``."""
+    if not prefix or prefix.strip() != prefix or any(not part for part in prefix.split(".")):
+        raise ConfigError(f"route {prefix!r}: expected a logger name such as 'app.db'")
+    if not target:
+        raise ConfigError(f"route {prefix!r}: no file given")
+    base = os.path.dirname(log_file)
+    if ".." in target.replace("\\", "/").split("/"):
+        raise ConfigError(f"route {prefix}={target}: '..' is not allowed in a route's file name")
+    path = os.path.normpath(target if os.path.isabs(target) else os.path.join(base, target))
+    real_base = os.path.realpath(base)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, real_base]) != real_base or real == real_base:
+        raise ConfigError(
+            f"route {prefix}={target}: {real!r} is outside {real_base!r}, the directory of "
+            "--file; route files must stay inside it"
+        )
+    if os.path.isdir(path):
+        raise ConfigError(f"route {prefix}={target}: {path!r} is a directory")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ConfigError(f"route {prefix}={target}: the directory of {path!r} does not exist")
+    return prefix, path
+
+
+def _routes(value: Any, log_file: str) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    if isinstance(value, Mapping):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        for item in _list(value, "route"):
+            prefix, sep, target = item.partition("=")
+            if not sep:
+                raise ConfigError(f"route {item!r}: expected PREFIX=FILE, e.g. app.db=db.log")
+            pairs.append((prefix.strip(), target.strip()))
+    checked = [check_route(prefix, target, log_file) for prefix, target in pairs]
+    seen: set[str] = set()
+    for prefix, _ in checked:
+        if prefix in seen:
+            raise ConfigError(f"route {prefix!r} is given twice")
+        seen.add(prefix)
+    return tuple(sorted(checked, key=lambda pair: -len(pair[0])))
+
+
+def _format(value: Any) -> str:
+    text = str(value)
+    try:
+        logging.Formatter(text, validate=True)
+    except ValueError as exc:
+        raise ConfigError(f"format {text!r}: {exc}") from None
+    return text
+
+
+def _token(settings: Mapping[str, Any]) -> str | None:
+    token, token_file = settings.get("token"), settings.get("token_file")
+    if token and token_file:
+        raise ConfigError("give either token or token_file, not both")
+    if token_file:
+        try:
+            with open(str(token_file), encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"token_file {token_file!r}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"token_file {token_file!r} is not UTF-8 text") from None
+        if not token:
+            raise ConfigError(f"token_file {token_file!r} is empty")
+    return str(token) if token else None
+
+
+def build(settings: Mapping[str, Any]) -> ServerConfig:
+    """A checked :class:`ServerConfig` from merged settings (keys as in the TOML file)."""
+    unknown = sorted(set(settings) - KEYS)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    if not settings.get("file"):
+        raise ConfigError("no output file: give --file PATH (or file = ... in --config)")
+    log_file = os.path.abspath(str(settings["file"]))
+    if os.path.isdir(log_file):
+        raise ConfigError(f"file: {log_file!r} is a directory")
+    if not os.path.isdir(os.path.dirname(log_file)):
+        raise ConfigError(f"file: the directory of {log_file!r} does not exist")
+
+    def addresses(key: str, unix: bool) -> tuple[Address, ...]:
+        return tuple(parse_address(a, unix=unix) for a in _list(settings.get(key), key))
+
+    listen = addresses("listen", True)
+    udp = addresses("udp", False)
+    syslog_tcp = addresses("syslog_tcp", True)
+    syslog_udp = addresses("syslog_udp", False)
+    if not (listen or udp or syslog_tcp or syslog_udp):
+        listen = (parse_address(DEFAULT_LISTEN),)
+    metrics = settings.get("metrics")
+    tls_cert = _existing_file(settings.get("tls_cert"), "tls_cert")
+    tls_key = _existing_file(settings.get("tls_key"), "tls_key")
+    tls_client_ca = _existing_file(settings.get("tls_client_ca"), "tls_client_ca")
+    if tls_key and not tls_cert:
+        raise ConfigError("tls_key needs tls_cert")
+    if tls_client_ca and not tls_cert:
+        raise ConfigError("tls_client_ca (client certificates) needs tls_cert")
+    state_dir = os.path.abspath(str(settings.get("state_dir") or os.path.dirname(log_file)))
+    if not os.path.isdir(state_dir):
+        raise ConfigError(f"state_dir: {state_dir!r} is not a directory")
+    return ServerConfig(
+        file=log_file,
+        listen=listen,
+        udp=udp,
+        syslog_tcp=syslog_tcp,
+        syslog_udp=syslog_udp,
+        max_bytes=_size(settings.get("max_bytes", 0), "max_bytes"),
+        backup_count=_int(settings.get("backup_count", 0), "backup_count", 0),
+        format=_format(settings.get("format") or DEFAULT_FORMAT),
+        routes=_routes(settings.get("route"), log_file),
+        max_frame=_size(settings.get("max_frame", DEFAULT_MAX_FRAME), "max_frame", 1024),
+        read_timeout=_seconds(settings.get("read_timeout", DEFAULT_READ_TIMEOUT), "read_timeout"),
+        queue_size=_int(settings.get("queue_size", DEFAULT_QUEUE_SIZE), "queue_size", 1),
+        token=_token(settings),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        allow_remote_pickle=_bool(
+            settings.get("allow_remote_pickle", False), "allow_remote_pickle"
+        ),
+        unix_mode=_mode(settings.get("unix_mode", DEFAULT_UNIX_MODE)),
+        metrics=parse_address(str(metrics), unix=False) if metrics else None,
+        state_dir=state_dir,
+        max_connections=_int(
+            settings.get("max_connections", DEFAULT_MAX_CONNECTIONS), "max_connections", 1
+        ),
+        drain_timeout=_seconds(
+            settings.get("drain_timeout", DEFAULT_DRAIN_TIMEOUT), "drain_timeout"
+        ),
+    )

@@ -1,0 +1,310 @@
+"""The bounded queue between the readers and the one writer, and the writer itself.
+
+Readers put :class:`Work` (the records of one batch, frame or syslog read) on the
+:class:`WorkQueue`. When it holds ``queue_size`` records (or its byte budget), ``put`` waits: the
+reader stops reading its socket, the kernel's receive buffer fills, and TCP stops the client.
+That is the whole backpressure path; nothing is dropped on TCP.
+
+One :class:`Writer` task owns every output file. It takes what is queued (up to a round's
+worth), formats each record, and hands each file its lines through the rotation engine
+(``LogFile.append_batch``: one ``write`` per file per round, rotation under the shared lock, so
+file-mode handlers in other processes may write the same file). The engine runs directly in this
+task, on the event loop's thread: a write to the page cache takes microseconds, and while it runs
+no reader could make progress anyway. Then the round's batch sequence numbers go to the journal
+(one write), and only then is each batch acknowledged.
+
+A write that fails (a full disk) is reported once, then retried every :data:`RETRY_EVERY`
+seconds with the same lines; nothing new is taken meanwhile, so the queue fills and clients are
+held back. When it works again, the recovery is reported with how long it failed. Nothing is
+acknowledged that was not written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .._logfile import LogFile
+from .._wire import to_log_record
+from .config import ServerConfig
+from .metrics import Stats
+from .state import Journal
+
+__all__ = ["FALLBACK_FORMAT", "RETRY_EVERY", "ROUND_RECORDS", "Work", "WorkQueue", "Writer"]
+
+RETRY_EVERY: Final = 0.5
+ROUND_RECORDS: Final = 4096  # records formatted and written per round at most
+QUEUE_BYTES: Final = 32 * 1024 * 1024  # payload bytes queued at most, whatever queue_size says
+FALLBACK_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
+_monotonic = time.monotonic
+
+
+@dataclass(eq=False)
+class Work:
+    """Records for the writer, and what to do once they are written."""
+
+    records: list[dict[str, Any]]
+    size: int = 0  # bytes they arrived as: the queue's memory budget
+    client: str | None = None  # a native batch: its client id and sequence number
+    seq: int = 0
+    done: Callable[[], None] | None = None  # called once written (or found a duplicate)
+
+
+class WorkQueue:
+    """A FIFO bounded by records and bytes; one item larger than the bounds still fits alone."""
+
+    def __init__(self, max_records: int, max_bytes: int = QUEUE_BYTES) -> None:
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self._items: deque[Work] = deque()
+        self.records = 0
+        self.bytes = 0
+        self.closed = False
+        self._changed = asyncio.Condition()
+
+    def _fits(self, work: Work) -> bool:
+        if not self._items:
+            return True
+        return (
+            self.records + len(work.records) <= self.max_records
+            and self.bytes + work.size <= self.max_bytes
+        )
+
+    def _push(self, work: Work) -> None:
+        self._items.append(work)
+        self.records += len(work.records)
+        self.bytes += work.size
+
+    async def put(self, work: Work) -> None:
+        """Queue ``work``, waiting while the queue is full."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._fits(work))
+            self._push(work)
+            self._changed.notify_all()
+
+    def put_nowait(self, work: Work) -> bool:
+        """Queue ``work`` if it fits now (datagrams cannot wait); ``False`` if it does not."""
+        if not self._fits(work):
+            return False
+        self._push(work)
+        asyncio.get_running_loop().create_task(self._notify())
+        return True
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def take(self, max_records: int) -> list[Work]:
+        """Everything queued up to ``max_records`` (at least one item); ``[]`` once closed."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._items) or self.closed)
+            taken: list[Work] = []
+            count = 0
+            while self._items and (not taken or count + len(self._items[0].records) <= max_records):
+                work = self._items.popleft()
+                taken.append(work)
+                count += len(work.records)
+                self.records -= len(work.records)
+                self.bytes -= work.size
+            self._changed.notify_all()
+            return taken
+
+    async def close(self) -> None:
+        """No more work will come: ``take`` returns what is left, then ``[]``."""
+        async with self._changed:
+            self.closed = True
+            self._changed.notify_all()
+
+
+@dataclass
+class _Episode:
+    started: float
+    first_error: str
+    attempts: int = 1
+
+
+@dataclass
+class _Round:
+    lines: dict[str, list[bytes]] = field(default_factory=dict)  # path -> formatted records
+    seqs: dict[str, int] = field(default_factory=dict)  # client -> highest new seq
+    records: int = 0
+
+
+class Writer:
+    """Formats records and writes them; owns the files, the journal and ``last_seq``."""
+
+    def __init__(
+        self, config: ServerConfig, stats: Stats, journal: Journal, log: logging.Logger
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.journal = journal
+        self.log = log
+        self._formatter = logging.Formatter(config.format)
+        self._fallback = logging.Formatter(FALLBACK_FORMAT)
+        self._files: dict[str, LogFile] = {}
+        self._episode: _Episode | None = None
+        self.give_up_at: float | None = None  # set at shutdown: stop retrying after this
+        self.rounds = 0
+
+    # -- files -----------------------------------------------------------------------------
+    def path_for(self, name: Any) -> str:
+        """The file for a logger name: the longest matching ``--route`` prefix, else ``--file``."""
+        if isinstance(name, str):
+            for prefix, path in self.config.routes:
+                if name == prefix or name.startswith(prefix + "."):
+                    return path
+        return self.config.file
+
+    def _file(self, path: str) -> LogFile:
+        log_file = self._files.get(path)
+        if log_file is None:
+            log_file = self._files[path] = LogFile(
+                path,
+                max_bytes=self.config.max_bytes,
+                backup_count=self.config.backup_count,
+                rotate=self._rotate,
+                warn=self.log.warning,
+            )
+        return log_file
+
+    def _rotate(self, source: str, dest: str) -> None:
+        os.rename(source, dest)
+        self.stats.rotations += 1
+
+    def open(self) -> None:
+        """Open the main file now, so a bad path or permission stops the start-up."""
+        self._file(self.config.file).open()
+
+    def reopen(self) -> None:
+        """Close every file; the next write opens the path again (after logrotate moved it)."""
+        for log_file in self._files.values():
+            try:
+                log_file.close()
+            except OSError as exc:
+                self.log.warning("closing %s for a reopen: %s", log_file.path, exc)
+        self.log.info("output files will be reopened")
+
+    def close(self) -> None:
+        for log_file in self._files.values():
+            try:
+                log_file.close()
+            except OSError as exc:
+                self.log.warning("closing %s: %s", log_file.path, exc)
+        self.journal.close()
+
+    # -- formatting ------------------------------------------------------------------------
+    def format(self, flat: dict[str, Any]) -> bytes:
+        added: dict[str, Any] = {"host": flat.get("host") or "-", "app": flat.get("app") or "-"}
+        if not isinstance(flat.get("process"), int):
+            added["process"] = "-"
+        record = to_log_record(flat, **added)
+        try:
+            text = self._formatter.format(record)
+        except Exception:  # a field the format needs is missing or of the wrong type
+            self.stats.format_errors += 1
+            text = self._fallback.format(record)
+        return (text + "\n").encode("utf-8", "backslashreplace")
+
+    # -- the task --------------------------------------------------------------------------
+    async def run(self, queue: WorkQueue) -> None:
+        """Write until the queue is closed and empty, then close the files."""
+        try:
+            while True:
+                works = await queue.take(ROUND_RECORDS)
+                if not works:
+                    return
+                await self.write_round(works)
+        finally:
+            self.close()
+
+    def _prepare(self, works: list[Work]) -> tuple[_Round, list[Work]]:
+        round_ = _Round()
+        fresh: list[Work] = []
+        for work in works:
+            if work.client is not None:
+                last = round_.seqs.get(work.client) or self.journal.last_seq(work.client)
+                if work.seq <= last:
+                    self.stats.duplicates += 1
+                    self.stats.duplicate_records += len(work.records)
+                    continue
+                round_.seqs[work.client] = work.seq
+            fresh.append(work)
+            for flat in work.records:
+                path = self.path_for(flat.get("name"))
+                round_.lines.setdefault(path, []).append(self.format(flat))
+                round_.records += 1
+        return round_, fresh
+
+    async def write_round(self, works: list[Work]) -> None:
+        round_, fresh = self._prepare(works)
+        written = True
+        for path, lines in round_.lines.items():
+            if not await self._retry(path, lambda p=path, ls=lines: self._append(p, ls)):  # type: ignore[misc]
+                written = False
+                break
+        if written and round_.seqs:
+            seqs = round_.seqs
+            written = await self._retry(
+                self.journal.path, lambda: self.journal.record(seqs.items())
+            )
+        if not written:
+            lost = sum(len(work.records) for work in fresh)
+            self.stats.dropped["not written at shutdown"] += lost
+            self.log.error(
+                "gave up writing %d record(s) at shutdown: %s",
+                lost,
+                self._episode.first_error if self._episode else "unknown error",
+            )
+            return
+        self.rounds += 1
+        for work in works:  # written or duplicates: acknowledge, in order
+            if work.done is not None:
+                work.done()
+
+    def _append(self, path: str, lines: list[bytes]) -> None:
+        problem = self._file(path).append_batch(lines)
+        self.stats.written += len(lines)
+        self.stats.bytes_written += sum(len(line) for line in lines)
+        if problem is not None:
+            self.log.warning("%s", problem)
+
+    async def _retry(self, path: str, action: Callable[[], None]) -> bool:
+        """Run ``action`` until it works; report a failure episode once, and its end."""
+        while True:
+            try:
+                action()
+            except Exception as exc:  # OSError above all; nothing may stop the writer
+                self.stats.write_errors += 1
+                now = _monotonic()
+                if self._episode is None:
+                    self._episode = _Episode(now, str(exc))
+                    self.log.error(
+                        "cannot write %s: %s. Holding the records and retrying every %gs; "
+                        "clients are held back meanwhile (reported again when it works)",
+                        path,
+                        exc,
+                        RETRY_EVERY,
+                    )
+                else:
+                    self._episode.attempts += 1
+                if self.give_up_at is not None and now >= self.give_up_at:
+                    return False
+                await asyncio.sleep(RETRY_EVERY)
+                continue
+            episode, self._episode = self._episode, None
+            if episode is not None:
+                self.log.warning(
+                    "writing works again after %.1fs (%d failed attempts, first: %s); "
+                    "the held records are written, none lost",
+                    _monotonic() - episode.started,
+                    episode.attempts,
+                    episode.first_error,
+                )
+            return True
