@@ -124,6 +124,10 @@ def decode(payload: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ProtocolError("invalid utf-8", "a frame that is not UTF-8") from None
     except ValueError as exc:
+        try:  # orjson reports bad UTF-8 as a JSON error: tell them apart (error path only)
+            bytes(payload).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("invalid utf-8", "a frame that is not UTF-8") from None
         raise ProtocolError("invalid json", f"a frame that is not JSON: {exc}") from None
     if not isinstance(message, dict):
         raise ProtocolError("not an object", "a frame that is not a JSON object")
