@@ -8,6 +8,9 @@ and prints the verdict. Exit status 0 means every check passed.
 show what the checks catch; ``--handler clh`` uses concurrent-log-handler when it is installed.
 Every handler is judged by the same rules, including the size rule (see
 :attr:`StressConfig.size_allowance`), and the report states the limit it applied.
+
+``--django`` runs a different workload, with options of its own: a Django site under real
+gunicorn, uWSGI and Celery workers (:mod:`safe_rotating._django_stress`).
 """
 
 from __future__ import annotations
@@ -313,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  safe-rotating-stress                         8 processes, defaults\n"
             "  safe-rotating-stress --start-method fork     handler built before fork (preload)\n"
             "  safe-rotating-stress --handler stdlib        the same run through the stdlib class\n"
+            "  safe-rotating-stress --django                Django under gunicorn, uWSGI, Celery\n"
             "  safe-rotating-stress --dir /var/log/test -p 16 -n 50000 --max-bytes 1MiB\n"
             "exit status: 0 when every check passed, 1 otherwise"
         ),
@@ -344,10 +348,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--dir", help="directory for the log files (default: a temporary one, removed after)")
     add("--keep", action="store_true", help="keep the temporary directory for inspection")
+    add(
+        "--django",
+        action="store_true",
+        help="run a Django site under real gunicorn/uWSGI/Celery workers instead "
+        "(its own options: safe-rotating-stress --django --help)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--django" in argv:
+        from ._django_stress import main as django_main
+
+        return django_main([a for a in argv if a != "--django"])
     args = build_parser().parse_args(argv)
     own_dir = args.dir is None
     directory = tempfile.mkdtemp(prefix="safe-rotating-stress-") if own_dir else args.dir

@@ -9,6 +9,13 @@ mistaken for a good one.
 promise of the handler: each record exactly once (or, when old backups were deleted, each writer
 missing only its oldest records), no torn line, each writer's sequence rising across files,
 backup numbering contiguous, file count within ``backupCount + 1`` and sizes within the limit.
+
+Records logged by a web application have a second shape, made by :func:`make_request_line` and
+checked by :func:`verify_requests`: ``req PPPPPPP SSSSSSSSS RRRRRRRR KKKK xxx...x CCCCCCCC`` —
+the pid of the worker process that logged it, that process's own sequence number (counted from 0
+in every process), the id of the request (or task) and the record's index within it, padding and
+a CRC-32. A formatter may put a prefix before it (time, level, logger name); the verifier is told
+the prefix's pattern so that a line with anything else in it still counts as torn.
 """
 
 from __future__ import annotations
@@ -16,10 +23,23 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-__all__ = ["Verdict", "make_line", "parse_line", "rotated_files", "verify"]
+__all__ = [
+    "RequestRecord",
+    "RequestVerdict",
+    "Verdict",
+    "make_line",
+    "make_request_line",
+    "parse_line",
+    "parse_request_line",
+    "request_line_pattern",
+    "rotated_files",
+    "verify",
+    "verify_requests",
+]
 
 _HEAD = "{:04d} {:09d} "
 _MIN_LINE = len(_HEAD.format(0, 0)) + 1 + 8 + 1  # head, one pad char, space, crc, newline
@@ -205,4 +225,219 @@ def verify(
         else:
             first = marks.find(1)
             verdict.lost += marks.count(0, first) if first >= 0 else 0
+    return verdict
+
+
+# --- records of a web application: (pid, per-process sequence, request id, index) ------------
+
+_REQ_HEAD = "req {:07d} {:09d} {:08d} {:04d} "
+_REQ_HEAD_LENGTH = len(_REQ_HEAD.format(0, 0, 0, 0))
+_REQ_MIN_LINE = _REQ_HEAD_LENGTH + 1 + 1 + 8  # head, one pad char, space, crc
+_REQ_RECORD = rb"(?P<body>req (\d{7}) (\d{9}) (\d{8}) (\d{4}) x+ )(?P<crc>[0-9a-f]{8})"
+
+
+class RequestRecord(NamedTuple):
+    """One parsed request record."""
+
+    pid: int
+    seq: int  # the process's own sequence number, from 0
+    request: int
+    position: int  # within its request, from 0
+
+
+def make_request_line(pid: int, seq: int, request: int, index: int, length: int = 100) -> str:
+    """The message (``length`` characters) of one request record; see the module docstring.
+
+    Fields are zero-padded to fixed widths (pid 7 digits, sequence 9, request 8, index 4), so
+    every message of one run has the same length whatever the numbers.
+    """
+    if length < _REQ_MIN_LINE:
+        raise ValueError(f"length must be >= {_REQ_MIN_LINE}, got {length}")
+    head = _REQ_HEAD.format(pid, seq, request, index)
+    if len(head) != _REQ_HEAD_LENGTH or min(pid, seq, request, index) < 0:
+        raise ValueError(f"a field is negative or too wide: {(pid, seq, request, index)}")
+    body = head + "x" * (length - len(head) - 9) + " "
+    return f"{body}{zlib.crc32(body.encode()):08x}"
+
+
+def request_line_pattern(prefix: bytes = b"") -> re.Pattern[bytes]:
+    """A pattern for whole lines: ``prefix`` (a regular expression) then a request record."""
+    return re.compile(b"(?:" + prefix + b")" + _REQ_RECORD) if prefix else re.compile(_REQ_RECORD)
+
+
+_PLAIN_REQUEST_LINE = request_line_pattern()
+
+
+def parse_request_line(
+    line: bytes, pattern: re.Pattern[bytes] = _PLAIN_REQUEST_LINE
+) -> RequestRecord | None:
+    """The record in a whole, intact line (without its newline), else ``None``.
+
+    ``pattern`` comes from :func:`request_line_pattern`; the whole line must match it.
+    """
+    match = pattern.fullmatch(line)
+    if match is None or zlib.crc32(match.group("body")) != int(match.group("crc"), 16):
+        return None
+    pid, seq, request, index = (int(g) for g in match.group(2, 3, 4, 5))
+    return RequestRecord(pid, seq, request, index)
+
+
+@dataclass
+class RequestVerdict:
+    """What :func:`verify_requests` found. ``ok`` is true only if every check passed."""
+
+    requests: int  # answered requests, each of which must have all its records
+    per_request: int
+    files: int = 0
+    bytes: int = 0
+    found: int = 0  # records of answered requests found
+    unanswered: int = 0  # records of requests the client saw no answer for (not judged)
+    workers: int = 0  # distinct pids that logged
+    lost: int = 0  # records of answered requests missing
+    sequence_gaps: int = 0  # a worker's sequence numbers missing below its highest one
+    duplicated: int = 0
+    torn: int = 0
+    torn_sample: str = ""
+    order_breaks: int = 0
+    wrong_worker: int = 0  # records logged by another pid than the one that answered
+    oversized: list[tuple[str, int]] = field(default_factory=list)
+    numbering_gaps: list[int] = field(default_factory=list)
+    too_many_files: int = 0
+    largest_file: int = 0
+    size_limit: int = 0
+    records_per_file: list[int] = field(default_factory=list)  # oldest file first
+
+    @property
+    def expected(self) -> int:
+        return self.requests * self.per_request
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems()
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.lost:
+            share = 100 * self.lost / self.expected if self.expected else 100.0
+            out.append(f"{self.lost} records of answered requests missing ({share:.2f} %)")
+        if self.sequence_gaps:
+            out.append(f"{self.sequence_gaps} gaps in the workers' own record sequences")
+        if self.duplicated:
+            out.append(f"{self.duplicated} records duplicated")
+        if self.torn:
+            out.append(f"{self.torn} torn or unrecognised lines (first: {self.torn_sample!r})")
+        if self.order_breaks:
+            out.append(f"{self.order_breaks} records out of per-worker order")
+        if self.wrong_worker:
+            out.append(f"{self.wrong_worker} records from another pid than the one that answered")
+        if self.oversized:
+            names = ", ".join(f"{n} ({s} B)" for n, s in self.oversized[:3])
+            out.append(
+                f"{len(self.oversized)} files over the size limit of {self.size_limit} B: {names}"
+            )
+        if self.numbering_gaps:
+            out.append(f"backup numbering has gaps at {self.numbering_gaps[:5]}")
+        if self.too_many_files:
+            out.append(f"{self.too_many_files} files more than backupCount + 1")
+        return out
+
+    def summary(self) -> str:
+        head = (
+            f"{self.found}/{self.expected} records of {self.requests} answered requests from "
+            f"{self.workers} worker processes in {self.files} files "
+            f"({self.bytes / 1e6:.1f} MB, largest {self.largest_file} B)"
+        )
+        problems = self.problems()
+        if not problems:
+            return f"PASS: {head}; none lost, duplicated, torn or out of order"
+        return f"FAIL: {head}; " + "; ".join(problems)
+
+
+def verify_requests(
+    directory: str,
+    basename: str,
+    answered: Mapping[int, int | None],
+    per_request: int,
+    *,
+    prefix: bytes = b"",
+    max_bytes: int = 0,
+    backup_count: int = 0,
+    size_allowance: int = 0,
+) -> RequestVerdict:
+    """Check the rotated set ``basename``, ``basename.1`` ... of request records.
+
+    ``answered`` maps every request id the client saw answered to the pid that answered it (or
+    ``None`` when unknown); each such request must have ``per_request`` records, indices
+    ``0 .. per_request - 1``, each exactly once. Records of other requests (sent but not seen
+    answered, say because the client stopped waiting) are counted, not judged, except that they
+    too must be intact, unique and in order. For every pid, its sequence numbers must rise from
+    the oldest file to the current one, and none below its highest may be missing: this catches
+    a lost record even of a request nobody saw answered.
+
+    ``prefix`` is a regular expression for what the formatter writes before the message; any
+    line that is not exactly ``prefix`` + one intact record is torn. Backup numbering, the file
+    count and sizes are checked as by :func:`verify`.
+    """
+    verdict = RequestVerdict(requests=len(answered), per_request=per_request)
+    pattern = request_line_pattern(prefix)
+    numbers, current = rotated_files(directory, basename)
+    present = set(numbers)
+    verdict.numbering_gaps = [n for n in range(1, max(numbers, default=0)) if n not in present]
+    ordered = [f"{basename}.{n}" for n in reversed(numbers)] + ([basename] if current else [])
+    verdict.files = len(ordered)
+    if max_bytes:
+        verdict.size_limit = max_bytes + size_allowance
+    if backup_count and max_bytes:
+        verdict.too_many_files = max(0, len(ordered) - (backup_count + 1))
+
+    seen: dict[int, bytearray] = {request: bytearray(per_request) for request in answered}
+    other: set[tuple[int, int]] = set()
+    last: dict[int, int] = {}
+    sequences: dict[int, set[int]] = {}
+    for name in ordered:
+        path = os.path.join(directory, name)
+        size = os.path.getsize(path)
+        verdict.bytes += size
+        verdict.largest_file = max(verdict.largest_file, size)
+        if verdict.size_limit and size > verdict.size_limit:
+            verdict.oversized.append((name, size))
+        in_file = 0
+        for line in _lines(path):
+            record = parse_request_line(line, pattern)
+            if record is None or record.position >= per_request:
+                if not verdict.torn:
+                    verdict.torn_sample = line[:160].decode("utf-8", "replace")
+                verdict.torn += 1
+                continue
+            in_file += 1
+            marks = seen.get(record.request)
+            if marks is not None:
+                if marks[record.position]:
+                    verdict.duplicated += 1
+                    continue
+                marks[record.position] = 1
+                verdict.found += 1
+                expected_pid = answered[record.request]
+                if expected_pid is not None and expected_pid != record.pid:
+                    verdict.wrong_worker += 1
+            else:
+                key = (record.request, record.position)
+                if key in other:
+                    verdict.duplicated += 1
+                    continue
+                other.add(key)
+                verdict.unanswered += 1
+            numbers_of_pid = sequences.setdefault(record.pid, set())
+            if record.seq in numbers_of_pid:
+                verdict.duplicated += 1
+                continue
+            numbers_of_pid.add(record.seq)
+            if record.seq < last.get(record.pid, -1):
+                verdict.order_breaks += 1
+            last[record.pid] = max(last.get(record.pid, -1), record.seq)
+        verdict.records_per_file.append(in_file)
+
+    verdict.workers = len(sequences)
+    verdict.lost = sum(marks.count(0) for marks in seen.values())
+    verdict.sequence_gaps = sum(max(s) + 1 - len(s) for s in sequences.values())
     return verdict

@@ -1,0 +1,1 @@
+"""Integrations with frameworks. Nothing here is imported by ``import safe_rotating``."""

@@ -1,0 +1,21 @@
+"""Django system checks for the ``LOGGING`` setting.
+
+Add ``"safe_rotating.contrib.django"`` to ``INSTALLED_APPS``; ``manage.py check`` (and every
+``runserver``/``migrate``) then warns about:
+
+``safe_rotating.W001``
+    a handler using ``logging.handlers.RotatingFileHandler`` or ``TimedRotatingFileHandler``,
+    which are not process-safe;
+``safe_rotating.W002``
+    ``mode='w'`` on a rotating handler;
+``safe_rotating.W003``
+    two handlers writing one file with different rotation settings;
+``safe_rotating.W004``
+    a log directory this process cannot write.
+
+Silence one the usual way, e.g. ``SILENCED_SYSTEM_CHECKS = ["safe_rotating.W001"]``.
+"""
+
+from .checks import check_logging
+
+__all__ = ["check_logging"]

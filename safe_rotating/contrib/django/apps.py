@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class SafeRotatingConfig(AppConfig):  # type: ignore[misc]  # Django ships no type hints
+    name = "safe_rotating.contrib.django"
+    label = "safe_rotating"
+    verbose_name = "safe_rotating"
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from .checks import check_logging
+
+        checks.register(check_logging, "logging")

@@ -1,0 +1,188 @@
+"""``safe-rotating-stress --django`` on a small scale: real gunicorn, uWSGI and Celery workers
+running the shipped Django site log through rotation, and every record is checked."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from safe_rotating import _django_stress as ds
+from safe_rotating.stress import main as stress_main
+from safe_rotating.verify import RequestVerdict
+
+pytest.importorskip("django")
+pytest.importorskip("celery")
+pytest.importorskip("gunicorn")
+pytestmark = pytest.mark.multiprocess
+
+SMALL = {"workers": 4, "requests": 300, "records_per_request": 10, "max_bytes": 4096}
+
+
+def small(directory: Path, **changes: object) -> ds.DjangoStressConfig:
+    return ds.DjangoStressConfig(directory=str(directory), **{**SMALL, **changes})  # type: ignore[arg-type]
+
+
+def require_uwsgi() -> None:
+    if ds.find_uwsgi() is None:  # a skip in the test: under CI=true it is a failure
+        pytest.skip("uWSGI is not installed: .venv/bin/pip install 'uwsgi>=2.0.22'")
+
+
+@pytest.mark.parametrize("name", ["gunicorn", "gunicorn-preload", "uwsgi", "celery"])
+def test_real_workers_lose_nothing(tmp_path: Path, name: str) -> None:
+    if name == "uwsgi":
+        require_uwsgi()
+    config = small(tmp_path, celery_concurrency=3)
+    result = ds.run_scenario(ds.SCENARIOS[name], config)
+    assert result.ok, result.problems()
+    verdict = result.verdict
+    assert verdict is not None
+    assert verdict.found == verdict.expected == 300 * 10
+    assert result.answered == result.sent == 300
+    assert verdict.files > 20, "rotation must have happened many times"
+    assert verdict.workers >= 2, "the records must come from several worker processes"
+    assert result.pids_answering == verdict.workers
+    assert result.server_exit == 0
+    assert verdict.largest_file <= result.size_limit
+
+
+def test_the_stdlib_handler_loses_records_in_the_same_run(tmp_path: Path) -> None:
+    """Loss is racy: up to three runs; one that loses records is enough."""
+    result = None
+    for attempt in range(3):
+        config = small(tmp_path / str(attempt), handler="stdlib", max_bytes=2048)
+        result = ds.run_scenario(ds.SCENARIOS["gunicorn"], config)
+        assert result.error == "", result.error
+        assert result.verdict is not None
+        if result.verdict.lost:
+            break
+    assert result is not None
+    assert result.verdict is not None
+    assert result.verdict.lost > 0, result.verdict.summary()
+    assert result.label == "FAIL (expected: not process-safe)"
+
+
+def test_the_command_reports_both_handlers_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stdlib comparison fails (or passes by luck) without changing the exit status."""
+    out = tmp_path / "runs.json"
+    argv = [
+        "--django", "--scenarios", "gunicorn-preload", "--workers", "3", "--requests", "120",
+        "--records-per-request", "10", "--max-bytes", "2KiB", "--json", str(out),
+        "--plot", str(tmp_path / "runs.png"), "--dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    assert stress_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "scenario" in printed
+    assert "verdict" in printed
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["scenario"], r["handler"]) for r in runs] == [
+        ("gunicorn-preload", "safe"),
+        ("gunicorn-preload", "stdlib"),
+    ]
+    for key in ("ok", "expected", "lost", "duplicated", "torn", "order_breaks", "files"):
+        assert key in runs[0]
+    assert runs[0]["ok"] is True
+    assert runs[0]["oversize_files"] == 0
+    assert runs[0]["expected"] == 1200
+    stdlib = runs[1]["verdict"]
+    assert stdlib in ("FAIL (expected: not process-safe)", "PASS (this time; not process-safe)")
+    assert stdlib in printed
+    assert (tmp_path / "runs.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("handler", "failing", "status"),
+    [
+        ("both", "stdlib", 0),  # the comparison is expected to fail
+        ("both", "safe", 1),
+        ("stdlib", "stdlib", 1),  # asked for on its own, its failure is the verdict
+        ("safe", "safe", 1),
+    ],
+)
+def test_the_exit_status_counts_the_stdlib_only_when_it_runs_alone(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    handler: str,
+    failing: str,
+    status: int,
+) -> None:
+    def fake(
+        scenario: ds.Scenario, config: ds.DjangoStressConfig, on_progress: object = None
+    ) -> ds.ScenarioResult:
+        result = ds.ScenarioResult(scenario.name, config.handler, config.mode, server_exit=0)
+        if config.handler == failing:
+            result.error = "records went missing"
+        else:
+            result.answered = 1
+            result.verdict = RequestVerdict(requests=1, per_request=0)
+        return result
+
+    monkeypatch.setattr(ds, "run_scenario", fake)
+    argv = ["--scenarios", "gunicorn", "--handler", handler, "--dir", str(tmp_path)]
+    assert ds.main(argv) == status
+    printed = capsys.readouterr().out
+    expected = "FAIL (expected: not process-safe)" if failing == "stdlib" else "FAIL"
+    assert expected in printed
+
+
+def test_a_missing_uwsgi_is_a_skip_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(ds, "find_uwsgi", lambda: None)
+    assert ds.main(["--scenarios", "uwsgi", "--handler", "safe", "--dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "SKIPPED" in printed
+    assert "uWSGI is not installed" in printed
+
+
+def test_server_mode_needs_the_server_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "safe_rotating.server" else real(name, *a),
+    )
+    with pytest.raises(SystemExit, match=r"server mode needs safe_rotating\.server"):
+        ds.main(["--mode", "server", "--handler", "safe"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scenarios", "apache"], "unknown scenario 'apache'"),
+        (["--workers", "0"], "must be at least 1"),
+        (["--max-bytes", "lots"], "--max-bytes"),
+    ],
+)
+def test_bad_options_are_refused(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        ds.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_console_script_and_python_m_reach_the_django_options() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "safe_rotating.stress", "--django", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--records-per-request" in done.stdout
+    assert "gunicorn-preload" in done.stdout
+    plain = subprocess.run(
+        [sys.executable, "-m", "safe_rotating.stress", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--django" in plain.stdout
