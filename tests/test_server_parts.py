@@ -1,0 +1,200 @@
+"""The server's parts in one process: settings, journal, queue, metrics text, peer checks."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safe_rotating.server.app import Server
+from safe_rotating.server.config import ConfigError, build, parse_address
+from safe_rotating.server.connections import LogConnection, Refused, is_loopback
+from safe_rotating.server.metrics import Stats, render
+from safe_rotating.server.state import Journal
+from safe_rotating.server.writer import Work, WorkQueue
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:9020", "127.0.0.1:9020"),
+        ("[::1]:9020", "[::1]:9020"),
+        ("localhost:1", "localhost:1"),
+        ("unix:/run/x.sock", "unix:/run/x.sock"),
+    ],
+)
+def test_addresses(text: str, expected: str) -> None:
+    assert str(parse_address(text)) == expected
+
+
+@pytest.mark.parametrize("text", ["9020", "host:", "host:70000", "unix:", "a b:1"])
+def test_bad_addresses(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_address(text)
+
+
+def test_udp_cannot_be_unix() -> None:
+    with pytest.raises(ConfigError, match="Unix socket is not possible"):
+        parse_address("unix:/x", unix=False)
+
+
+def test_settings_are_checked(tmp_path: Path) -> None:
+    log_file = str(tmp_path / "app.log")
+    config = build({"file": log_file, "max_bytes": "1KiB", "unix_mode": "640"})
+    assert config.max_bytes == 1024
+    assert config.unix_mode == 0o640
+    assert [str(a) for a in config.listen] == ["127.0.0.1:9020"]
+    assert config.journal_path == str(tmp_path / ".app.log.journal")
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({}, "no output file"),
+        ({"file": str(tmp_path / "missing" / "a.log")}, "does not exist"),
+        ({"file": log_file, "max_bytes": "lots"}, "not a size"),
+        ({"file": log_file, "backup_count": -1}, "whole number"),
+        ({"file": log_file, "read_timeout": 0}, "more than 0"),
+        ({"file": log_file, "format": "%(message)"}, "format"),
+        ({"file": log_file, "token": "a", "token_file": "b"}, "either"),
+        ({"file": log_file, "tls_key": __file__}, "needs tls_cert"),
+        ({"file": log_file, "route": ["nodelimiter"]}, "PREFIX=FILE"),
+        ({"file": log_file, "route": ["a=x.log", "a=y.log"]}, "twice"),
+        ({"file": log_file, "allow_remote_pickle": "yes"}, "true or false"),
+        ({"file": log_file, "bogus": 1}, "unknown"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            build(bad)
+
+
+def test_route_checks(tmp_path: Path) -> None:
+    log_file = str(tmp_path / "logs" / "app.log")
+    (tmp_path / "logs" / "deeper").mkdir(parents=True)
+    (tmp_path / "logs" / "escape").symlink_to(tmp_path)
+    ok = build({"file": log_file, "route": {"a": "a.log", "a.b": "deeper/b.log"}}).routes
+    assert ok == (
+        ("a.b", str(tmp_path / "logs" / "deeper" / "b.log")),
+        ("a", str(tmp_path / "logs" / "a.log")),
+    )
+    for target in ("../x.log", str(tmp_path / "x.log"), "escape/x.log", ".", "nodir/x.log"):
+        with pytest.raises(ConfigError):
+            build({"file": log_file, "route": {"a": target}})
+
+
+def test_journal_keeps_the_newest_and_skips_torn_lines(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    path.write_bytes(b"aaa 3 1900000000\naaa 5 1900000000\nbbb 2 1900000000\nccc 9 19")
+    journal = Journal(str(path))
+    journal.open()
+    assert (journal.last_seq("aaa"), journal.last_seq("bbb"), journal.last_seq("ccc")) == (5, 2, 0)
+    assert len(path.read_text().splitlines()) == 2  # compacted at start-up
+    journal.record([("ccc", 1), ("aaa", 6)])
+    journal.close()
+    again = Journal(str(path))
+    again.open()
+    assert (again.last_seq("aaa"), again.last_seq("ccc")) == (6, 1)
+    again.close()
+
+
+def test_journal_forgets_clients_not_seen_for_long(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    path.write_text("old 4 1000\n")
+    journal = Journal(str(path))
+    journal.open()
+    assert journal.last_seq("old") == 0
+    journal.close()
+
+
+def test_queue_is_bounded_by_records_and_bytes() -> None:
+    async def scenario() -> list[str]:
+        queue = WorkQueue(max_records=3, max_bytes=100)
+        events: list[str] = []
+        await queue.put(Work([{}, {}], size=10))
+        assert queue.records == 2
+
+        async def producer(name: str, work: Work) -> None:
+            await queue.put(work)
+            events.append(f"put {name}")
+
+        blocked = asyncio.ensure_future(producer("2 records", Work([{}, {}], size=10)))
+        await asyncio.sleep(0.01)
+        assert not blocked.done()  # 2 + 2 > 3: waits
+        taken = await queue.take(10)
+        events.append(f"took {len(taken)}")
+        await blocked
+        big = asyncio.ensure_future(producer("big", Work([{}], size=1000)))
+        await asyncio.sleep(0.01)
+        assert not big.done()  # over the byte budget while something is queued
+        await queue.take(10)
+        await big  # alone, an oversized item still fits
+        assert queue.put_nowait(Work([{}], 1)) is False
+        await queue.take(10)
+        assert queue.put_nowait(Work([{}], 1)) is True
+        assert len(await queue.take(10)) == 1
+        await queue.close()
+        assert await queue.take(10) == []
+        return events
+
+    events = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert events == ["took 1", "put 2 records", "put big"]
+
+
+def test_metrics_text() -> None:
+    stats = Stats(received=5, written=4, dropped=Counter({"queue full": 1}))
+    stats.refused['say "hi"\n'] = 2
+    text = render(stats, queue_depth=7, connections=3)
+    assert "# TYPE safe_rotating_server_received_total counter\n" in text
+    assert "safe_rotating_server_received_total 5\n" in text
+    assert 'safe_rotating_server_dropped_total{reason="queue full"} 1\n' in text
+    assert 'safe_rotating_server_refused_frames_total{reason="say \\"hi\\"\\n"} 2\n' in text
+    assert (
+        "# TYPE safe_rotating_server_queue_depth gauge\nsafe_rotating_server_queue_depth 7" in text
+    )
+    assert "safe_rotating_server_connections 3\n" in text
+
+
+@pytest.mark.parametrize(
+    ("peer", "local"),
+    [
+        (("127.0.0.1", 5), True),
+        (("127.8.9.1", 5), True),
+        (("::1", 5, 0, 0), True),
+        (("::ffff:127.0.0.1", 5, 0, 0), True),
+        (("10.1.2.3", 5), False),
+        (("2001:db8::1", 5, 0, 0), False),
+        ("", True),
+        ("/run/x.sock", True),
+    ],
+)
+def test_loopback(peer: Any, local: bool) -> None:
+    assert is_loopback(peer) is local
+
+
+class FakeWriter:
+    def __init__(self, peer: Any) -> None:
+        self.peer = peer
+
+    def get_extra_info(self, key: str) -> Any:
+        return self.peer if key == "peername" else None
+
+
+def test_pickles_from_remote_peers_are_refused(tmp_path: Path) -> None:
+    config = build({"file": str(tmp_path / "app.log")})
+    server = Server(config)
+    remote = LogConnection(server, None, FakeWriter(("203.0.113.5", 4000)))  # type: ignore[arg-type]
+    with pytest.raises(Refused) as caught:
+        remote._choose_dialect(0x7D)
+    assert caught.value.reason == "remote pickle"
+    assert remote._choose_dialect(0x7B) == "native"
+    local = LogConnection(server, None, FakeWriter(("127.0.0.1", 4000)))  # type: ignore[arg-type]
+    assert local._choose_dialect(0x80) == "pickle"
+    allowed = Server(build({"file": str(tmp_path / "app.log"), "allow_remote_pickle": True}))
+    opened = LogConnection(allowed, None, FakeWriter(("203.0.113.5", 4000)))  # type: ignore[arg-type]
+    assert opened._choose_dialect(0x80) == "pickle"
+    # The same rule for datagrams.
+    payload = pickle.dumps({"msg": "x"}, 1)
+    datagram = len(payload).to_bytes(4, "big") + payload
+    server._pickle_datagram(datagram, ("203.0.113.5", 4000))
+    assert server.stats.refused["remote pickle"] == 1
+    assert server.stats.received == 0
