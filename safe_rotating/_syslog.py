@@ -111,6 +111,7 @@ def severity_of(levelno: int) -> int:
 
 # -- parsing ---------------------------------------------------------------------------------
 _PRI: Final = re.compile(r"<(\d{1,3})>")
+_COUNTED: Final = re.compile(rb"(\d{1,10}) (?=<)")
 _5424_HEAD: Final = re.compile(r"(1) (-|\d{4}-\d\d-\d\d[Tt]\S+) (\S+) (\S+) (\S+) (\S+) ?")
 _RFC3339: Final = re.compile(
     r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:?\d\d)?"
@@ -191,6 +192,9 @@ def parse(data: bytes, now: float | None = None) -> SyslogMessage:
     """One syslog message (without its framing), RFC 5424 or RFC 3164, parsed leniently."""
     if now is None:
         now = time.time()
+    counted = _COUNTED.match(data)
+    if counted is not None and int(counted.group(1)) == len(data) - counted.end():
+        data = data[counted.end() :]  # octet counting inside a datagram (logger --octet-count)
     text = data.decode("utf-8", "replace").rstrip("\x00\r\n")
     pri = 13  # RFC 3164 4.3.3: a relay assumes user.notice when there is no PRI
     match = _PRI.match(text)

@@ -132,11 +132,15 @@ def server_command(*args: str) -> list[str]:
 
 
 def start_server(
-    directory: Path, *args: str, listen: bool = True, env: dict[str, str] | None = None
+    directory: Path,
+    *args: str,
+    listen: bool = True,
+    env: dict[str, str] | None = None,
+    err_dir: Path | None = None,
 ) -> LogServer:
     port = free_port()
     metrics = free_port()
-    err = directory / f"server-{port}.err"
+    err = (err_dir or directory) / f"server-{port}.err"
     command = server_command(
         "--file", str(directory / "app.log"), "--metrics", f"127.0.0.1:{metrics}", *args
     )

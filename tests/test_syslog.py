@@ -121,6 +121,11 @@ def test_no_pri_and_garbage_still_make_a_record() -> None:
     assert "broken" in odd.message
 
 
+def test_octet_count_inside_a_datagram_is_removed() -> None:
+    assert parse(octet_frame(b"<11>1 - h app 7 - - text")).message == "text"
+    assert parse(b"12 <13>apples").message == "12 <13>apples"  # the count does not match
+
+
 def test_numbers_are_not_mistaken_for_rfc5424() -> None:
     msg = parse(b"<14>5 records processed in 3 s by worker")
     assert msg.rfc == 3164

@@ -306,11 +306,30 @@ class Server:
 
     async def run(self) -> int:
         """Start, serve until SIGTERM or SIGINT, shut down; the exit status."""
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self._abandon_start()
+            raise
         assert self._stop is not None
         await self._stop.wait()
         await self.shutdown()
         return self.exit_code
+
+    async def _abandon_start(self) -> None:
+        """Undo a start-up that failed (a busy port, a bad certificate): close what opened."""
+        self.stopping = True
+        for listener in self._listeners:
+            listener.close()
+        for transport in self._datagrams:
+            transport.close()
+        for path in self._unix_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        await self.queue.close()
+        if self._writer_task is not None:
+            with contextlib.suppress(Exception):
+                await self._writer_task
 
     # -- shutdown ----------------------------------------------------------------------------
     async def shutdown(self) -> None:

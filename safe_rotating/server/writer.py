@@ -284,12 +284,12 @@ class Writer:
                 self.stats.write_errors += 1
                 now = _monotonic()
                 if self._episode is None:
-                    self._episode = _Episode(now, str(exc))
+                    detail = str(exc) if path in str(exc) else f"cannot write {path}: {exc}"
+                    self._episode = _Episode(now, detail)
                     self.log.error(
-                        "cannot write %s: %s. Holding the records and retrying every %gs; "
-                        "clients are held back meanwhile (reported again when it works)",
-                        path,
-                        exc,
+                        "%s. Holding the records and retrying every %gs; clients are held "
+                        "back meanwhile (reported again when it works)",
+                        detail,
                         RETRY_EVERY,
                     )
                 else:
