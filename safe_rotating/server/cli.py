@@ -56,8 +56,8 @@ def parser() -> argparse.ArgumentParser:
         "--listen",
         action="append",
         metavar="ADDR",
-        help=f"TCP HOST:PORT or unix:PATH for LogServerHandler and SocketHandler; repeatable "
-        f"(default {DEFAULT_LISTEN})",
+        help="TCP HOST:PORT or unix:PATH for LogServerHandler and SocketHandler; repeatable "
+        f"(default {DEFAULT_LISTEN} when no other listener is given)",
     )
     where.add_argument(
         "--udp", action="append", metavar="HOST:PORT", help="DatagramHandler pickles; repeatable"

@@ -204,6 +204,8 @@ class Writer:
         added: dict[str, Any] = {"host": flat.get("host") or "-", "app": flat.get("app") or "-"}
         if not isinstance(flat.get("process"), int):
             added["process"] = "-"
+        if not isinstance(flat.get("msg"), str):
+            flat["msg"] = str(flat.get("msg", ""))
         record = to_log_record(flat, **added)
         try:
             text = self._formatter.format(record)
@@ -224,9 +226,8 @@ class Writer:
         finally:
             self.close()
 
-    def _prepare(self, works: list[Work]) -> tuple[_Round, list[Work]]:
+    def _prepare(self, works: list[Work]) -> _Round:
         round_ = _Round()
-        fresh: list[Work] = []
         for work in works:
             if work.client is not None:
                 last = round_.seqs.get(work.client) or self.journal.last_seq(work.client)
@@ -235,45 +236,48 @@ class Writer:
                     self.stats.duplicate_records += len(work.records)
                     continue
                 round_.seqs[work.client] = work.seq
-            fresh.append(work)
             for flat in work.records:
                 path = self.path_for(flat.get("name"))
                 round_.lines.setdefault(path, []).append(self.format(flat))
                 round_.records += 1
-        return round_, fresh
+        return round_
 
     async def write_round(self, works: list[Work]) -> None:
-        round_, fresh = self._prepare(works)
-        written = True
+        round_ = self._prepare(works)
+        unwritten = 0
         for path, lines in round_.lines.items():
-            if not await self._retry(path, lambda p=path, ls=lines: self._append(p, ls)):  # type: ignore[misc]
-                written = False
-                break
-        if written and round_.seqs:
-            seqs = round_.seqs
-            written = await self._retry(
-                self.journal.path, lambda: self.journal.record(seqs.items())
-            )
-        if not written:
-            lost = sum(len(work.records) for work in fresh)
-            self.stats.dropped["not written at shutdown"] += lost
+            if unwritten or not await self._retry(path, self._appending(path, lines)):
+                unwritten += len(lines)
+        if unwritten:
+            self.stats.dropped["not written at shutdown"] += unwritten
             self.log.error(
                 "gave up writing %d record(s) at shutdown: %s",
-                lost,
+                unwritten,
                 self._episode.first_error if self._episode else "unknown error",
             )
-            return
+            return  # not acknowledged: a native client keeps them and sends them again
+        if round_.seqs:
+            seqs = round_.seqs
+            if not await self._retry(self.journal.path, lambda: self.journal.record(seqs.items())):
+                self.log.error(
+                    "the journal could not be written at shutdown: the last batches are written "
+                    "but not acknowledged, and may be written again when their clients resend"
+                )
+                return
         self.rounds += 1
         for work in works:  # written or duplicates: acknowledge, in order
             if work.done is not None:
                 work.done()
 
-    def _append(self, path: str, lines: list[bytes]) -> None:
-        problem = self._file(path).append_batch(lines)
-        self.stats.written += len(lines)
-        self.stats.bytes_written += sum(len(line) for line in lines)
-        if problem is not None:
-            self.log.warning("%s", problem)
+    def _appending(self, path: str, lines: list[bytes]) -> Callable[[], None]:
+        def append() -> None:
+            problem = self._file(path).append_batch(lines)
+            self.stats.written += len(lines)
+            self.stats.bytes_written += sum(len(line) for line in lines)
+            if problem is not None:
+                self.log.warning("%s", problem)
+
+        return append
 
     async def _retry(self, path: str, action: Callable[[], None]) -> bool:
         """Run ``action`` until it works; report a failure episode once, and its end."""
