@@ -95,7 +95,9 @@ def parser() -> argparse.ArgumentParser:
         help="longest wait for the rest of a frame once it started (default 30)",
     )
     lim.add_argument(
-        "--queue-size", metavar="N", help="records waiting for the disk before readers pause"
+        "--queue-size",
+        metavar="N",
+        help="records waiting for the disk before readers pause (default 10000)",
     )
     lim.add_argument("--max-connections", metavar="N", help="open connections at most (4096)")
     lim.add_argument(
