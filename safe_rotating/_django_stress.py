@@ -128,7 +128,7 @@ class DjangoStressConfig:
     requests: int = 2000
     records_per_request: int = 50
     max_bytes: int = 64 * 1024
-    backup_count: int = 0  # 0: enough to keep every record
+    backup_count: int = 0  # 0: enough to keep every record, as the verification needs
     clients: int = 16
     time_limit: float = 60.0
 
@@ -578,7 +578,7 @@ def run_scenario(
         result.server_exit = _stop(server, stop_signal(scenario))
         sink.stop()
     if result.server_exit != 0 and not result.error:
-        result.error = f"server output: {_tail(output, 600)}"
+        result.error = f"server output: {_tail(output, 1500)}"
     if load is not None:
         result.sent, result.answered = load.sent, len(load.answered)
         result.failed_requests, result.failure_sample = load.failed, load.failure_sample
@@ -670,9 +670,16 @@ def table(results: Sequence[ScenarioResult]) -> str:
 
 
 def details(results: Sequence[ScenarioResult], config: DjangoStressConfig) -> str:
+    limits = sorted(
+        {(config.processes(SCENARIOS[r.scenario]), r.size_limit) for r in results if r.size_limit}
+    )
+    rule = ", ".join(
+        f"{config.max_bytes} + {n} x {config.line_bound} = {limit} B" for n, limit in limits
+    )
     out = [
-        f"size limit, the same for every handler: maxBytes + one record per worker process = "
-        f"{config.max_bytes} + workers x {config.line_bound} B; backupCount={config.backups()}",
+        "size limit, the same for every handler: maxBytes + one record (the longest a record "
+        f"line can be) per worker process: {rule or 'not checked'}; "
+        f"backupCount={config.backups()} (enough to keep every record)",
         "pids: processes whose records are in the files / worker processes; requests: answered"
         " / sent; records: found / expected for the answered requests",
     ]
@@ -807,7 +814,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--requests", type=_positive, default=2000, help="requests (or tasks) per run (2000)")
     add("--records-per-request", type=_positive, default=50, help="records each logs (50)")
     add("--max-bytes", type=_size, default=64 * 1024, help="rotate at this size (default 64KiB)")
-    add("--backup-count", type=int, default=0, help="default: enough to keep every record")
     add("--clients", type=_positive, default=16, help="concurrent client threads (default 16)")
     add("--time-limit", type=float, default=60.0, help="seconds of load per run at most (60)")
     add("--json", metavar="PATH", help="write every run's figures to PATH")
@@ -838,7 +844,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         requests=args.requests,
         records_per_request=args.records_per_request,
         max_bytes=args.max_bytes,
-        backup_count=args.backup_count,
         clients=args.clients,
         time_limit=args.time_limit,
     )

@@ -21,6 +21,9 @@ def celery_config(directory: str) -> dict[str, Any]:
         # The host part means nothing to this transport; naming one keeps kombu from warning
         # "No hostname was supplied" into the log at every connection.
         "broker_url": "filesystem://localhost//",
+        # kombu's filesystem transport, but writing each message under a temporary name first:
+        # the stock one can hand a worker a half-written message under load.
+        "broker_transport": "safe_rotating._django_site.kombu_fs:Transport",
         "broker_transport_options": {
             "data_folder_in": queue,
             "data_folder_out": queue,

@@ -35,6 +35,7 @@ LOGGING = logging_from_env()
 # kombu's filesystem transport, so the demo needs no broker server; see celeryconf.py.
 _celery = celery_config(os.environ.get("SAFE_ROTATING_CELERY_DIR", "celery-data"))
 CELERY_BROKER_URL = _celery["broker_url"]
+CELERY_BROKER_TRANSPORT = _celery["broker_transport"]
 CELERY_BROKER_TRANSPORT_OPTIONS = _celery["broker_transport_options"]
 CELERY_RESULT_BACKEND = _celery["result_backend"]
 # Celery removes the root logger's handlers at start-up unless told not to: without this line
