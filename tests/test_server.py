@@ -279,6 +279,38 @@ def test_sigterm_drains_everything_sent(tmp_path: Path) -> None:
         assert "stopped: received 2000, written 2000" in server.stderr
 
 
+def test_sigterm_acknowledges_what_it_wrote(tmp_path: Path) -> None:
+    with run_server(tmp_path, "--format", "%(message)s") as server:
+        client = NativeClient(("127.0.0.1", server.port))
+        client.hello("q" * 32)
+        for seq in range(1, 201):
+            client.batch(seq, [f"batch {seq} record {n}" for n in range(10)])
+        server.signal(signal.SIGTERM)
+        for seq in range(1, 201):
+            client.acked(seq)
+        assert client.closed()
+        assert server.process.wait(15) == 0
+        assert len(server.lines()) == 2000
+        assert "stopped: received 2000, written 2000, duplicates 0, refused 0" in server.stderr
+
+
+def test_extra_fields_in_the_format(tmp_path: Path) -> None:
+    with run_server(tmp_path, "--format", "%(request_id)s %(message)s") as server:
+        client = NativeClient(("127.0.0.1", server.port))
+        client.hello("x" * 32)
+        with_extra = {"name": "a", "levelno": 20, "msg": "has it", "extra": {"request_id": "r-7"}}
+        without = {"name": "a", "levelno": 20, "msg": "lacks it"}
+        client.send({"type": "batch", "seq": 1, "records": [with_extra, without, "not a dict"]})
+        client.acked(1)
+        lines = server.lines()
+        assert lines[0] == "r-7 has it"
+        assert lines[1].endswith(" INFO a lacks it")  # the fallback format, not a lost record
+        assert len(lines) == 2
+        metrics = server.metrics()
+        assert metrics["format_errors_total"] == 1
+        assert metrics['dropped_total{reason="not an object"}'] == 1
+
+
 def test_sighup_reopens_a_renamed_file(tmp_path: Path) -> None:
     with run_server(tmp_path, "--format", "%(message)s") as server:
         server.send_stock("before")

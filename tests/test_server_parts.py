@@ -97,6 +97,25 @@ def test_journal_keeps_the_newest_and_skips_torn_lines(tmp_path: Path) -> None:
     again.close()
 
 
+def test_journal_is_compacted_when_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safe_rotating.server import state
+
+    monkeypatch.setattr(state, "_COMPACT_AT", 4096)
+    path = tmp_path / "journal"
+    journal = Journal(str(path))
+    journal.open()
+    inode = path.stat().st_ino
+    for seq in range(1, 400):
+        journal.record([("a" * 32, seq), ("b" * 32, seq)])
+    assert path.stat().st_size < 8192  # rewritten, not grown to 400 x 2 lines
+    assert path.stat().st_ino != inode  # by a rename of a new file
+    journal.close()
+    again = Journal(str(path))
+    again.open()
+    assert again.last_seq("a" * 32) == again.last_seq("b" * 32) == 399
+    again.close()
+
+
 def test_journal_forgets_clients_not_seen_for_long(tmp_path: Path) -> None:
     path = tmp_path / "journal"
     path.write_text("old 4 1000\n")

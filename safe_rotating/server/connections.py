@@ -36,6 +36,7 @@ _NATIVE: Final = 0x7B  # "{"
 _PICKLE: Final = (0x80, 0x7D)
 _CHUNK: Final = 64 * 1024
 _MAX_NAME: Final = 255
+_ACK_BACKLOG: Final = 1024 * 1024  # bytes of unread acks before a client is dropped
 SERVER_NAME: Final = f"safe-rotating-server {_version.__version__}"
 
 
@@ -283,8 +284,12 @@ class LogConnection(_Connection):
         writer = self.writer
 
         def acknowledge() -> None:
-            if not writer.is_closing():
-                writer.write(encode({"type": "ack", "seq": seq}))
+            if writer.is_closing():
+                return
+            if writer.transport.get_write_buffer_size() > _ACK_BACKLOG:
+                self.refuse("ack backlog", "a client that does not read its acknowledgements")
+                return
+            writer.write(encode({"type": "ack", "seq": seq}))
 
         assert self.client is not None
         await server.queue.put(Work(flats, size, self.client, seq, acknowledge))
