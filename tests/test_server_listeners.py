@@ -51,6 +51,27 @@ def test_syslog_over_udp_and_tcp(tmp_path: Path) -> None:
         assert f"ERROR myapp [{host}/myapp:-] line one\nline two\n" in text
 
 
+def test_bad_syslog_connections_are_refused(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["--syslog-tcp", f"127.0.0.1:{port}", "--read-timeout", "1", "--max-frame", "4KiB"]
+    with run_server(tmp_path, *args) as server:
+        huge = socket.create_connection(("127.0.0.1", port), timeout=5)
+        huge.sendall(b"999999 <13>")
+        trickle = socket.create_connection(("127.0.0.1", port), timeout=5)
+        trickle.sendall(b"<13>never ends")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and server.refused("read timeout") < 1:
+            with contextlib.suppress(OSError):
+                trickle.sendall(b".")  # bytes keep coming, the message never ends
+            time.sleep(0.1)
+        server.wait_refused("read timeout", timeout=1)
+        server.wait_refused("message too large")
+        server.send_stock("still serving")
+        server.assert_lands("still serving")
+        huge.close()
+        trickle.close()
+
+
 @pytest.mark.parametrize("transport", ["--tcp", "--udp"])
 def test_util_linux_logger(tmp_path: Path, transport: str) -> None:
     port = free_port()

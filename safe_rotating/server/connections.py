@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import socket
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -143,12 +142,6 @@ class _Connection:
     def close(self) -> None:
         if not self.writer.is_closing():
             self.writer.close()
-
-    async def read_rest(self, size: int) -> bytes:
-        """``size`` more bytes of a frame whose first byte arrived: within the read timeout."""
-        return await asyncio.wait_for(
-            self.reader.readexactly(size), self.server.config.read_timeout
-        )
 
 
 class LogConnection(_Connection):
@@ -302,13 +295,17 @@ class SyslogConnection(_Connection):
 
     async def serve(self) -> None:
         server = self.server
-        framer = SyslogFramer()
+        framer = SyslogFramer(server.config.max_frame)
+        started = 0.0  # when the pending, unfinished message began
+        loop = asyncio.get_running_loop()
         while True:
             self.idle = framer.pending == 0
             if self.idle:
                 data = await self.reader.read(_CHUNK)  # no timer while nothing is pending
             else:
-                data = await asyncio.wait_for(self.reader.read(_CHUNK), server.config.read_timeout)
+                # One deadline for the whole message: trickling bytes does not extend it.
+                left = started + server.config.read_timeout - loop.time()
+                data = await asyncio.wait_for(self.reader.read(_CHUNK), max(left, 0.0))
             if not data:
                 rest = framer.rest()
                 if rest is not None:
@@ -317,6 +314,8 @@ class SyslogConnection(_Connection):
                 return
             framer.feed(data)
             messages = list(framer.messages())
+            if framer.pending and (self.idle or messages):
+                started = loop.time()  # a new message began in this read
             if messages:
                 await self._queue(messages)
 
@@ -325,12 +324,3 @@ class SyslogConnection(_Connection):
         records = [parse_syslog(m, now).to_record(now, self.host) for m in messages]
         self.server.stats.received += len(records)
         await self.server.queue.put(Work(records, sum(len(m) for m in messages)))
-
-
-def describe_socket(sock: socket.socket) -> str:
-    """``HOST:PORT`` or ``unix:PATH`` of a listening socket."""
-    name = sock.getsockname()
-    if isinstance(name, tuple):
-        host = f"[{name[0]}]" if ":" in str(name[0]) else str(name[0])
-        return f"{host}:{name[1]}"
-    return f"unix:{name!r}" if not name else f"unix:{name}"
