@@ -57,7 +57,10 @@ class Work:
 
 
 class WorkQueue:
-    """A FIFO bounded by records and bytes; one item larger than the bounds still fits alone."""
+    """A FIFO bounded by records and bytes; one item larger than the bounds still fits alone.
+
+    Only the event loop's thread uses it, so two events are all the synchronisation it needs.
+    """
 
     def __init__(self, max_records: int, max_bytes: int = QUEUE_BYTES) -> None:
         self.max_records = max_records
@@ -66,7 +69,8 @@ class WorkQueue:
         self.records = 0
         self.bytes = 0
         self.closed = False
-        self._changed = asyncio.Condition()
+        self._has_items = asyncio.Event()
+        self._has_space = asyncio.Event()
 
     def _fits(self, work: Work) -> bool:
         if not self._items:
@@ -80,46 +84,42 @@ class WorkQueue:
         self._items.append(work)
         self.records += len(work.records)
         self.bytes += work.size
+        self._has_items.set()
 
     async def put(self, work: Work) -> None:
-        """Queue ``work``, waiting while the queue is full."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._fits(work))
-            self._push(work)
-            self._changed.notify_all()
+        """Queue ``work``, waiting while the queue is full: this is the backpressure."""
+        while not self._fits(work):
+            self._has_space.clear()
+            await self._has_space.wait()
+        self._push(work)
 
     def put_nowait(self, work: Work) -> bool:
         """Queue ``work`` if it fits now (datagrams cannot wait); ``False`` if it does not."""
         if not self._fits(work):
             return False
         self._push(work)
-        asyncio.get_running_loop().create_task(self._notify())
         return True
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     async def take(self, max_records: int) -> list[Work]:
         """Everything queued up to ``max_records`` (at least one item); ``[]`` once closed."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: bool(self._items) or self.closed)
-            taken: list[Work] = []
-            count = 0
-            while self._items and (not taken or count + len(self._items[0].records) <= max_records):
-                work = self._items.popleft()
-                taken.append(work)
-                count += len(work.records)
-                self.records -= len(work.records)
-                self.bytes -= work.size
-            self._changed.notify_all()
-            return taken
+        while not self._items and not self.closed:
+            self._has_items.clear()
+            await self._has_items.wait()
+        taken: list[Work] = []
+        count = 0
+        while self._items and (not taken or count + len(self._items[0].records) <= max_records):
+            work = self._items.popleft()
+            taken.append(work)
+            count += len(work.records)
+            self.records -= len(work.records)
+            self.bytes -= work.size
+        self._has_space.set()
+        return taken
 
     async def close(self) -> None:
         """No more work will come: ``take`` returns what is left, then ``[]``."""
-        async with self._changed:
-            self.closed = True
-            self._changed.notify_all()
+        self.closed = True
+        self._has_items.set()
 
 
 @dataclass
