@@ -68,6 +68,21 @@ def test_settings_are_checked(tmp_path: Path) -> None:
             build(bad)
 
 
+def test_described_settings_read_back(tmp_path: Path) -> None:
+    from safe_rotating.server.config import load_toml
+
+    log_file = str(tmp_path / "app.log")
+    config = build(
+        {"file": log_file, "route": ["a=a.log"], "token": "secret", "listen": ["unix:/x.sock"]}
+    )
+    text = config.describe()
+    assert "secret" not in text
+    saved = tmp_path / "saved.toml"
+    saved.write_text(text)
+    again = build({**load_toml(str(saved)), "token": "secret"})
+    assert again == config
+
+
 def test_route_checks(tmp_path: Path) -> None:
     log_file = str(tmp_path / "logs" / "app.log")
     (tmp_path / "logs" / "deeper").mkdir(parents=True)

@@ -127,7 +127,7 @@ class ServerConfig:
         return os.path.join(self.state_dir, "." + os.path.basename(self.file) + ".journal")
 
     def describe(self) -> str:
-        """The effective settings as TOML (the token is never shown)."""
+        """The effective settings as TOML that ``--config`` reads back (never the token)."""
 
         def quote(value: Any) -> str:
             if isinstance(value, bool):
@@ -153,7 +153,7 @@ class ServerConfig:
             f"read_timeout = {self.read_timeout}",
             f"queue_size = {self.queue_size}",
             f"max_connections = {self.max_connections}",
-            f"token = {quote('(set)') if self.token else quote('')}",
+            "# token: set, not shown" if self.token else "# token: none",
             f"tls_cert = {quote(self.tls_cert or '')}",
             f"tls_key = {quote(self.tls_key or '')}",
             f"tls_client_ca = {quote(self.tls_client_ca or '')}",
