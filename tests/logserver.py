@@ -137,10 +137,11 @@ def start_server(
     listen: bool = True,
     env: dict[str, str] | None = None,
     err_dir: Path | None = None,
+    port: int | None = None,
 ) -> LogServer:
-    port = free_port()
+    port = port or free_port()
     metrics = free_port()
-    err = (err_dir or directory) / f"server-{port}.err"
+    err = (err_dir or directory) / f"server-{port}-{metrics}.err"
     command = server_command(
         "--file", str(directory / "app.log"), "--metrics", f"127.0.0.1:{metrics}", *args
     )
