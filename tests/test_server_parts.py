@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 from collections import Counter
 from pathlib import Path
@@ -232,3 +233,22 @@ def test_pickles_from_remote_peers_are_refused(tmp_path: Path) -> None:
     server._pickle_datagram(datagram, ("203.0.113.5", 4000))
     assert server.stats.refused["remote pickle"] == 1
     assert server.stats.received == 0
+
+
+def test_refusal_floods_are_logged_in_a_few_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = Server(build({"file": str(tmp_path / "app.log")}), logging.getLogger("tests.note"))
+    with caplog.at_level(logging.WARNING, logger="tests.note"):
+        for n in range(100):
+            server.note("read timeout", f"refused connection {n}")
+        server.note("frame too large", "another reason is logged on its own")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [f"refused connection {n}" for n in range(5)] + [
+        "another reason is logged on its own"
+    ]
+    server._noted["read timeout"][0] -= 60  # the window has passed
+    with caplog.at_level(logging.WARNING, logger="tests.note"):
+        server.note("read timeout", "refused connection 100")
+    assert "95 more refusal(s) for 'read timeout' were not logged" in caplog.text
+    assert caplog.records[-1].getMessage() == "refused connection 100"

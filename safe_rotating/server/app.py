@@ -37,7 +37,8 @@ __all__ = ["Server", "activated_sockets", "bind_unix"]
 
 LINGER: Final = 0.25  # seconds for bytes already sent to be read once stopping starts
 _POLL: Final = 0.05  # seconds between looks at the connections while they finish
-_NOTE_EVERY: Final = 10.0  # seconds between two logged refusals of datagrams for one reason
+_NOTE_EVERY: Final = 10.0  # seconds of one window of the refusal log
+_NOTE_MOST: Final = 5  # refusals logged per reason and window; the rest are counted
 
 ConnectionFactory = Callable[["Server", asyncio.StreamReader, asyncio.StreamWriter], _Connection]
 
@@ -124,7 +125,7 @@ class Server:
         self._listeners: list[asyncio.AbstractServer] = []
         self._datagrams: list[asyncio.BaseTransport] = []
         self._unix_paths: list[str] = []
-        self._noted: dict[str, float] = {}
+        self._noted: dict[str, list[float]] = {}  # reason -> [window start, shown, unshown]
         self.exit_code = 0
 
     # -- start-up --------------------------------------------------------------------------
@@ -181,7 +182,7 @@ class Server:
             if self.stopping or len(self.connections) >= self.config.max_connections:
                 reason = "stopping" if self.stopping else "too many connections"
                 self.stats.refused[reason] += 1
-                self._note(reason, f"closed a new connection: {reason}")
+                self.note(reason, f"closed a new connection: {reason}")
                 writer.close()
                 return
             connection = factory(self, reader, writer)
@@ -250,34 +251,43 @@ class Server:
             self.addresses.append(f"{'syslog-udp' if syslog else 'udp'} {where}")
 
     # -- datagrams -------------------------------------------------------------------------
-    def _note(self, reason: str, detail: str) -> None:
-        """Log a refusal that may come in floods: at most once per reason per 10 s."""
+    def note(self, reason: str, detail: str) -> None:
+        """Log a refusal; floods are cut to a few lines per reason every 10 s (all are counted)."""
         now = time.monotonic()
-        if now - self._noted.get(reason, -_NOTE_EVERY) >= _NOTE_EVERY:
-            self._noted[reason] = now
-            self.log.warning("%s (further ones counted in the metrics for 10 s)", detail)
+        window = self._noted.get(reason)
+        if window is None or now - window[0] >= _NOTE_EVERY:
+            if window is not None and window[2]:
+                self.log.warning(
+                    "%d more refusal(s) for %r were not logged (see the metrics)", window[2], reason
+                )
+            window = self._noted[reason] = [now, 0, 0]
+        if window[1] < _NOTE_MOST:
+            window[1] += 1
+            self.log.warning("%s", detail)
+        else:
+            window[2] += 1
 
     def _queue_datagram(self, flat: dict[str, Any], size: int) -> None:
         self.stats.received += 1
         if self.stopping or not self.queue.put_nowait(Work([flat], size)):
             reason = "stopping" if self.stopping else "queue full"
             self.stats.dropped[reason] += 1
-            self._note(f"dropped: {reason}", f"dropped a datagram: {reason}")
+            self.note(f"dropped: {reason}", f"dropped a datagram: {reason}")
 
     def _pickle_datagram(self, data: bytes, addr: Any) -> None:
         if len(data) < 5 or LENGTH.unpack_from(data)[0] != len(data) - 4:
             self.stats.refused["bad datagram"] += 1
-            self._note("bad datagram", f"refused a datagram from {addr}: not one length + pickle")
+            self.note("bad datagram", f"refused a datagram from {addr}: not a length and a pickle")
             return
         if not (is_loopback(addr) or self.config.allow_remote_pickle):
             self.stats.refused["remote pickle"] += 1
-            self._note("remote pickle", f"refused a pickle datagram from {addr}: not local")
+            self.note("remote pickle", f"refused a pickle datagram from {addr}: not local")
             return
         try:
             flat = decode_pickle(data[4:])
         except ProtocolError as exc:
             self.stats.refused[exc.reason] += 1
-            self._note(exc.reason, f"refused a datagram from {addr}: {exc.detail}")
+            self.note(exc.reason, f"refused a datagram from {addr}: {exc.detail}")
             return
         flat["host"] = peer_host(addr, self.hostname)
         flat["app"] = "-"

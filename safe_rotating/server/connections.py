@@ -132,7 +132,7 @@ class _Connection:
 
     def refuse(self, reason: str, detail: str) -> None:
         self.server.stats.refused[reason] += 1
-        self.server.log.warning("refused %s: %s", self.describe(), detail)
+        self.server.note(reason, f"refused {self.describe()}: {detail}")
         self.tell_error(detail)
         self.close()
 
