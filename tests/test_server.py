@@ -294,6 +294,20 @@ def test_sigterm_acknowledges_what_it_wrote(tmp_path: Path) -> None:
         assert "stopped: received 2000, written 2000, duplicates 0, refused 0" in server.stderr
 
 
+def test_a_second_stop_signal_exits_at_once(tmp_path: Path) -> None:
+    args = ["--read-timeout", "60", "--drain-timeout", "60"]
+    with run_server(tmp_path, *args) as server:
+        stuck = socket.create_connection(("127.0.0.1", server.port))
+        stuck.sendall(b"\x00\x00\x01\x00{")  # mid-frame: the drain would wait for it
+        eventually(lambda: server.metrics()["connections"] == 1, what="the stuck connection")
+        server.signal(signal.SIGTERM)
+        eventually(lambda: "stopping" in server.stderr, what="the drain")
+        server.signal(signal.SIGTERM)
+        assert server.process.wait(10) == 1
+        assert "second stop signal: exiting now" in server.stderr
+        stuck.close()
+
+
 def test_extra_fields_in_the_format(tmp_path: Path) -> None:
     with run_server(tmp_path, "--format", "%(request_id)s %(message)s") as server:
         client = NativeClient(("127.0.0.1", server.port))

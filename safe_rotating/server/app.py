@@ -159,7 +159,7 @@ class Server:
             self._listeners.append(metrics)
             self.addresses.append(f"metrics {config.metrics}")
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_stop)
+            loop.add_signal_handler(signum, self._signalled_stop)
         for signum in (signal.SIGHUP, signal.SIGUSR1):
             loop.add_signal_handler(signum, self.writer.reopen)
         self.log.info("listening on %s; writing to %s", ", ".join(self.addresses), self.config.file)
@@ -305,6 +305,18 @@ class Server:
     def request_stop(self) -> None:
         if self._stop is not None:
             self._stop.set()
+
+    def _signalled_stop(self) -> None:
+        """SIGTERM/SIGINT: a clean stop; a second one while stopping: exit now."""
+        if not self.stopping:
+            self.request_stop()
+            return
+        self.log.error(
+            "second stop signal: exiting now; %d queued record(s) not written",
+            self.queue.records,
+        )
+        logging.shutdown()
+        os._exit(1)
 
     def _writer_ended(self, task: asyncio.Task[None]) -> None:
         if self.stopping:
