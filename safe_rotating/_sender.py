@@ -30,6 +30,7 @@ starts a new ``Sender`` with a new client id. ``os.register_at_fork`` is only th
 from __future__ import annotations
 
 import contextlib
+import encodings.idna  # noqa: F401 - imported now: a lazy import of it fails in threads after fork
 import errno
 import json
 import math
@@ -816,12 +817,21 @@ class Sender:
 
     # -- the thread ------------------------------------------------------------------------------
     def _run(self) -> None:
+        reported = False
         try:
-            self._loop()
-        except BaseException as exc:  # a bug: say so; the records stay in the ledger or spool
-            if not self.finished:
-                with contextlib.suppress(Exception):
-                    self._report(exc)
+            while True:
+                try:
+                    self._loop()
+                    return
+                except Exception as exc:  # a bug: say so once, keep going; nothing is lost
+                    if self.finished or self.stopping or self.pid != os.getpid():
+                        return
+                    if not reported:
+                        reported = True
+                        with contextlib.suppress(Exception):
+                            self._report(exc)
+                    self._disconnect(None)
+                    time.sleep(_BACKOFF_MAX)
         finally:
             self._disconnect(None)
             if self.finished:
@@ -928,7 +938,7 @@ class Sender:
     def _connect(self) -> None:
         try:
             sock, reader, welcome = open_connection(self.config, self.client, self.host)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # OSError mostly; a broken codec lookup, a bad welcome, ...
             self._connect_failed(exc)
             return
         try:
@@ -1205,7 +1215,7 @@ class Sender:
         """Send every batch of ``dead`` the server has not written; True once all are acked."""
         try:
             sock, reader, welcome = open_connection(self.config, dead.client, self.host)
-        except (OSError, ValueError):
+        except Exception:
             return False
         try:
             last = int(welcome.get("last_seq", 0))
