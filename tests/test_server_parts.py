@@ -252,3 +252,29 @@ def test_refusal_floods_are_logged_in_a_few_lines(
         server.note("read timeout", "refused connection 100")
     assert "95 more refusal(s) for 'read timeout' were not logged" in caplog.text
     assert caplog.records[-1].getMessage() == "refused connection 100"
+
+
+def test_read_deadline_without_a_task_per_frame() -> None:
+    class Bare(LogConnection):
+        def __init__(self) -> None:
+            pass
+
+    async def scenario() -> None:
+        connection = Bare()
+        loop = asyncio.get_running_loop()
+        ready = asyncio.StreamReader()
+        ready.feed_data(b"abcdef")
+        assert await connection.before(loop.time() - 1, ready.readexactly(3)) == b"abc"
+        silent = asyncio.StreamReader()
+        with pytest.raises(asyncio.TimeoutError):
+            await connection.before(loop.time() + 0.05, silent.readexactly(3))
+        task = asyncio.current_task()
+        assert task is not None
+        assert getattr(task, "cancelling", lambda: 0)() == 0  # still cancellable as usual
+        waiter = asyncio.ensure_future(connection.before(loop.time() + 60, silent.readexactly(1)))
+        await asyncio.sleep(0)
+        waiter.cancel()  # a shutdown is a cancellation, not a timeout
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    asyncio.run(scenario())

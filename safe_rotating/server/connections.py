@@ -14,7 +14,8 @@ import asyncio
 import hmac
 import ipaddress
 import time
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .. import _version
 from .._pickle import decode_pickle
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .app import Server
 
 __all__ = ["LogConnection", "SyslogConnection", "is_loopback", "peer_host"]
+
+_T = TypeVar("_T")
 
 _NATIVE: Final = 0x7B  # "{"
 # A pickle: PROTO (protocol 2+) or EMPTY_DICT, the first opcode of the protocol 1 pickles the
@@ -93,6 +96,34 @@ class _Connection:
         self.host = peer_host(self.peer, server.hostname)
         self.idle = True  # waiting for the first byte of a frame: nothing buffered
         self.task: asyncio.Task[None] | None = None
+
+    async def before(self, deadline: float, read: Awaitable[_T]) -> _T:
+        """``await read``, or ``asyncio.TimeoutError`` once the loop's clock passes ``deadline``.
+
+        A timer that cancels this task, rather than ``asyncio.wait_for``: no task is created per
+        frame, which matters for the stock handler's one record per frame.
+        """
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = loop.call_at(deadline, expire)
+        try:
+            return await read
+        except asyncio.CancelledError:
+            if not expired:
+                raise  # the shutdown, not the deadline
+            if hasattr(task, "uncancel"):  # 3.11+: this cancellation is handled here
+                task.uncancel()
+            raise asyncio.TimeoutError from None
+        finally:
+            timer.cancel()
 
     def describe(self) -> str:
         if isinstance(self.peer, tuple) and len(self.peer) >= 2:
@@ -165,9 +196,8 @@ class LogConnection(_Connection):
             self.idle = True
             first = await self.reader.readexactly(1)  # no timer: an idle peer costs nothing
             self.idle = False
-            rest = await asyncio.wait_for(
-                self._rest_of_frame(first, max_frame), server.config.read_timeout
-            )
+            deadline = asyncio.get_running_loop().time() + server.config.read_timeout
+            rest = await self.before(deadline, self._rest_of_frame(first, max_frame))
             if self.dialect is None:
                 self.dialect = self._choose_dialect(rest[0])
             if self.dialect == "native":
@@ -304,8 +334,8 @@ class SyslogConnection(_Connection):
                 data = await self.reader.read(_CHUNK)  # no timer while nothing is pending
             else:
                 # One deadline for the whole message: trickling bytes does not extend it.
-                left = started + server.config.read_timeout - loop.time()
-                data = await asyncio.wait_for(self.reader.read(_CHUNK), max(left, 0.0))
+                deadline = started + server.config.read_timeout
+                data = await self.before(deadline, self.reader.read(_CHUNK))
             if not data:
                 rest = framer.rest()
                 if rest is not None:
