@@ -128,25 +128,7 @@ def test_rotations_are_counted(tmp_path: Path) -> None:
 
 
 # -- TLS ---------------------------------------------------------------------------------------
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
-    where = tmp_path_factory.mktemp("pki")
-    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=test-ca", cwd=where)  # fmt: skip
-    (where / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        openssl("req", *curve, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={name}", cwd=where)  # fmt: skip
-        extra = ["-extfile", "server.ext"] if name == "server" else []
-        sign = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", *extra]
-        openssl("x509", "-req", "-in", f"{name}.csr", "-out", f"{name}.pem", *sign, cwd=where)
-    return where
+PKI = Path(__file__).parent / "pki"  # a test CA, a server and a client certificate
 
 
 def tls_client(port: int, pki: Path, with_certificate: bool) -> ssl.SSLSocket:
@@ -164,8 +146,8 @@ def anonymous_hello(port: int, pki: Path) -> None:
         raise ConnectionError("closed")
 
 
-def test_tls_with_client_certificates(tmp_path: Path, certificates: Path) -> None:
-    pki = certificates
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    pki = PKI
     args = ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")]
     args += ["--tls-client-ca", str(pki / "ca.pem"), "--format", "%(message)s"]
     with run_server(tmp_path, *args) as server:
