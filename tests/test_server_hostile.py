@@ -267,3 +267,17 @@ def test_flood_from_one_client_is_held_back_not_buffered(tmp_path: Path) -> None
         assert peak < RSS_LIMIT, f"peak RSS {peak / 1e6:.0f} MB"
         flood.close()
         assert_healthy(server)
+
+
+def test_connections_over_the_limit_are_refused(tmp_path: Path) -> None:
+    with run_server(tmp_path, "--format", "%(message)s", "--max-connections", "3") as server:
+        held = [connect(server) for _ in range(3)]
+        eventually(lambda: server.metrics()["connections"] == 3, what="three connections")
+        extra = connect(server)
+        assert closed_by_server(extra)
+        server.wait_refused("too many connections")
+        held.pop().close()
+        eventually(lambda: server.metrics()["connections"] == 2, what="one closed")
+        good_record_lands(server, "after the limit")  # a fourth connection is possible again
+        for sock in held:
+            sock.close()

@@ -278,3 +278,16 @@ def test_read_deadline_without_a_task_per_frame() -> None:
             await waiter
 
     asyncio.run(scenario())
+
+
+def test_datagrams_that_find_the_queue_full_are_dropped_and_counted(tmp_path: Path) -> None:
+    server = Server(build({"file": str(tmp_path / "app.log"), "queue_size": 1}))
+    payload = pickle.dumps({"msg": "x", "name": "n"}, 1)
+    datagram = len(payload).to_bytes(4, "big") + payload
+    for _ in range(3):
+        server._pickle_datagram(datagram, ("127.0.0.1", 4000))
+    assert server.stats.received == 3
+    assert server.queue.records == 1
+    assert server.stats.dropped["queue full"] == 2
+    server._syslog_datagram(b"<13>one more", ("127.0.0.1", 4000))
+    assert server.stats.dropped["queue full"] == 3
