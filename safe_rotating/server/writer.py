@@ -211,7 +211,10 @@ class Writer:
             text = self._formatter.format(record)
         except Exception:  # a field the format needs is missing or of the wrong type
             self.stats.format_errors += 1
-            text = self._fallback.format(record)
+            try:
+                text = self._fallback.format(record)
+            except Exception:  # cannot happen with to_log_record's types; never lose the record
+                text = repr(flat)[:65536]
         return (text + "\n").encode("utf-8", "backslashreplace")
 
     # -- the task --------------------------------------------------------------------------
