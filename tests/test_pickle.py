@@ -11,6 +11,8 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from safe_rotating._pickle import (
     MAX_EXTRA_KEYS,
@@ -183,3 +185,45 @@ def test_shared_references_do_not_explode() -> None:
     cyclic: list[Any] = []
     cyclic.append(cyclic)
     assert decode_pickle(pickle.dumps({"msg": "c", "loop": cyclic}))["msg"] == "c"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_any_bytes_either_decode_or_are_refused(data: bytes) -> None:
+    try:
+        flat = decode_pickle(b"\x80\x02" + data)
+    except PickleRefused:
+        return
+    assert isinstance(flat["msg"], str)
+
+
+json_like = st.recursive(
+    # No bytes: protocol 1 (the stock handler's) pickles bytes through a global, refused.
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        | st.tuples(children, children)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["msg", "args", "name", "levelno", "lineno", "created",
+                                        "process", "exc_text", "x", "y"]), json_like))  # fmt: skip
+def test_any_plain_record_dict_becomes_a_record(raw: dict[str, Any]) -> None:
+    flat = decode_pickle(pickle.dumps(raw, 1))
+    assert isinstance(flat["msg"], str)
+    assert len(flat["msg"]) <= MAX_TEXT + 1
+
+
+def test_protocol_1_bytes_need_a_global_and_are_refused() -> None:
+    # The stock handler pickles with protocol 1, which has no opcode for bytes: they are built
+    # by calling a global, and the whole record is refused rather than one attribute dropped.
+    with pytest.raises(PickleRefused) as caught:
+        decode_pickle(pickle.dumps({"msg": "m", "payload": b"raw"}, 1))
+    assert caught.value.reason == "pickle global"
+    assert decode_pickle(pickle.dumps({"msg": "m", "payload": b"raw"}, 4))["extra"] == {
+        "payload": "raw"
+    }

@@ -10,6 +10,8 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from safe_rotating._syslog import (
     SyslogFramer,
@@ -276,3 +278,25 @@ def test_format_rfc5424_round_trip() -> None:
     assert split([framed]) == [data]
     local7 = format_rfc5424({"levelno": 10, "msg": "x"}, facility=23, hostname="h", app="a")
     assert local7.startswith(b"<191>1 - h a - - - x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_parse_to_a_record(data: bytes) -> None:
+    record = parse(data, now=NOW).to_record(NOW, "peer")
+    assert isinstance(record["msg"], str)
+    assert record["host"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=60), max_size=10))
+def test_framing_any_stream_yields_messages_or_a_protocol_error(chunks: list[bytes]) -> None:
+    framer = SyslogFramer(100)
+    try:
+        for chunk in chunks:
+            framer.feed(chunk)
+            for message in framer.messages():
+                assert len(message) <= 100
+    except ProtocolError:
+        return
+    assert framer.pending <= 100 + 12
