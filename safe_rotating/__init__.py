@@ -1,6 +1,6 @@
 """Process-safe rotating log files for Python's logging."""
 
-from ._file import SafeRotatingFileHandler
+from ._file import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
 from ._version import __version__
 from .exceptions import (
     LockError,
@@ -19,5 +19,6 @@ __all__ = [
     "SafeRotatingError",
     "SafeRotatingFileHandler",
     "SafeRotatingWarning",
+    "SafeTimedRotatingFileHandler",
     "__version__",
 ]

@@ -1,13 +1,14 @@
-"""``SafeRotatingFileHandler``: a process-safe drop-in for ``logging.handlers.RotatingFileHandler``.
+"""Process-safe drop-ins for ``RotatingFileHandler`` and ``TimedRotatingFileHandler``.
 
-A thin ``logging`` facade over the rotation engine (:class:`safe_rotating._logfile.LogFile`):
-format and encode outside any lock, hand the bytes to the engine (one ``write``), and turn what
-goes wrong into ``handleError`` reports — a run of failed writes once when it starts and once,
-with a count, when writing works again.
+Thin ``logging`` facades over the rotation engine (:class:`safe_rotating._logfile.LogFile`):
+format and encode outside any lock, hand the bytes and the record's time to the engine (one
+``write``), and turn what goes wrong into ``handleError`` reports — a run of failed writes once
+when it starts and once, with a count, when writing works again.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import logging.handlers
 import os
@@ -16,13 +17,17 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from . import _options
+from ._compress import parse_compression
 from ._lock import SidecarLock
 from ._logfile import LogFile
+from ._rotation import Retention
+from ._schedule import Schedule
 from .exceptions import RecordsLost, SafeRotatingWarning
 
-__all__ = ["SafeRotatingFileHandler"]
+__all__ = ["SafeRotatingFileHandler", "SafeTimedRotatingFileHandler"]
 
 _monotonic = time.monotonic
 
@@ -44,49 +49,46 @@ class _Episode:
     count: int = 1
 
 
-class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """Rotate ``filename`` at ``maxBytes``, keeping ``backupCount`` backups, from many processes.
+class _Facade(logging.handlers.BaseRotatingHandler):
+    """What both handlers share: the engine behind ``emit``, reporting, ``flush``, ``close``."""
 
-    Arguments are those of :class:`logging.handlers.RotatingFileHandler`, plus keyword-only:
+    _file: LogFile
+    _codec: str
+    _errors_policy: str
+    _failure: _Episode | None
 
-    ``lock_timeout``
-        Longest wait, in seconds, for the rotation lock (default 0.25; a rotation normally holds
-        it for milliseconds). When another process holds it longer (stopped, hung), the record
-        is still written — to the current file, which then grows past ``maxBytes`` — and the
-        delay is reported once through ``handleError`` naming the holder; later records do not
-        wait again until a rotation succeeds.
-    ``lock_file_directory``
-        Where the sidecar lock file ``.<name>.lock`` lives (default: beside the log).
-    ``chmod`` / ``owner``
-        Permission mode and ``(user, group)`` for the log and lock files this handler creates.
-    """
-
-    def __init__(
+    def _start(
         self,
-        filename: str | os.PathLike[str],
-        mode: str = "a",
-        maxBytes: int = 0,
-        backupCount: int = 0,
-        encoding: str | None = None,
-        delay: bool = False,
-        errors: str | None = None,
+        path: str,
+        open_mode: str,
+        delay: bool,
         *,
-        lock_timeout: float = 0.25,
-        lock_file_directory: str | os.PathLike[str] | None = None,
-        chmod: int | None = None,
-        owner: tuple[str | int, str | int] | None = None,
+        lock_timeout: Any,
+        lock_file_directory: Any,
+        chmod: Any,
+        owner: Any,
+        encoding: Any,
+        errors: Any,
+        compress: Any,
+        use_gzip: Any,
+        max_age: Any,
+        max_total_bytes: Any,
+        max_bytes: int,
+        backup_count: int,
+        schedule: Schedule | None = None,
     ) -> None:
-        path = _options.check_filename(filename)
-        max_bytes = _options.check_count("maxBytes", maxBytes)
-        backup_count = _options.check_count("backupCount", backupCount)
-        open_mode = _options.check_mode(mode, rotating=max_bytes > 0)
         codec = _options.check_encoding(encoding)
         errors_policy = _options.check_errors(errors)
         self.lock_timeout = _options.check_timeout("lock_timeout", lock_timeout)
         lock_dir = _options.check_directory("lock_file_directory", lock_file_directory)
         chmod = _options.check_permissions("chmod", chmod)
         owner_ids = _options.check_owner(owner)
-
+        compression = parse_compression(compress, use_gzip)
+        retention = Retention(
+            count=backup_count,
+            max_age=_options.check_age("max_age", max_age),
+            max_total_bytes=_options.check_size("max_total_bytes", max_total_bytes),
+        )
         # The stdlib base sets baseFilename, mode, encoding, errors, namer, rotator and the
         # handler lock; ``delay=True`` keeps it from opening a stream we do not use.
         logging.handlers.BaseRotatingHandler.__init__(
@@ -95,6 +97,9 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
         self.delay = delay
         self.maxBytes = max_bytes
         self.backupCount = backup_count
+        self.compress = compression.kind if compression else None
+        self.max_age = retention.max_age
+        self.max_total_bytes = retention.max_total_bytes
         self._codec = codec
         self._errors_policy = errors_policy
         lock_name = "." + os.path.basename(path) + ".lock"
@@ -112,8 +117,11 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
             name_for=self.rotation_filename,  # bound methods: namer/rotator set later count
             rotate=self.rotate,
             warn=_warn,
+            schedule=schedule,
+            retention=retention,
+            compression=compression,
         )
-        self._failure: _Episode | None = None
+        self._failure = None
         if not delay:
             with self._handler_lock():
                 self._file.open()
@@ -142,7 +150,7 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
             self.handleError(record)  # a bad record, not a bad disk: reported every time
             return
         try:
-            problem = self._file.append(data)
+            problem = self._file.append(data, record.created)
         except RecursionError:
             raise
         except Exception as exc:
@@ -183,25 +191,6 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
             record, RecordsLost(self.baseFilename, episode.count, seconds, episode.first_error)
         )
 
-    # -- stdlib API ------------------------------------------------------------------------------
-    def shouldRollover(self, record: logging.LogRecord) -> int:
-        """Would ``record`` make the current file exceed ``maxBytes``? (Checks the real file.)"""
-        if not (self.maxBytes > 0 and self.backupCount > 0):
-            return False
-        with self._handler_lock():
-            text = self.format(record) + self.terminator
-            return self._file.would_rotate(len(text.encode(self._codec, self._errors_policy)))
-
-    def doRollover(self) -> None:
-        """Rotate now (as ``RotatingFileHandler.doRollover``), under the lock.
-
-        When several processes each call this at start-up (a "fresh file per start" idiom), one
-        rotation happens and no history is pushed out: a file that another process rotated
-        since this handler opened its file is already fresh, and an empty file is not rotated.
-        """
-        with self._handler_lock():
-            self._file.do_rollover()
-
     def flush(self) -> None:
         """Every record reached the kernel in ``emit``; make sure none is in a removed file.
 
@@ -227,3 +216,188 @@ class SafeRotatingFileHandler(logging.handlers.RotatingFileHandler):
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
         return f"<{type(self).__name__} {self.baseFilename} ({level})>"
+
+
+class SafeRotatingFileHandler(_Facade, logging.handlers.RotatingFileHandler):
+    """Rotate ``filename`` at ``maxBytes``, keeping ``backupCount`` backups, from many processes.
+
+    Arguments are those of :class:`logging.handlers.RotatingFileHandler`, plus keyword-only:
+
+    ``lock_timeout``
+        Longest wait, in seconds, for the rotation lock (default 0.25; a rotation normally holds
+        it for milliseconds). When another process holds it longer (stopped, hung), the record
+        is still written — to the current file, which then grows past ``maxBytes`` — and the
+        delay is reported once through ``handleError`` naming the holder; later records do not
+        wait again until a rotation succeeds.
+    ``lock_file_directory``
+        Where the sidecar lock file ``.<name>.lock`` lives (default: beside the log).
+    ``chmod`` / ``owner``
+        Permission mode and ``(user, group)`` for the log and lock files this handler creates.
+    ``compress``
+        ``"gzip"`` or ``"zstd"``: backups are compressed in the background, never by a writer
+        waiting for it (``use_gzip=True`` is accepted for ``"gzip"``).
+    ``max_age`` / ``max_total_bytes``
+        Also delete the oldest backups once last written longer ago than this (``"14d"``,
+        ``"12h"``, seconds), or while the whole set is larger than this (``"5GiB"``).
+    """
+
+    def __init__(
+        self,
+        filename: str | os.PathLike[str],
+        mode: str = "a",
+        maxBytes: int = 0,
+        backupCount: int = 0,
+        encoding: str | None = None,
+        delay: bool = False,
+        errors: str | None = None,
+        *,
+        lock_timeout: float = 0.25,
+        lock_file_directory: str | os.PathLike[str] | None = None,
+        chmod: int | None = None,
+        owner: tuple[str | int, str | int] | None = None,
+        compress: str | None = None,
+        use_gzip: bool = False,
+        max_age: str | float | None = None,
+        max_total_bytes: str | int | None = None,
+    ) -> None:
+        path = _options.check_filename(filename)
+        max_bytes = _options.check_count("maxBytes", maxBytes)
+        backup_count = _options.check_count("backupCount", backupCount)
+        open_mode = _options.check_mode(mode, rotating=max_bytes > 0)
+        self._start(
+            path,
+            open_mode,
+            delay,
+            lock_timeout=lock_timeout,
+            lock_file_directory=lock_file_directory,
+            chmod=chmod,
+            owner=owner,
+            encoding=encoding,
+            errors=errors,
+            compress=compress,
+            use_gzip=use_gzip,
+            max_age=max_age,
+            max_total_bytes=max_total_bytes,
+            max_bytes=max_bytes,
+            backup_count=backup_count,
+        )
+
+    # -- stdlib API ------------------------------------------------------------------------------
+    def shouldRollover(self, record: logging.LogRecord) -> int:
+        """Would ``record`` make the current file exceed ``maxBytes``? (Checks the real file.)"""
+        if not (self.maxBytes > 0 and self.backupCount > 0):
+            return False
+        with self._handler_lock():
+            text = self.format(record) + self.terminator
+            return self._file.would_rotate(len(text.encode(self._codec, self._errors_policy)))
+
+    def doRollover(self) -> None:
+        """Rotate now (as ``RotatingFileHandler.doRollover``), under the lock.
+
+        When several processes each call this at start-up (a "fresh file per start" idiom), one
+        rotation happens and no history is pushed out: a file that another process rotated
+        since this handler opened its file is already fresh, and an empty file is not rotated.
+        """
+        with self._handler_lock():
+            self._file.do_rollover()
+
+
+class SafeTimedRotatingFileHandler(_Facade, logging.handlers.TimedRotatingFileHandler):
+    """Rotate ``filename`` at times, and optionally at ``maxBytes``, from many processes.
+
+    Arguments are those of :class:`logging.handlers.TimedRotatingFileHandler` (``when``,
+    ``interval``, ``backupCount``, ``utc``, ``atTime``...) with the same meaning and file names,
+    plus keyword-only ``maxBytes`` (also rotate a file that grows past it; the files of one period
+    are ``app.log.<stamp>``, ``app.log.<stamp>.1``, ``app.log.<stamp>.2``…, oldest first) and the
+    keyword-only arguments of :class:`SafeRotatingFileHandler`.
+
+    Every process writing the file follows one schedule, kept in the sidecar lock file: exactly
+    one of them rotates at each boundary, and each record goes to the file of the period of its
+    ``created`` time.
+    """
+
+    def __init__(
+        self,
+        filename: str | os.PathLike[str],
+        when: str = "h",
+        interval: int = 1,
+        backupCount: int = 0,
+        encoding: str | None = None,
+        delay: bool = False,
+        utc: bool = False,
+        atTime: datetime.time | None = None,
+        errors: str | None = None,
+        *,
+        maxBytes: int = 0,
+        lock_timeout: float = 0.25,
+        lock_file_directory: str | os.PathLike[str] | None = None,
+        chmod: int | None = None,
+        owner: tuple[str | int, str | int] | None = None,
+        compress: str | None = None,
+        use_gzip: bool = False,
+        max_age: str | float | None = None,
+        max_total_bytes: str | int | None = None,
+    ) -> None:
+        path = _options.check_filename(filename)
+        schedule = Schedule.parse(when, interval, utc, atTime)
+        max_bytes = _options.check_count("maxBytes", maxBytes)
+        backup_count = _options.check_count("backupCount", backupCount)
+        self.when = schedule.when
+        self.interval = schedule.interval
+        self.utc = schedule.utc
+        self.atTime = schedule.at_time
+        self.suffix = schedule.suffix
+        self.extMatch = schedule.ext_match
+        if self.when.startswith("W"):
+            self.dayOfWeek = int(self.when[1])
+        self._schedule = schedule
+        self._start(
+            path,
+            "a",
+            delay,
+            lock_timeout=lock_timeout,
+            lock_file_directory=lock_file_directory,
+            chmod=chmod,
+            owner=owner,
+            encoding=encoding,
+            errors=errors,
+            compress=compress,
+            use_gzip=use_gzip,
+            max_age=max_age,
+            max_total_bytes=max_total_bytes,
+            max_bytes=max_bytes,
+            backup_count=backup_count,
+            schedule=schedule,
+        )
+
+    @property  # type: ignore[override]
+    def rolloverAt(self) -> float:
+        """The shared next rollover time, as this process last read it."""
+        return self._file.rollover_at
+
+    @rolloverAt.setter
+    def rolloverAt(self, value: float) -> None:
+        pass  # the schedule is shared: set by whichever process rotates
+
+    def computeRollover(self, currentTime: float) -> float:  # type: ignore[override]
+        return self._schedule.compute_rollover(currentTime)
+
+    def shouldRollover(self, record: logging.LogRecord) -> int:
+        """Is ``record`` due for a new period, or would it push the file past ``maxBytes``?"""
+        with self._handler_lock():
+            if record.created >= self._file.rollover_at:
+                return True
+            if not self.maxBytes:
+                return False
+            text = self.format(record) + self.terminator
+            return self._file.would_rotate(len(text.encode(self._codec, self._errors_policy)))
+
+    def doRollover(self) -> None:
+        """Rotate now, into the name of the current period (under the lock, once for every
+        process that calls it at the same time, as ``SafeRotatingFileHandler.doRollover``)."""
+        with self._handler_lock():
+            self._file.do_rollover()
+
+    def getFilesToDelete(self) -> list[str]:
+        """The backups that retention would delete now (the janitor deletes them itself)."""
+        return self._file.files_to_delete()

@@ -19,6 +19,15 @@ offset  size  meaning
 40      8     the keeper's ``maxBytes``
 48      8     the keeper's ``backupCount`` (the largest among processes that registered)
 56      8     when the holder took the lock (``time.time()``, a double)
+64      8     *schedule*: the next time-based rollover (``time.time()`` scale, a double; 0: none
+              set yet), shared by every process writing the file (layout 2)
+72      8     schedule signature: which ``when``/``interval``/``utc``/``atTime`` set it (layout 2)
+80      8     *state*: bit 0 = the fields below describe the files on disk; bit 1 = a step of a
+              rotation or renumbering was in progress (its holder may have died) (layout 2)
+88      40    the backup set of a size-rotated file (see ``_naming.IndexState``), or for a
+              time-rotated one the name counter of the current period (layout 2)
+128     8     when a writer started waiting for the lock (a double; 0: nobody waits), so that a
+              janitor doing background work gives the lock up at once (layout 2)
 ======  ====  =============================================================================
 
 Offsets 0 and 8 and the ``flock`` itself are the stable contract every layout keeps: a process
@@ -52,7 +61,7 @@ from .exceptions import LockError, LockTimeout
 
 __all__ = ["LAYOUT", "Keeper", "SidecarLock"]
 
-LAYOUT = 1
+LAYOUT = 2
 _MAGIC = b"safe_rot"
 _PAGE = 4096
 _HEADER = struct.Struct("<QQ8sIIQQQd")  # 64 bytes, see the module docstring
@@ -61,6 +70,13 @@ _MARK = struct.Struct("<8sII")  # magic, layout, reserved at offset 16
 _KEEPER = struct.Struct("<QQQ")  # pid, max_bytes, backup_count at offset 32
 _HOLDER = struct.Struct("<Q")  # offset 8
 _SINCE = struct.Struct("<d")  # offset 56
+_DOUBLE = struct.Struct("<d")
+_SCHEDULE = struct.Struct("<dQ")  # offset 64: next rollover, signature
+_STATE = struct.Struct("<QQQQQQ")  # offset 80: flags, then five counters
+_WANTED = 128
+_TABLE_END = 136  # bytes of the layout-2 table
+KNOWN = 1  # state flag: the counters describe the files on disk
+DIRTY = 2  # state flag: a step was in progress
 _FIRST_POLL = 0.0001  # seconds; doubled after each failed try ...
 _LONGEST_POLL = 0.005  # ... up to this, so a waiter notices a release within ~5 ms
 _FLAGS = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
@@ -154,7 +170,7 @@ class SidecarLock:
                     os.fchmod(fd, self._mode)
                 if self._owner is not None:
                     os.fchown(fd, *self._owner)
-            if os.fstat(fd).st_size < _HEADER.size:
+            if os.fstat(fd).st_size < _TABLE_END:
                 self._initialise(fd)
         except OSError as exc:
             os.close(fd)
@@ -183,10 +199,17 @@ class SidecarLock:
         magic, layout, _ = _MARK.unpack(self._read(16, _MARK.size))
         if magic != _MAGIC:
             # A table from release 0.1.0 (only generation and holder) or zeros: mark it ours.
-            self._write(16, _MARK.pack(_MAGIC, LAYOUT, 0))
             self.newer_layout = None
+            self._write(16, _MARK.pack(_MAGIC, LAYOUT, 0))
+        elif layout > LAYOUT:
+            self.newer_layout = layout
         else:
-            self.newer_layout = layout if layout > LAYOUT else None
+            self.newer_layout = None
+            if layout < LAYOUT:
+                # Layout 1 kept the same meaning for offsets 0-63 and zeros after them, which
+                # layout 2 reads as "nothing known": upgrading in place is safe, and releases
+                # that know only layout 1 and open the file later are told to upgrade.
+                self._write(16, _MARK.pack(_MAGIC, LAYOUT, 0))
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -285,7 +308,7 @@ class SidecarLock:
         is busy the holder will find the same damage, and we look again next time.
         """
         self.open()
-        if os.fstat(self._fd).st_size >= _HEADER.size:
+        if os.fstat(self._fd).st_size >= _TABLE_END:
             return False
         try:
             if not self.acquire(0.05):
@@ -293,7 +316,7 @@ class SidecarLock:
         except LockTimeout:
             return False
         try:
-            if os.fstat(self._fd).st_size >= _HEADER.size:
+            if os.fstat(self._fd).st_size >= _TABLE_END:
                 return False  # somebody else repaired it while we waited
             self._initialise(self._fd)
             self._write_holder(os.getpid())
@@ -302,6 +325,55 @@ class SidecarLock:
             return True
         finally:
             self.release()
+
+    # -- layout 2: schedule, backup-set state, waiters ---------------------------------------------
+    @property
+    def extended(self) -> bool:
+        """Does this table carry the layout-2 fields (not a newer layout we do not know)?"""
+        return self._fd >= 0 and self.newer_layout is None
+
+    def read_head(self) -> bytes:
+        """Generation and schedule in one ``pread`` (72 bytes; short if the table was cut)."""
+        return os.pread(self._fd, 72, 0)
+
+    def schedule(self) -> tuple[float, int]:
+        """The shared next rollover time (0.0: none yet) and the signature that set it."""
+        if not self.extended:
+            return 0.0, 0
+        at, signature = _SCHEDULE.unpack(self._read(64, _SCHEDULE.size))
+        return float(at), int(signature)
+
+    def set_schedule(self, at: float, signature: int) -> None:
+        """Record the next rollover time. Only call while holding the lock."""
+        assert self._depth > 0, "set_schedule() without the lock"
+        self._write(64, _SCHEDULE.pack(at, signature))
+
+    def state(self) -> tuple[int, tuple[int, int, int, int, int]]:
+        """Flags (:data:`KNOWN`, :data:`DIRTY`) and the five counters of the backup set."""
+        if not self.extended:
+            return 0, (0, 0, 0, 0, 0)
+        flags, *counters = _STATE.unpack(self._read(80, _STATE.size))
+        a, b, c, d, e = counters
+        return int(flags), (a, b, c, d, e)
+
+    def set_state(self, flags: int, counters: tuple[int, int, int, int, int]) -> None:
+        """Record the backup set (one ``pwrite``). Only call while holding the lock."""
+        assert self._depth > 0, "set_state() without the lock"
+        self._write(80, _STATE.pack(flags, *counters))
+
+    def set_flags(self, flags: int) -> None:
+        assert self._depth > 0, "set_flags() without the lock"
+        self._write(80, struct.pack("<Q", flags))
+
+    def wanted_since(self) -> float:
+        """Since when a writer waits for the lock (0.0: nobody)."""
+        if not self.extended:
+            return 0.0
+        return float(_DOUBLE.unpack(self._read(_WANTED, 8))[0])
+
+    def _want(self, since: float) -> None:
+        with contextlib.suppress(OSError):
+            self._write(_WANTED, _DOUBLE.pack(since))
 
     # -- settings --------------------------------------------------------------------------------
     def keeper(self) -> Keeper | None:
@@ -342,8 +414,13 @@ class SidecarLock:
     def held(self) -> bool:
         return self._depth > 0 and self._pid == os.getpid()
 
-    def acquire(self, timeout: float, abandon: Callable[[], bool] | None = None) -> bool:
+    def acquire(
+        self, timeout: float, abandon: Callable[[], bool] | None = None, announce: bool = False
+    ) -> bool:
         """Take the lock, waiting at most ``timeout`` seconds.
+
+        With ``announce``, a wait is recorded in the table so that a background janitor
+        holding the lock between small steps gives it up at once.
 
         Returns ``True`` once held. Returns ``False`` without the lock if ``abandon()`` became true
         while waiting (the caller no longer needs it, e.g. another process already rotated).
@@ -357,6 +434,7 @@ class SidecarLock:
         started = time.monotonic()
         deadline = started + timeout
         pause = _FIRST_POLL
+        announced = False
         while True:
             try:
                 portalocker.lock(self._fd, _FLAGS)
@@ -370,15 +448,24 @@ class SidecarLock:
                     # A full disk cannot stop the lock; the holder is just unnamed.
                     with contextlib.suppress(OSError):
                         self._write_holder(os.getpid())
+                    if announced:
+                        self._want(0.0)
                     return True
                 # The sidecar was deleted or replaced: move to the file at the path.
                 self._drop_inherited()
                 self.open()
                 continue
+            if announce and not announced and self.extended:
+                announced = True
+                self._want(time.time())
             if abandon is not None and abandon():
+                if announced:
+                    self._want(0.0)
                 return False
             now = time.monotonic()
             if now >= deadline:
+                if announced:
+                    self._want(0.0)
                 holder = self.holder_pid()
                 since = self.held_since()
                 raise LockTimeout(

@@ -36,15 +36,29 @@ Not thread-safe: a facade serialises its callers (the handler's lock, the server
 from __future__ import annotations
 
 import contextlib
+import errno
+import math
 import os
 import time
 import weakref
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ._lock import SidecarLock
+from ._compress import Compression
+from ._janitor import Janitor
+from ._lock import KNOWN, LAYOUT, SidecarLock
 from ._oserror import explain as _explain
-from ._rotation import Remove, Rename, RotateCurrent, SizePolicy, count_backups, plan_rollover
+from ._rotation import (
+    Remove,
+    Rename,
+    Retention,
+    RotateCurrent,
+    SizePolicy,
+    count_backups,
+    plan_rollover,
+)
+from ._schedule import COMPRESSED_SUFFIXES, Schedule, parse_timed_name
 from .exceptions import LockTimeout, RotationError
 
 __all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile"]
@@ -115,6 +129,10 @@ class LogFile:
         name_for: Callable[[str], str] = _same_name,
         rotate: Callable[[str, str], None] = _rename,
         warn: Callable[[str], None] | None = None,
+        schedule: Schedule | None = None,
+        clock: Callable[[], float] = time.time,
+        retention: Retention | None = None,
+        compression: Compression | None = None,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
@@ -129,7 +147,31 @@ class LogFile:
         self._rotation_name = name_for
         self._rotate = rotate
         self._warn = warn
-        self._policy = SizePolicy(max_bytes, backup_count)
+        # A time-rotated file keeps every backup when backup_count is 0, and still rotates at
+        # max_bytes: its size rule needs a non-zero count to be enabled.
+        self._policy = SizePolicy(max_bytes, max(backup_count, 1 if schedule else 0))
+        self._schedule = schedule
+        self._clock = clock
+        # The shared next rollover time as this process last read it (math.inf: no schedule).
+        self._rollover_at = math.inf
+        self._local_at = 0.0  # the schedule kept here when the table cannot hold it
+        self._retention = retention or Retention(count=backup_count)
+        self._compression = compression
+        janitor = Janitor(
+            path,
+            self.lock_path,
+            schedule=schedule,
+            name_for=name_for,
+            retention=self._retention,
+            compression=compression,
+            chmod=chmod,
+            owner=owner,
+            warn=warn,
+            clock=clock,
+        )
+        self._janitor = janitor if janitor.needed else None
+        self._rotated = False  # a rotation was done here since the janitor was last woken
+        self._last_write = 0.0  # monotonic time of our last append
         self._lock = SidecarLock(self.lock_path, chmod, owner, log_path=path)
         self._fd = -1
         self._gen = b""
@@ -150,6 +192,19 @@ class LogFile:
     @property
     def is_open(self) -> bool:
         return self._fd >= 0
+
+    @property
+    def rollover_at(self) -> float:
+        """The next time-based rollover as this process knows it (``inf`` without a schedule)."""
+        if self._schedule is not None and self._fd < 0:
+            self._open_current()
+        return self._rollover_at
+
+    def files_to_delete(self) -> list[str]:
+        """The backups retention would delete now, oldest first."""
+        if self._janitor is None:
+            return []
+        return self._janitor.doomed()
 
     def open(self) -> None:
         """Open the current file (and the lock) now; ``append`` does it when needed."""
@@ -191,6 +246,7 @@ class LogFile:
         lock.open()  # a no-op unless closed, or inherited through a fork of any kind
         if self._registered_pid != os.getpid():
             self._register()
+            self._rotated = self._janitor is not None  # catch up on work left by others
         generation = lock.read_generation()
         if len(generation) != 8 and lock.validate():
             self._warn_once(
@@ -199,12 +255,14 @@ class LogFile:
                 "its table was re-created. Exclude '.*.lock' files from clean-up jobs",
             )
             generation = lock.read_generation()
+        if self._schedule is not None:
+            self._load_schedule()
         fd = self._open_path()
         self._truncate_next_open = False
         old, self._fd = self._fd, fd
         self._gen = generation
         try:
-            if old >= 0 and self._unconfirmed and os.fstat(old).st_nlink == 0:
+            if old >= 0 and self._unconfirmed and os.fstat(old).st_nlink == 0 and self._lost():
                 # Records written since the last check went into a file that has since been
                 # rotated away and removed (or deleted by hand): write them again, in order.
                 self._write_all(fd, b"".join(self._unconfirmed))
@@ -214,6 +272,21 @@ class LogFile:
             if old >= 0:
                 os.close(old)
         _LIVE.add(self)  # again after a close(): a reopened handler must stay fork-safe
+        if self._rotated and not self._lock.held:
+            self._wake_janitor()
+
+    def _lost(self) -> bool:
+        """Were records in a removed file lost, rather than kept in its compressed copy?
+
+        A backup is compressed only once nobody wrote to it for ``grace`` seconds, after which
+        its plain file is removed. Records written less than half of that ago cannot be in a
+        compressed copy: their file was deleted (by retention or by hand) and they are written
+        again. Older ones were either compressed with their file, or deleted with the oldest
+        backup by retention, as documented.
+        """
+        if self._compression is None:
+            return True
+        return _monotonic() - self._last_write < self._compression.grace / 2
 
     def _register(self) -> None:
         """Record our settings in the sidecar; warn once when another process differs."""
@@ -223,12 +296,13 @@ class LogFile:
             self._warn_once(
                 "layout",
                 f"the rotation lock file {lock.path!r} has layout {lock.newer_layout}, written by "
-                "a newer safe_rotating; this one knows layout 1 and uses only the lock and the "
-                "rotation counter, which every layout shares. Upgrade every process writing "
-                f"{self.path!r} to the same release",
+                f"a newer safe_rotating; this one knows layout {LAYOUT} and uses only the lock and "
+                "the rotation counter, which every layout shares"
+                + (", and keeps its time schedule to itself" if self._schedule else "")
+                + f". Upgrade every process writing {self.path!r} to the same release",
             )
             return
-        if not self._policy.enabled:
+        if not self._policy.enabled and not (self._schedule and self.backup_count):
             return
         other = lock.register(self.max_bytes, self.backup_count)
         if other is not None:
@@ -258,9 +332,113 @@ class LogFile:
     def _name_for(self, n: int) -> str:
         return self._rotation_name(f"{self.path}.{n}")
 
+    # -- the shared schedule ----------------------------------------------------------------------
+    def _load_schedule(self) -> None:
+        """Cache the shared next rollover time; the first process to need one sets it."""
+        schedule = self._schedule
+        assert schedule is not None
+        lock = self._lock
+        if not lock.extended:  # a newer layout: keep a schedule of our own
+            if not self._local_at:
+                self._local_at = schedule.first_rollover(self._file_mtime(), self._clock())
+            self._rollover_at = self._local_at
+            return
+        at, signature = lock.schedule()
+        if not at:
+            lock.acquire(max(self.lock_timeout, 1.0))
+            try:
+                at, signature = lock.schedule()
+                if not at:
+                    at = schedule.first_rollover(self._file_mtime(), self._clock())
+                    signature = schedule.signature
+                    lock.set_schedule(at, signature)
+            finally:
+                lock.release()
+        if signature != schedule.signature:
+            self._warn_once(
+                "schedule",
+                f"{self.path!r} is also written by a process with another rotation schedule; "
+                f"pid {os.getpid()} uses {schedule.describe()}. All processes follow one shared "
+                "schedule, and each computes the next boundary with its own settings when it "
+                "rotates: use the same when/interval/utc/atTime in every process",
+            )
+        self._rollover_at = at
+
+    def _file_mtime(self) -> float | None:
+        try:
+            return os.stat(self.path).st_mtime
+        except OSError:
+            return None
+
+    def _shared_at(self) -> float:
+        """The next rollover time from the table (under the lock), or our own."""
+        if not self._lock.extended:
+            return self._local_at
+        at, _ = self._lock.schedule()
+        if not at:
+            assert self._schedule is not None
+            at = self._schedule.first_rollover(self._file_mtime(), self._clock())
+            self._lock.set_schedule(at, self._schedule.signature)
+        return at
+
+    def _set_shared_at(self, at: float) -> None:
+        assert self._schedule is not None
+        if self._lock.extended:
+            self._lock.set_schedule(at, self._schedule.signature)
+        else:
+            self._local_at = at
+
+    def _taken(self, name: str) -> bool:
+        return os.path.lexists(name) or any(
+            os.path.lexists(name + suffix) for suffix in COMPRESSED_SUFFIXES
+        )
+
+    def _timed_dest(self, stamp: str) -> str:
+        """The next free name of the period ``stamp``: ``base.stamp``, then ``.1``, ``.2``…
+
+        Names are never reused: after the oldest file of a period was deleted, the next one still
+        gets a number above every existing one, so the names keep sorting oldest first. The count
+        of the current period is kept in the table, so this is two ``lstat`` calls, not a scan.
+        """
+        lock = self._lock
+        key = zlib.crc32(stamp.encode()) + 1
+        base = f"{self.path}.{stamp}"
+
+        def name(n: int) -> str:
+            return self._rotation_name(base if n == 0 else f"{base}.{n}")
+
+        flags, (cached_key, count, *_) = lock.state() if lock.extended else (0, (0, 0))
+        n = -1
+        if flags & KNOWN and cached_key == key and not self._taken(name(count)):
+            n = count
+        elif not self._taken(name(0)) and not self._taken(name(1)):
+            n = 0
+        if n < 0:
+            n = self._highest_of(stamp) + 1
+            while self._taken(name(n)):  # a namer we cannot parse back: probe upwards
+                n += 1
+        if lock.extended:
+            lock.set_state(KNOWN, (key, n + 1, 0, 0, 0))
+        return name(n)
+
+    def _highest_of(self, stamp: str) -> int:
+        assert self._schedule is not None
+        directory, base = os.path.split(self.path)
+        highest = 0
+        for entry in os.listdir(directory or "."):
+            parsed = parse_timed_name(entry, base, self._schedule.stamp_pattern)
+            if parsed is not None and parsed.stamp == stamp:
+                highest = max(highest, parsed.n)
+        return highest
+
     # -- appending -------------------------------------------------------------------------------
-    def append(self, data: bytes) -> Exception | None:
+    def append(self, data: bytes, when: float | None = None) -> Exception | None:
         """Write ``data`` (one whole record) with one ``write``.
+
+        ``when`` is the record's time (``LogRecord.created``) for a time schedule; the clock's
+        time if not given. A record is written to the file of the period it belongs to: one
+        created at or after the shared next rollover time rotates first (or follows the process
+        that did), with one float comparison per record.
 
         Raises ``OSError`` (re-phrased for a person) when the record could not be written; returns,
         not raises, a rotation problem, because the record was written all the same.
@@ -272,11 +450,16 @@ class LogFile:
             self.check(now)
         policy = self._policy
         problem: Exception | None = None
+        if self._schedule is not None:
+            at = self._clock() if when is None else when
+            if at >= self._rollover_at:
+                problem = self._try_rollover(0, at)
         if policy.enabled and self._end + len(data) > policy.max_bytes:
             problem = self._try_rollover(len(data))
         fd = self._fd
         self._write_all(fd, data)
         self._unconfirmed.append(data)
+        self._last_write = now
         end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
         if policy.enabled and end >= policy.max_bytes:
             problem = self._try_rollover(1) or problem
@@ -338,11 +521,18 @@ class LogFile:
         self._torn = False
 
     # -- rotation --------------------------------------------------------------------------------
-    def _try_rollover(self, incoming: int) -> Exception | None:
-        """Rotate if needed; return (not raise) what went wrong, so the record is still written."""
+    def _try_rollover(self, incoming: int, due: float | None = None) -> Exception | None:
+        """Rotate if needed; return (not raise) what went wrong, so the record is still written.
+
+        ``due``: a record of this time reached the cached rollover time (a time rotation).
+        """
         trouble = self._trouble
         try:
-            self._rollover(incoming, self.lock_timeout if trouble is None else 0.0)
+            timeout = self.lock_timeout if trouble is None else 0.0
+            if due is not None:
+                self._timed_rollover(due, timeout)
+            else:
+                self._rollover(incoming, timeout)
         except Exception as exc:  # a stuck lock, a failed rename, a faulty rotator or namer
             with contextlib.suppress(Exception):
                 if not self._is_current():  # still follow a rotation done by someone else
@@ -378,8 +568,54 @@ class LogFile:
             )
             failure.__cause__ = exc
             return failure
+        finally:
+            self._wake_janitor()
         self._trouble = None
         return None
+
+    def _wake_janitor(self) -> None:
+        if self._rotated:
+            self._rotated = False
+            if self._janitor is not None:
+                self._janitor.kick()
+
+    def _timed_rollover(self, due: float, timeout: float) -> None:
+        """A record of time ``due`` reached the rollover time: rotate, unless done already.
+
+        Under the lock the shared time is read again: the process that finds the boundary still
+        due rotates and records the next one; every other process finds the new time, later
+        than its record, and only follows to the new file.
+        """
+        lock = self._lock
+        seen = self._gen
+
+        def rotated_elsewhere() -> bool:
+            return lock.read_generation() != seen
+
+        if not lock.acquire(timeout, abandon=rotated_elsewhere, announce=True):
+            self._open_current()  # another process rotated while we waited
+            if due < self._rollover_at:
+                return
+            lock.acquire(timeout, announce=True)
+        try:
+            if not self._is_current():
+                self._open_current()
+            at = self._shared_at()
+            if due >= at:
+                self._end = os.fstat(self._fd).st_size
+                now = self._clock()
+                assert self._schedule is not None
+                following = self._schedule.next_rollover(max(now, due))
+                if self._end > 0:
+                    self._rotate_locked(boundary=at, now=now, next_at=following)
+                else:  # nothing to keep: an empty file just starts the next period
+                    self._set_shared_at(following)
+                    self._lock.bump_generation()
+                    self._open_current()
+            else:
+                self._rollover_at = at
+        finally:
+            lock.release()
 
     def _rollover(self, incoming: int, timeout: float, force: bool = False) -> None:
         lock = self._lock
@@ -388,7 +624,7 @@ class LogFile:
         def rotated_elsewhere() -> bool:
             return lock.read_generation() != seen
 
-        if not lock.acquire(timeout, abandon=None if force else rotated_elsewhere):
+        if not lock.acquire(timeout, abandon=None if force else rotated_elsewhere, announce=True):
             self._open_current()  # another process rotated while we waited
             return
         try:
@@ -413,8 +649,29 @@ class LogFile:
             return other.backup_count
         return self.backup_count
 
-    def _rotate_locked(self) -> None:
-        existing = count_backups(self._name_for, os.path.lexists)
+    def _rotate_locked(
+        self, boundary: float | None = None, now: float | None = None, next_at: float | None = None
+    ) -> None:
+        """Move the current file into the backup set; ``next_at``: a time rotation's schedule."""
+        if self._schedule is not None:
+            if now is None:
+                now = self._clock()
+            if boundary is None:
+                boundary = self._shared_at()
+            dest = self._timed_dest(self._schedule.stamp(boundary, now))
+            try:
+                self._rotate(self.path, dest)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise _explain(exc, "rotate", self.path) from None
+            if next_at is not None:
+                self._set_shared_at(next_at)
+            self._rotated = True
+            self._lock.bump_generation()
+            self._open_current()
+            return
+        existing = count_backups(self._name_for, self._taken)
         current = os.path.lexists(self.path)
         plan = plan_rollover(
             self.path, existing, self._keep(), self._name_for, current_exists=current
@@ -422,20 +679,37 @@ class LogFile:
         for step in plan:
             try:
                 if isinstance(step, Remove):
-                    os.remove(step.path)
+                    self._remove_any(step.path)
                 elif isinstance(step, Rename):
-                    os.rename(step.source, step.dest)
+                    self._move_any(step.source, step.dest)
                 elif isinstance(step, RotateCurrent):
                     self._rotate(step.source, step.dest)
             except FileNotFoundError:
                 pass  # already gone: a crashed rotation, or an operator cleaning up
             except OSError as exc:
                 raise _explain(exc, "rotate", getattr(step, "source", self.path)) from None
+        self._rotated = True
         self._lock.bump_generation()
         self._open_current()
 
+    def _remove_any(self, name: str) -> None:
+        """Remove a backup, plain or compressed."""
+        for suffix in ("", *COMPRESSED_SUFFIXES):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(name + suffix)
+
+    def _move_any(self, source: str, dest: str) -> None:
+        """Rename a backup, plain or compressed, keeping its suffix."""
+        for suffix in ("", *COMPRESSED_SUFFIXES):
+            try:
+                os.rename(source + suffix, dest + suffix)
+                return
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(errno.ENOENT, "no such backup", source)
+
     # -- batches ---------------------------------------------------------------------------------
-    def append_batch(self, records: Sequence[bytes]) -> Exception | None:
+    def append_batch(self, records: Sequence[bytes], when: float | None = None) -> Exception | None:
         """Write many whole records, in order, with one ``write`` per file they land in.
 
         The batch is split where the next record would push the current file past
@@ -447,7 +721,7 @@ class LogFile:
             return None
         policy = self._policy
         if not policy.enabled:
-            return self.append(b"".join(records))
+            return self.append(b"".join(records), when)
         problem: Exception | None = None
         chunk: list[bytes] = []
         size = 0
@@ -457,6 +731,10 @@ class LogFile:
             now = _monotonic()
             if now >= self._next_check:
                 self.check(now)
+        if self._schedule is not None:
+            at = self._clock() if when is None else when
+            if at >= self._rollover_at:
+                problem = self._try_rollover(0, at)
         limit = policy.max_bytes
         for record in records:
             if chunk and self._end + size + len(record) > limit:
@@ -475,6 +753,7 @@ class LogFile:
         fd = self._fd
         self._write_all(fd, data)
         self._unconfirmed.append(data)
+        self._last_write = _monotonic()
         end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
         if end >= policy.max_bytes:
             problem = self._try_rollover(1) or problem
@@ -500,8 +779,11 @@ class LogFile:
         """
         if self._fd < 0:
             self._open_current()
-        if self.backup_count > 0:
-            self._rollover(0, self.lock_timeout, force=True)
+        if self.backup_count > 0 or self._schedule is not None:
+            try:
+                self._rollover(0, self.lock_timeout, force=True)
+            finally:
+                self._wake_janitor()
         else:
             self._open_current()
 
@@ -516,6 +798,8 @@ class LogFile:
                 os.close(fd)
             self._lock.close()
             _LIVE.discard(self)
+            if self._janitor is not None:
+                self._janitor.close()
 
     def after_fork_in_child(self) -> None:
         # The log descriptor may stay shared (O_APPEND writes are atomic); the lock may not.

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 __all__ = [
+    "check_age",
     "check_count",
     "check_directory",
     "check_encoding",
@@ -17,6 +18,7 @@ __all__ = [
     "check_mode",
     "check_owner",
     "check_permissions",
+    "check_size",
     "check_timeout",
 ]
 
@@ -125,3 +127,37 @@ def check_owner(value: Any) -> tuple[int, int] | None:
     except KeyError:
         raise ValueError(f"owner: no such group {group!r}") from None
     return uid, gid
+
+
+def check_age(name: str, value: Any) -> float | None:
+    """``None``, a number of seconds, or ``"90m"``/``"12h"``/``"14d"``/``"2w"``."""
+    if value is None:
+        return None
+    from ._rotation import parse_age
+
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise TypeError(f"{name} must be seconds or a string such as '14d', got {value!r}")
+    try:
+        return parse_age(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def check_size(name: str, value: Any) -> int | None:
+    """``None``, a number of bytes, or ``"500MB"``/``"5GiB"``."""
+    if value is None:
+        return None
+    from ._rotation import parse_size
+
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"{name} must be bytes or a string such as '5GiB', got {value!r}")
+    if isinstance(value, int):
+        size = value
+    else:
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    if size < 1:
+        raise ValueError(f"{name} must be at least 1 byte, got {value!r}")
+    return size

@@ -21,12 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
+    "Backup",
     "Remove",
     "Rename",
+    "Retention",
     "RotateCurrent",
     "SizePolicy",
     "Step",
     "count_backups",
+    "parse_age",
     "parse_size",
     "plan_rollover",
 ]
@@ -130,3 +133,70 @@ def parse_size(text: str) -> int:
     power = _POWERS[prefix.lower()]
     base = 1000 if suffix.lower() == "b" and prefix else 1024
     return int(number) * int(base**power)
+
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(value: str | int | float) -> float:
+    """Parse ``"14d"``, ``"12h"``, ``"90m"``, ``"30s"``, ``"2w"`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise TypeError(f"not an age: {value!r} (examples: 3600, '12h', '14d')")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _AGE.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"not an age: {value!r} (examples: 3600, '90m', '12h', '14d', '2w')")
+        seconds = float(match.group(1)) * _SECONDS[match.group(2).lower()]
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"an age must be a positive, finite number of seconds, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Backup:
+    """One backup as retention sees it: its name, size on disk and last modification time."""
+
+    name: str
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Which backups to keep, parsed once: by count, by age, by the size of the whole set.
+
+    ``count`` 0 keeps any number; ``max_age`` (seconds) drops backups last written longer ago;
+    ``max_total_bytes`` bounds the current file plus every backup. The oldest go first, a younger
+    backup is never deleted while an older one is kept, and the current file is never deleted.
+    """
+
+    count: int = 0
+    max_age: float | None = None
+    max_total_bytes: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.count or self.max_age or self.max_total_bytes)
+
+    @property
+    def needs_sizes(self) -> bool:
+        return bool(self.max_age or self.max_total_bytes)
+
+    def to_delete(self, backups: list[Backup], current_size: int, now: float) -> list[Backup]:
+        """The backups to delete, oldest first; ``backups`` is ordered oldest first."""
+        total = current_size + sum(b.size for b in backups)
+        remaining = len(backups)
+        doomed: list[Backup] = []
+        for backup in backups:
+            too_many = bool(self.count) and remaining > self.count
+            too_old = self.max_age is not None and now - backup.mtime > self.max_age
+            too_big = self.max_total_bytes is not None and total > self.max_total_bytes
+            if not (too_many or too_old or too_big):
+                break
+            doomed.append(backup)
+            remaining -= 1
+            total -= backup.size
+        return doomed

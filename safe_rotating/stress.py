@@ -9,6 +9,12 @@ show what the checks catch; ``--handler clh`` uses concurrent-log-handler when i
 Every handler is judged by the same rules, including the size rule (see
 :attr:`StressConfig.size_allowance`), and the report states the limit it applied.
 
+``--when S --interval 1`` rotates by time as well (``SafeTimedRotatingFileHandler``, the stdlib's
+``TimedRotatingFileHandler``, concurrent-log-handler's ``ConcurrentTimedRotatingFileHandler``):
+lines then start with the record's creation time and each must be in the file of its period.
+``--compress``, ``--max-age`` and ``--max-total-bytes`` turn on compression and retention;
+``--precreate N`` starts from ``N`` existing backups.
+
 ``--django`` runs a different workload, with options of its own: a Django site under real
 gunicorn, uWSGI and Celery workers (:mod:`safe_rotating._django_stress`).
 """
@@ -30,8 +36,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._rotation import parse_size
-from .verify import Verdict, make_line, verify
+from ._rotation import parse_age, parse_size
+from .verify import PREEXISTING, TimedCheck, Verdict, make_line, ordered_files, verify
 
 __all__ = ["HANDLERS", "StressConfig", "StressResult", "main", "run_stress"]
 
@@ -40,30 +46,81 @@ START_METHODS = ("spawn", "fork", "forkserver")
 _START_TIMEOUT = 120.0  # seconds for every worker to import and build its handler
 
 
-def _safe(path: str, max_bytes: int, backup_count: int, lock_timeout: float) -> logging.Handler:
-    from ._file import SafeRotatingFileHandler
+def _safe(
+    path: str,
+    max_bytes: int,
+    backup_count: int,
+    lock_timeout: float,
+    when: str | None = None,
+    interval: int = 1,
+    compress: str | None = None,
+    max_age: float | None = None,
+    max_total_bytes: int | None = None,
+) -> logging.Handler:
+    from ._file import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
 
-    return SafeRotatingFileHandler(
-        path, maxBytes=max_bytes, backupCount=backup_count, lock_timeout=lock_timeout
-    )
+    extra: dict[str, Any] = {
+        "lock_timeout": lock_timeout,
+        "compress": compress,
+        "max_age": max_age,
+        "max_total_bytes": max_total_bytes,
+    }
+    if when:
+        return SafeTimedRotatingFileHandler(
+            path, when, interval, backupCount=backup_count, maxBytes=max_bytes, **extra
+        )
+    return SafeRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count, **extra)
 
 
-def _stdlib(path: str, max_bytes: int, backup_count: int, lock_timeout: float) -> logging.Handler:
+def _stdlib(
+    path: str,
+    max_bytes: int,
+    backup_count: int,
+    lock_timeout: float,
+    when: str | None = None,
+    interval: int = 1,
+    compress: str | None = None,
+    max_age: float | None = None,
+    max_total_bytes: int | None = None,
+) -> logging.Handler:
+    if compress or max_age or max_total_bytes:
+        raise SystemExit("--handler stdlib has no compression or age/size retention")
+    if when:  # the stdlib class rotates by time only
+        return logging.handlers.TimedRotatingFileHandler(path, when, interval, backup_count)
     return logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count)
 
 
-def _clh(path: str, max_bytes: int, backup_count: int, lock_timeout: float) -> logging.Handler:
+def _clh(
+    path: str,
+    max_bytes: int,
+    backup_count: int,
+    lock_timeout: float,
+    when: str | None = None,
+    interval: int = 1,
+    compress: str | None = None,
+    max_age: float | None = None,
+    max_total_bytes: int | None = None,
+) -> logging.Handler:
     try:
-        from concurrent_log_handler import ConcurrentRotatingFileHandler
+        import concurrent_log_handler as clh
     except ImportError:
         raise SystemExit("--handler clh needs concurrent-log-handler: pip install it") from None
-    handler: logging.Handler = ConcurrentRotatingFileHandler(
-        path, maxBytes=max_bytes, backupCount=backup_count
-    )
+    if compress not in (None, "gzip") or max_age or max_total_bytes:
+        raise SystemExit("--handler clh compresses with gzip only and has no age/size retention")
+    gzip = compress == "gzip"
+    handler: logging.Handler
+    if when:
+        handler = clh.ConcurrentTimedRotatingFileHandler(
+            path, when, interval, backup_count, maxBytes=max_bytes, use_gzip=gzip
+        )
+    else:
+        handler = clh.ConcurrentRotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backup_count, use_gzip=gzip
+        )
     return handler
 
 
-HandlerFactory = Callable[[str, int, int, float], logging.Handler]
+HandlerFactory = Callable[..., logging.Handler]
 HANDLERS: dict[str, HandlerFactory] = {"safe": _safe, "stdlib": _stdlib, "clh": _clh}
 
 
@@ -79,6 +136,14 @@ class StressConfig:
     start_method: str = "spawn"
     handler: str = "safe"
     lock_timeout: float = 0.25
+    when: str | None = None  # rotate by time too (S, M, H, D, midnight, W0-W6)
+    interval: int = 1
+    duration: float = 0.0  # spread each writer's records over this many seconds (0: at once)
+    compress: str | None = None
+    precreate: int = 0  # backups that exist before the run
+    max_age: float | None = None
+    max_total_bytes: int | None = None
+    window: float = 0.5  # how late a record may be in the next period's file (--when)
 
     @property
     def writers(self) -> int:
@@ -102,7 +167,17 @@ class StressConfig:
         handler's ``emit`` runs under that handler's own lock (``logging.Handler.handle``), so
         each handler has at most one record in flight however many threads share it.
         """
-        return self.handlers * self.record_size
+        return self.handlers * self.line_size
+
+    @property
+    def line_size(self) -> int:
+        """Bytes per line: the record, plus its creation time when rotating by time."""
+        return self.record_size + (len(f"{time.time():.6f} ") if self.when else 0)
+
+    @property
+    def complete(self) -> bool:
+        """Must every record still be there? Not when retention may delete backups."""
+        return not (self.backup_count or self.max_age or self.max_total_bytes)
 
     def size_rule(self) -> str:
         """The size limit applied to every file, spelled out for the report."""
@@ -111,7 +186,7 @@ class StressConfig:
         shared = f"; its {self.threads} threads share it" if self.threads > 1 else ""
         return (
             f"size limit, the same for every handler: maxBytes + one record per concurrently "
-            f"writing handler = {self.max_bytes} + {self.handlers} x {self.record_size} = "
+            f"writing handler = {self.max_bytes} + {self.handlers} x {self.line_size} = "
             f"{self.max_bytes + self.size_allowance} B (one handler per process{shared})"
         )
 
@@ -119,12 +194,42 @@ class StressConfig:
         """``backup_count``, or enough backups that nothing is ever deleted."""
         if self.backup_count:
             return self.backup_count
-        return 2 * self.total * self.record_size // max(self.max_bytes, 1) + 16
+        by_size = 2 * self.total * self.line_size // max(self.max_bytes, 1) if self.max_bytes else 0
+        by_time = 2 * int(self.duration / self.interval) + 4 if self.when else 0
+        return by_size + by_time + self.precreate + 16
 
     def handler_for(self, path: str) -> logging.Handler:
-        handler = HANDLERS[self.handler](path, self.max_bytes, self.backups(), self.lock_timeout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler = HANDLERS[self.handler](
+            path,
+            self.max_bytes,
+            self.backups(),
+            self.lock_timeout,
+            when=self.when,
+            interval=self.interval,
+            compress=self.compress,
+            max_age=self.max_age,
+            max_total_bytes=self.max_total_bytes,
+        )
+        fmt = "%(created).6f %(message)s" if self.when else "%(message)s"
+        handler.setFormatter(logging.Formatter(fmt))
         return handler
+
+    def options(self) -> str:
+        """The time, compression and retention settings, for the report."""
+        parts = []
+        if self.when:
+            parts.append(f"when={self.when} interval={self.interval}")
+        if self.duration:
+            parts.append(f"over {self.duration:g}s")
+        if self.compress:
+            parts.append(f"compress={self.compress}")
+        if self.precreate:
+            parts.append(f"{self.precreate} backups before the run")
+        if self.max_age:
+            parts.append(f"max_age={self.max_age:g}s")
+        if self.max_total_bytes:
+            parts.append(f"max_total_bytes={self.max_total_bytes}")
+        return " ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -134,12 +239,14 @@ class StressResult:
     seconds: float
     exit_codes: list[int | None]
     logging_errors: int = 0
+    retention_problems: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return (
             self.verdict.ok
             and not self.logging_errors
+            and not self.retention_problems
             and all(code == 0 for code in self.exit_codes)
         )
 
@@ -149,11 +256,13 @@ class StressResult:
         lines = [
             f"handler={c.handler} start={c.start_method} processes={c.processes} "
             f"threads={c.threads} records/writer={c.records} maxBytes={c.max_bytes} "
-            f"backupCount={c.backups()}",
+            f"backupCount={c.backups()}" + (f" {c.options()}" if c.options() else ""),
             f"wrote {c.total} records in {self.seconds:.2f}s ({rate / 1000:.1f}k records/s)",
             c.size_rule(),
             self.verdict.summary(),
         ]
+        for problem in self.retention_problems:
+            lines.append(f"FAIL: {problem}")
         if self.logging_errors:
             lines.append(f"FAIL: {self.logging_errors} records reported through handleError")
         bad = [code for code in self.exit_codes if code != 0]
@@ -187,11 +296,18 @@ def _worker(
     logger.setLevel(logging.INFO)
     ready.wait(timeout=_START_TIMEOUT)
 
+    pace = config.duration / config.records if config.duration else 0.0
+
     def write(writer: int) -> None:
+        started = time.monotonic()
         for seq in range(config.records):
             logger.info(make_line(writer, seq, config.record_size))
             if seq & 255 == 255:
                 progress[writer] = seq + 1
+            if pace:
+                ahead = started + (seq + 1) * pace - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
         progress[writer] = config.records
 
     first = index * config.threads
@@ -212,6 +328,8 @@ def run_stress(
         raise ValueError(
             f"start_method must be one of {START_METHODS}, got {config.start_method!r}"
         )
+    if config.precreate:
+        precreate(config)
     ctx: Any = multiprocessing.get_context(config.start_method)
     progress = ctx.Array("q", config.writers, lock=False)
     errors = ctx.Array("q", config.processes, lock=False)
@@ -251,6 +369,10 @@ def run_stress(
         on_progress(sum(progress), seconds)
     if inherited is not None:
         inherited.close()
+    timed = None
+    if config.when:
+        exact = config.when.upper() == "S"
+        timed = TimedCheck(window=config.window, interval=config.interval if exact else None)
     verdict = verify(
         config.directory,
         BASENAME,
@@ -259,9 +381,73 @@ def run_stress(
         max_bytes=config.max_bytes,
         backup_count=config.backups(),
         size_allowance=config.size_allowance,
-        complete=config.backup_count == 0,
+        complete=config.complete,
+        timed=timed,
     )
-    return StressResult(config, verdict, seconds, [w.exitcode for w in workers], sum(errors))
+    return StressResult(
+        config,
+        verdict,
+        seconds,
+        [w.exitcode for w in workers],
+        sum(errors),
+        tuple(retention_problems(config)),
+    )
+
+
+def precreate(config: StressConfig) -> None:
+    """``config.precreate`` backups, oldest first, each holding one record of writer 9999."""
+    import gzip
+
+    count = config.precreate
+    now = time.time()
+    for n in range(count, 0, -1):  # n: backups newer than this one, + 1
+        line = make_line(PREEXISTING, count - n, config.record_size)
+        if config.when:
+            created = now - n * config.interval - 1
+            from ._schedule import Schedule
+
+            stamp = time.strftime(Schedule.parse(config.when).suffix, time.localtime(created))
+            name = f"{BASENAME}.{stamp}"
+            text = f"{created:.6f} {line}\n"
+        else:
+            name = f"{BASENAME}.{n}"
+            text = line + "\n"
+        path = os.path.join(config.directory, name)
+        if config.compress == "gzip":
+            with gzip.open(path + ".gz", "wb") as f:
+                f.write(text.encode())
+            path += ".gz"
+        else:
+            with open(path, "w") as f:
+                f.write(text)
+        # Written long ago, one minute apart: what max_age judges.
+        age = now - 60.0 * n
+        os.utime(path, (age, age))
+
+
+def retention_problems(config: StressConfig) -> list[str]:
+    """What ``max_age`` and ``max_total_bytes`` promise, checked on the files left."""
+    problems = []
+    names = ordered_files(config.directory, BASENAME)
+    stats = [os.stat(os.path.join(config.directory, name)) for name in names]
+    now = time.time()
+    if config.max_age:
+        slack = 2.0  # retention runs at each rotation and at close, not continuously
+        old = [
+            n
+            for n, st in zip(names, stats, strict=True)
+            if now - st.st_mtime > config.max_age + slack
+        ]
+        old = [n for n in old if n != BASENAME]
+        if old:
+            problems.append(f"{len(old)} backups older than max_age remain, e.g. {old[0]}")
+    if config.max_total_bytes:
+        total = sum(st.st_size for st in stats)
+        if total > config.max_total_bytes and len(names) > 1:
+            problems.append(
+                f"the set holds {total} bytes, more than max_total_bytes={config.max_total_bytes}"
+            )
+    return problems
 
 
 class ProgressBar:
@@ -296,6 +482,13 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _age(text: str) -> float:
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -317,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  safe-rotating-stress --start-method fork     handler built before fork (preload)\n"
             "  safe-rotating-stress --handler stdlib        the same run through the stdlib class\n"
             "  safe-rotating-stress --django                Django under gunicorn, uWSGI, Celery\n"
+            "  safe-rotating-stress --when S --max-bytes 16KiB --compress gzip --precreate 100\n"
             "  safe-rotating-stress --dir /var/log/test -p 16 -n 50000 --max-bytes 1MiB\n"
             "exit status: 0 when every check passed, 1 otherwise"
         ),
@@ -346,6 +540,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.25,
         help="longest wait for the rotation lock, seconds (default 0.25, the handler's)",
     )
+    add("--when", type=str.upper, help="also rotate by time: S, M, H, D, MIDNIGHT, W0-W6")
+    add("--interval", type=_positive, default=1, help="periods of --when per file (default 1)")
+    add(
+        "--duration",
+        type=float,
+        default=None,
+        help="spread each writer's records over this many seconds (default: as fast as "
+        "possible; 5 with --when, so that several boundaries pass)",
+    )
+    add("--compress", choices=("gzip", "zstd"), help="compress backups in the background")
+    add("--precreate", type=int, default=0, metavar="N", help="start with N existing backups")
+    add("--max-age", type=_age, help="also delete backups older than this (e.g. 30s, 12h, 14d)")
+    add("--max-total-bytes", type=_size, help="also keep the whole set under this size (5GiB)")
     add("--dir", help="directory for the log files (default: a temporary one, removed after)")
     add("--keep", action="store_true", help="keep the temporary directory for inspection")
     add(
@@ -381,6 +588,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_method=args.start_method,
         handler=args.handler,
         lock_timeout=args.lock_timeout,
+        when=args.when,
+        interval=args.interval,
+        duration=args.duration if args.duration is not None else (5.0 if args.when else 0.0),
+        compress=args.compress,
+        precreate=args.precreate,
+        max_age=args.max_age,
+        max_total_bytes=args.max_total_bytes,
     )
     print(
         f"{config.processes} processes x {config.threads} threads x {config.records} records "

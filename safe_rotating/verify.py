@@ -9,6 +9,11 @@ mistaken for a good one.
 promise of the handler: each record exactly once (or, when old backups were deleted, each writer
 missing only its oldest records), no torn line, each writer's sequence rising across files,
 backup numbering contiguous, file count within ``backupCount + 1`` and sizes within the limit.
+It reads every naming the handlers make: ``app.log.1`` (newest) … ``app.log.N``, backups still
+waiting to be numbered (``app.log.pending.<seq>``, newer than every numbered one, higher ``seq``
+newer), time-named backups (``app.log.<stamp>``, ``app.log.<stamp>.1``…, oldest first), and any of
+them compressed (``.gz``, ``.zst``). With ``timed=``, lines start with the record's creation time
+(``%(created).6f``) and each record must be in the file of its period (:class:`TimedCheck`).
 
 Records logged by a web application have a second shape, made by :func:`make_request_line` and
 checked by :func:`verify_requests`: ``req PPPPPPP SSSSSSSSS RRRRRRRR KKKK xxx...x CCCCCCCC`` —
@@ -20,19 +25,24 @@ the prefix's pattern so that a line with anything else in it still counts as tor
 
 from __future__ import annotations
 
+import calendar
 import os
 import re
+import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 __all__ = [
+    "PREEXISTING",
     "RequestRecord",
     "RequestVerdict",
+    "TimedCheck",
     "Verdict",
     "make_line",
     "make_request_line",
+    "ordered_files",
     "parse_line",
     "parse_request_line",
     "request_line_pattern",
@@ -63,17 +73,87 @@ def parse_line(line: bytes) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
+_COMPRESSED = (".gz", ".zst")
+_STAMP = r"\d{4}-\d{2}-\d{2}(?:_\d{2}(?:-\d{2}(?:-\d{2})?)?)?"
+_TIMED = re.compile(rf"({_STAMP})(?:\.([1-9]\d*))?")
+_PENDING = re.compile(r"pending\.(\d+)")
+PREEXISTING = 9999  # writer id of the records in backups made before a run
+
+
+def _strip(name: str) -> str:
+    for suffix in _COMPRESSED:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def rotated_files(directory: str, basename: str) -> tuple[list[int], bool]:
-    """Backup numbers present for ``basename`` (sorted) and whether the current file exists."""
+    """Backup numbers present for ``basename`` (sorted; plain or compressed) and whether the
+    current file exists."""
     numbers: list[int] = []
     current = False
     prefix = basename + "."
     for name in os.listdir(directory):
+        rest = _strip(name[len(prefix) :]) if name.startswith(prefix) else ""
         if name == basename:
             current = True
-        elif name.startswith(prefix) and name[len(prefix) :].isdigit():
-            numbers.append(int(name[len(prefix) :]))
+        elif rest.isdigit():
+            numbers.append(int(rest))
     return sorted(numbers), current
+
+
+def ordered_files(directory: str, basename: str) -> list[str]:
+    """Every file of the set, oldest first, the current file last (see the module docstring)."""
+    prefix = basename + "."
+    numbered: list[tuple[int, str]] = []
+    pending: list[tuple[int, str]] = []
+    timed: list[tuple[tuple[str, int], str]] = []
+    current = False
+    for name in os.listdir(directory):
+        if name == basename:
+            current = True
+            continue
+        if not name.startswith(prefix):
+            continue
+        rest = _strip(name[len(prefix) :])
+        if rest.isdigit():
+            numbered.append((int(rest), name))
+        elif match := _PENDING.fullmatch(rest):
+            pending.append((int(match.group(1)), name))
+        elif match := _TIMED.fullmatch(rest):
+            timed.append(((match.group(1), int(match.group(2) or 0)), name))
+    ordered = [name for _, name in sorted(timed)]
+    ordered += [name for _, name in sorted(numbered, reverse=True)]
+    ordered += [name for _, name in sorted(pending)]
+    return ordered + ([basename] if current else [])
+
+
+@dataclass(frozen=True)
+class TimedCheck:
+    """How :func:`verify` judges a time-rotated set.
+
+    Lines start with ``%(created).6f`` and a space. A record created at ``t`` must be in the file
+    of the period holding ``t`` — periods start at the stamps in the names, parsed in UTC or
+    local time, and end where the next stamp starts — or, when it was written after its period
+    ended, in a later file, created at most ``window`` seconds before that file's period began.
+    """
+
+    utc: bool = False
+    window: float = 0.5
+    interval: float | None = None  # when every period lasts this long (S, M, H, D)
+
+    def start(self, stamp: str) -> float:
+        fmt = {
+            10: "%Y-%m-%d",
+            13: "%Y-%m-%d_%H",
+            16: "%Y-%m-%d_%H-%M",
+            19: "%Y-%m-%d_%H-%M-%S",
+        }[len(stamp)]
+        parsed = time.strptime(stamp, fmt)
+        return float(calendar.timegm(parsed) if self.utc else time.mktime(parsed))
+
+
+_TIME_PREFIX = re.compile(rb"^(\d+\.\d{6}) ")
 
 
 @dataclass
@@ -95,6 +175,13 @@ class Verdict:
     largest_file: int = 0
     size_limit: int = 0  # maxBytes + allowance that every file was held to; 0: not checked
     complete: bool = True
+    compressed: int = 0  # backups found compressed
+    pending: int = 0  # backups not yet numbered
+    misplaced: int = 0  # records in the file of another period, beyond the window
+    late: int = 0  # records in a later period's file, within the window
+    latest: float = 0.0  # the largest such lateness, seconds
+    misplaced_sample: str = ""
+    preexisting: int = 0  # lines of writer 9999 (backups made before the run) still present
 
     @property
     def expected(self) -> int:
@@ -110,10 +197,15 @@ class Verdict:
             or self.oversized
             or self.numbering_gaps
             or self.too_many_files
+            or self.misplaced
         )
 
     def problems(self) -> list[str]:
         out = []
+        if self.misplaced:
+            out.append(
+                f"{self.misplaced} records in the file of another period ({self.misplaced_sample})"
+            )
         if self.lost:
             what = "missing" if self.complete else "missing in the middle of a writer's run"
             out.append(f"{self.lost} records {what} ({100 * self.lost / self.expected:.2f} %)")
@@ -139,15 +231,39 @@ class Verdict:
             f"{self.found}/{self.expected} records in {self.files} files "
             f"({self.bytes / 1e6:.1f} MB, largest {self.largest_file} B)"
         )
+        extra = []
+        if self.compressed:
+            extra.append(f"{self.compressed} backups compressed")
+        if self.pending:
+            extra.append(f"{self.pending} not yet numbered")
+        if self.late:
+            extra.append(
+                f"{self.late} records written just after their period ended, in the next "
+                f"period's file (at most {self.latest * 1000:.1f} ms late)"
+            )
+        if self.preexisting:
+            extra.append(f"{self.preexisting} records of earlier backups kept")
+        if extra:
+            head += " [" + "; ".join(extra) + "]"
         problems = self.problems()
         if not problems:
             return f"PASS: {head}; none lost, duplicated, torn or out of order"
         return f"FAIL: {head}; " + "; ".join(problems)
 
 
-def _lines(path: str) -> Iterator[bytes]:
+def _read(path: str) -> bytes:
+    if path.endswith(_COMPRESSED):
+        from ._compress import open_backup
+
+        with open_backup(path) as f:
+            return f.read()
     with open(path, "rb") as f:
-        data = f.read()
+        return f.read()
+
+
+def _lines(path: str, data: bytes | None = None) -> Iterator[bytes]:
+    if data is None:
+        data = _read(path)
     if not data:
         return
     parts = data.split(b"\n")
@@ -169,6 +285,7 @@ def verify(
     size_allowance: int = 0,
     complete: bool = True,
     written: Sequence[int] | None = None,
+    timed: TimedCheck | None = None,
 ) -> Verdict:
     """Check the rotated set ``basename``, ``basename.1`` ... in ``directory``.
 
@@ -180,29 +297,48 @@ def verify(
     oldest records: a missing record newer than one found is still counted as lost. ``written``
     is for writers that were killed: how many records each one is known to have logged (its
     ``emit`` returned); only those, and any gap before a record that was found, count as lost.
+    ``timed`` checks that each record is in the file of its period (see :class:`TimedCheck`).
+    Lines of writer :data:`PREEXISTING` are records of backups made before the run
+    (``--precreate``): counted, never judged.
     """
     verdict = Verdict(writers=writers, per_writer=per_writer, complete=complete)
-    numbers, current = rotated_files(directory, basename)
+    numbers, _ = rotated_files(directory, basename)
     present = set(numbers)
     verdict.numbering_gaps = [n for n in range(1, max(numbers, default=0)) if n not in present]
-    ordered = [f"{basename}.{n}" for n in reversed(numbers)] + ([basename] if current else [])
+    ordered = ordered_files(directory, basename)
     verdict.files = len(ordered)
     if max_bytes:
         verdict.size_limit = max_bytes + size_allowance
-    if backup_count and max_bytes:
+    if backup_count and (max_bytes or timed):
         verdict.too_many_files = max(0, len(ordered) - (backup_count + 1))
+    periods = _periods(ordered, basename, timed) if timed else []
 
     seen = [bytearray(per_writer) for _ in range(writers)]
     last = [-1] * writers
-    for name in ordered:
+    for index, name in enumerate(ordered):
         path = os.path.join(directory, name)
-        size = os.path.getsize(path)
+        data = _read(path)
+        size = len(data)
+        if name.endswith(_COMPRESSED):
+            verdict.compressed += 1
+        if ".pending." in name:
+            verdict.pending += 1
         verdict.bytes += size
         verdict.largest_file = max(verdict.largest_file, size)
         if verdict.size_limit and size > verdict.size_limit:
             verdict.oversized.append((name, size))
-        for line in _lines(path):
+        for line in _lines(path, data):
+            if timed is not None:
+                stamped = _TIME_PREFIX.match(line)
+                if stamped is None:
+                    verdict.torn += 1
+                    continue
+                _judge_time(verdict, float(stamped.group(1)), periods[index], timed, name)
+                line = line[stamped.end() :]
             parsed = parse_line(line)
+            if parsed is not None and parsed[0] == PREEXISTING:
+                verdict.preexisting += 1
+                continue
             if parsed is None or parsed[0] >= writers or parsed[1] >= per_writer:
                 verdict.torn += 1
                 continue
@@ -226,6 +362,47 @@ def verify(
             first = marks.find(1)
             verdict.lost += marks.count(0, first) if first >= 0 else 0
     return verdict
+
+
+def _periods(ordered: list[str], basename: str, timed: TimedCheck) -> list[tuple[float, float]]:
+    """``(start, end)`` of the period of each file, from the stamps in the names.
+
+    A period ends where the next later stamp starts; the newest backup's period ends where the
+    current file's begins, which the names do not tell (``inf``); the current file's period
+    starts after the newest stamp.
+    """
+    prefix = basename + "."
+    starts: list[float | None] = []
+    for name in ordered:
+        match = _TIMED.fullmatch(_strip(name[len(prefix) :])) if name != basename else None
+        starts.append(timed.start(match.group(1)) if match else None)
+    known = [s for s in starts if s is not None]
+    step = timed.interval or 0.0
+    out: list[tuple[float, float]] = []
+    for i, start in enumerate(starts):
+        if start is None:
+            # After the newest stamp: in its period still, if that backup was rotated for size.
+            out.append((known[-1] if known else -float("inf"), float("inf")))
+            continue
+        later = [s for s in starts[i + 1 :] if s is not None and s > start]
+        end = later[0] if later else float("inf")
+        out.append((start, min(end, start + step) if step else end))
+    return out
+
+
+def _judge_time(
+    verdict: Verdict, created: float, period: tuple[float, float], timed: TimedCheck, name: str
+) -> None:
+    start, end = period
+    if start <= created < end:
+        return
+    if created < start and start - created <= timed.window:
+        verdict.late += 1
+        verdict.latest = max(verdict.latest, start - created)
+        return
+    verdict.misplaced += 1
+    if not verdict.misplaced_sample:
+        verdict.misplaced_sample = f"first: created {created:.6f} in {name}"
 
 
 # --- records of a web application: (pid, per-process sequence, request id, index) ------------
