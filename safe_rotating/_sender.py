@@ -66,6 +66,7 @@ _STALL_RECONNECT_MIN: Final = 30.0  # ... but never sooner than this (a slow dis
 _SEND_CHUNK: Final = 1024 * 1024  # bytes of frames joined for one send
 _REPLAY_WINDOW: Final = 32  # batches of a dead spool in flight before waiting for acks
 _IDLE_WAIT: Final = 5.0  # longest sleep of the sender thread
+_CLOSE_GRACE: Final = 1.0  # at close, a server unreachable for this long is not waited for
 _INF: Final = math.inf
 _LENGTH = struct.Struct(">I")
 _monotonic = time.monotonic
@@ -491,7 +492,9 @@ class Sender:
         Returns how many records could be neither delivered, spooled nor written to the fallback
         file (they are lost; the caller reports them)."""
         if self.thread is not None:
+            deadline = _monotonic() + timeout
             self.flush(timeout)
+            self._deliver(deadline)
             self.stopping = True
             self.wake()
             self.thread.join(min(timeout, 1.0) if timeout > 0 else 0.5)
@@ -527,6 +530,30 @@ class Sender:
                 self.stats.fallback += len(lost)
                 return 0
         return len(lost)
+
+    def _deliver(self, deadline: float) -> None:
+        """Before closing: wait (until ``deadline``) for the server to acknowledge what is
+        queued, in memory or spooled, while it takes batches or may be back soon (a restart);
+        when it has been unreachable for :data:`_CLOSE_GRACE` or stopped acknowledging, what is
+        left stays in the spool. A replay of dead spools under way may finish too."""
+        thread = self.thread
+        assert thread is not None
+        with self.lock:
+            self.waiters += 1
+            try:
+                while (self.disk or self.mem or self.queue) and thread.is_alive():
+                    now = _monotonic()
+                    if now >= deadline or self.stalled:
+                        break
+                    since = self._outage_since
+                    if self.sock is None and since is not None and now - since >= _CLOSE_GRACE:
+                        break
+                    self.changed.wait(min(deadline - now, 0.05))
+            finally:
+                self.waiters -= 1
+        replayer = self.replayer
+        if replayer is not None:  # and let a replay of dead spools that is under way finish
+            replayer.join(max(0.0, deadline - _monotonic()))
 
     def abandon(self) -> None:
         """In a forked child: drop this (the parent's) state, closing inherited descriptors only.

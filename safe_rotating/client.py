@@ -356,9 +356,6 @@ class LogServerHandler(logging.Handler):
             self._episode_lock = threading.Lock()  # never the parent's: it may have been held
             self._drops = None
             sender = self._sender = self._new_sender()
-        elif sender.finished:  # used again after close(), like a FileHandler
-            sender = self._sender = self._new_sender()
-            _LIVE.add(self)
         return sender
 
     # -- the hot path ----------------------------------------------------------------------------
@@ -366,8 +363,11 @@ class LogServerHandler(logging.Handler):
         """Render ``record`` and queue it; returns without any network I/O."""
         try:
             sender = self._sender
-            if sender.pid != _getpid() or sender.finished:
+            if sender.pid != _getpid():
                 sender = self._sender_for_this_process()
+            if sender.finished:  # used again after close(), like a FileHandler
+                sender = self._sender = self._new_sender()
+                _LIVE.add(self)
             exc_text = record.exc_text
             if record.exc_info and not exc_text:
                 formatter = self.formatter or _DEFAULT_FORMATTER
