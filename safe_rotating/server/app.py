@@ -29,6 +29,7 @@ from .._syslog import parse as parse_syslog
 from .._wire import LENGTH, ProtocolError
 from .config import Address, ServerConfig
 from .connections import LogConnection, SyslogConnection, _Connection, is_loopback, peer_host
+from .forward import Forwarding
 from .metrics import Stats, render, serve_metrics
 from .state import Journal
 from .writer import Work, WorkQueue, Writer
@@ -115,6 +116,9 @@ class Server:
         self.hostname = socket.gethostname()
         self.journal = Journal(config.journal_path)
         self.writer = Writer(config, self.stats, self.journal, self.log)
+        self.forwarding = Forwarding(config, self.log) if config.forward else None
+        if self.forwarding is not None:
+            self.writer.forward = self.forwarding.offer
         self.queue = WorkQueue(config.queue_size)
         self.connections: set[_Connection] = set()
         self.stopping = False
@@ -137,6 +141,8 @@ class Server:
         self.writer.open()
         self._writer_task = loop.create_task(self.writer.run(self.queue))
         self._writer_task.add_done_callback(self._writer_ended)
+        if self.forwarding is not None:
+            self.forwarding.start()
         tls = self._tls_context()
         config = self.config
         activated = activated_sockets()
@@ -300,7 +306,8 @@ class Server:
 
     # -- running ---------------------------------------------------------------------------
     def metrics_page(self) -> str:
-        return render(self.stats, self.queue.records, len(self.connections))
+        page = render(self.stats, self.queue.records, len(self.connections))
+        return page + (self.forwarding.metrics() if self.forwarding is not None else "")
 
     def request_stop(self) -> None:
         if self._stop is not None:
@@ -352,6 +359,8 @@ class Server:
         if self._writer_task is not None:
             with contextlib.suppress(Exception):
                 await self._writer_task
+        if self.forwarding is not None:
+            await self.forwarding.abort()
 
     # -- shutdown ----------------------------------------------------------------------------
     async def shutdown(self) -> None:
@@ -403,6 +412,10 @@ class Server:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         await asyncio.sleep(0)  # let the transports flush and close
+
+        # 4b. --forward: send what the relays have not had yet, within the drain deadline.
+        if self.forwarding is not None:
+            await self.forwarding.close(max(deadline, time.monotonic() + 1.0))
 
         # 5. One summary line.
         stats = self.stats

@@ -30,6 +30,7 @@ examples:
   %(prog)s --listen unix:/run/mysite/log.sock --file /var/log/mysite/app.log
   %(prog)s --file app.log --route app.db=db.log --route celery=celery.log
   %(prog)s --file app.log --syslog-udp 127.0.0.1:5514 --metrics 127.0.0.1:9021
+  %(prog)s --file app.log --forward relay.example.net:6514 --forward-tls
   %(prog)s --config /etc/safe-rotating/server.toml --check-config
 
 the default --format:
@@ -86,6 +87,34 @@ def parser() -> argparse.ArgumentParser:
         "--state-dir",
         metavar="DIR",
         help="where the journal of acknowledged batches lives (default: beside --file)",
+    )
+    fwd = p.add_argument_group("forwarding (a copy of every record written, to syslog relays)")
+    fwd.add_argument(
+        "--forward",
+        action="append",
+        metavar="HOST:PORT",
+        help="send each record written as RFC 5424 over TCP with RFC 6587 octet counting "
+        "(rsyslog imtcp, syslog-ng syslog(), Fluent Bit, Vector); repeatable",
+    )
+    fwd.add_argument(
+        "--forward-tls",
+        action="store_const",
+        const=True,
+        help="forward over TLS, checking the relay's certificate and host name",
+    )
+    fwd.add_argument(
+        "--forward-ca", metavar="PEM", help="CA of the relays' certificates (default: the system's)"
+    )
+    fwd.add_argument(
+        "--forward-facility",
+        metavar="NAME",
+        help="syslog facility of forwarded records: user (default), daemon, local0 ... local7",
+    )
+    fwd.add_argument(
+        "--forward-queue",
+        metavar="N",
+        help="records kept per relay while it is down or slow (default 100000, and at most "
+        "64 MiB); beyond that new records are dropped and counted",
     )
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-frame", metavar="SIZE", help="largest frame accepted (default 1MiB)")

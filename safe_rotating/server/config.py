@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import logging
+import logging.handlers
 import os
 import re
 import sys
@@ -40,6 +41,8 @@ DEFAULT_READ_TIMEOUT: Final = 30.0
 DEFAULT_MAX_CONNECTIONS: Final = 4096
 DEFAULT_UNIX_MODE: Final = 0o600
 DEFAULT_DRAIN_TIMEOUT: Final = 5.0
+DEFAULT_FORWARD_QUEUE: Final = 100_000
+FACILITIES: Final = logging.handlers.SysLogHandler.facility_names  # "user" -> 1, "local0" -> 16
 
 
 class ConfigError(ValueError):
@@ -121,6 +124,11 @@ class ServerConfig:
     state_dir: str = ""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    forward: tuple[Address, ...] = ()  # relays that get a copy of every record, as RFC 5424
+    forward_tls: bool = False
+    forward_ca: str | None = None
+    forward_facility: int = 1  # user
+    forward_queue: int = DEFAULT_FORWARD_QUEUE
 
     @property
     def journal_path(self) -> str:
@@ -162,6 +170,11 @@ class ServerConfig:
             f"metrics = {quote(self.metrics or '')}",
             f"state_dir = {quote(self.state_dir)}",
             f"drain_timeout = {self.drain_timeout}",
+            f"forward = {array(self.forward)}",
+            f"forward_tls = {quote(self.forward_tls)}",
+            f"forward_ca = {quote(self.forward_ca or '')}",
+            f"forward_facility = {quote(facility_name(self.forward_facility))}",
+            f"forward_queue = {self.forward_queue}",
             "",
             "[route]",
             *(f"{quote(prefix)} = {quote(path)}" for prefix, path in self.routes),
@@ -195,6 +208,11 @@ KEYS: Final = frozenset(
         "state_dir",
         "max_connections",
         "drain_timeout",
+        "forward",
+        "forward_tls",
+        "forward_ca",
+        "forward_facility",
+        "forward_queue",
     }
 )
 
@@ -291,6 +309,27 @@ def _existing_file(value: Any, key: str) -> str | None:
     if not os.path.isfile(path):
         raise ConfigError(f"{key}: {path!r} does not exist or is not a file")
     return path
+
+
+def facility_name(facility: int) -> str | int:
+    """The usual name of a syslog facility number (``1`` -> ``"user"``), else the number."""
+    return next((name for name, n in FACILITIES.items() if n == facility), facility)
+
+
+def _facility(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number: int | None = value
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        number = int(text) if text.isdigit() else FACILITIES.get(text)
+    else:
+        number = None
+    if number is None or not 0 <= number <= 23:
+        raise ConfigError(
+            f"forward_facility: expected a syslog facility (user, daemon, local0 ... local7, "
+            f"or 0-23), got {value!r}"
+        )
+    return number
 
 
 def check_route(prefix: str, target: str, log_file: str) -> tuple[str, str]:
@@ -392,6 +431,13 @@ def build(settings: Mapping[str, Any]) -> ServerConfig:
         raise ConfigError("tls_key needs tls_cert")
     if tls_client_ca and not tls_cert:
         raise ConfigError("tls_client_ca (client certificates) needs tls_cert")
+    forward = tuple(parse_address(a, unix=False) for a in _list(settings.get("forward"), "forward"))
+    forward_tls = _bool(settings.get("forward_tls", False), "forward_tls")
+    forward_ca = _existing_file(settings.get("forward_ca"), "forward_ca")
+    if forward_tls and not forward:
+        raise ConfigError("forward_tls needs at least one forward address")
+    if forward_ca and not forward_tls:
+        raise ConfigError("forward_ca (the relay's CA) needs forward_tls")
     state_dir = os.path.abspath(str(settings.get("state_dir") or os.path.dirname(log_file)))
     if not os.path.isdir(state_dir):
         raise ConfigError(f"state_dir: {state_dir!r} is not a directory")
@@ -423,5 +469,12 @@ def build(settings: Mapping[str, Any]) -> ServerConfig:
         ),
         drain_timeout=_seconds(
             settings.get("drain_timeout", DEFAULT_DRAIN_TIMEOUT), "drain_timeout"
+        ),
+        forward=forward,
+        forward_tls=forward_tls,
+        forward_ca=forward_ca,
+        forward_facility=_facility(settings.get("forward_facility", 1)),
+        forward_queue=_int(
+            settings.get("forward_queue", DEFAULT_FORWARD_QUEUE), "forward_queue", 1
         ),
     )

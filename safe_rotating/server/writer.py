@@ -134,6 +134,7 @@ class _Round:
     lines: dict[str, list[bytes]] = field(default_factory=dict)  # path -> formatted records
     seqs: dict[str, int] = field(default_factory=dict)  # client -> highest new seq
     records: int = 0
+    flats: list[dict[str, Any]] = field(default_factory=list)  # for --forward only
 
 
 class Writer:
@@ -151,6 +152,8 @@ class Writer:
         self._files: dict[str, LogFile] = {}
         self._episode: _Episode | None = None
         self.give_up_at: float | None = None  # set at shutdown: stop retrying after this
+        # --forward: gets the records of each round once written; returns at once, never waits.
+        self.forward: Callable[[list[dict[str, Any]]], None] | None = None
         self.rounds = 0
 
     # -- files -----------------------------------------------------------------------------
@@ -243,6 +246,8 @@ class Writer:
                 path = self.path_for(flat.get("name"))
                 round_.lines.setdefault(path, []).append(self.format(flat))
                 round_.records += 1
+            if self.forward is not None:
+                round_.flats.extend(work.records)
         return round_
 
     async def write_round(self, works: list[Work]) -> None:
@@ -259,6 +264,8 @@ class Writer:
                 self._episode.first_error if self._episode else "unknown error",
             )
             return  # not acknowledged: a native client keeps them and sends them again
+        if self.forward is not None and round_.flats:
+            self.forward(round_.flats)
         if round_.seqs:
             seqs = round_.seqs
             if not await self._retry(self.journal.path, lambda: self.journal.record(seqs.items())):
