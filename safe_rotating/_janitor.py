@@ -28,14 +28,15 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ._compress import Compression, compress_fd
-from ._lock import SidecarLock
+from ._lock import DIRTY, STAGED, SidecarLock
 from ._rotation import Backup, Retention
 from ._schedule import COMPRESSED_SUFFIXES, Schedule, order_key, parse_timed_name
+from ._staging import IndexState, Slot, from_names, next_move, normal
 
-__all__ = ["Janitor", "janitor_path"]
+__all__ = ["Janitor", "StagedSet", "janitor_path", "move_any", "remove_any", "taken"]
 
 _MUTEXES: dict[str, threading.Lock] = {}
 _MUTEXES_GUARD = threading.Lock()
@@ -65,6 +66,166 @@ def _mutex(path: str) -> threading.Lock:
         return _MUTEXES.setdefault(path, threading.Lock())
 
 
+def taken(name: str) -> bool:
+    """Is ``name`` used, plain or compressed?"""
+    return os.path.lexists(name) or any(os.path.lexists(name + s) for s in COMPRESSED_SUFFIXES)
+
+
+def remove_any(name: str) -> None:
+    """Remove a backup, plain or compressed."""
+    for suffix in ("", *COMPRESSED_SUFFIXES):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name + suffix)
+
+
+def move_any(source: str, dest: str) -> None:
+    """Rename a backup, plain or compressed, keeping its suffix."""
+    for suffix in ("", *COMPRESSED_SUFFIXES):
+        try:
+            os.rename(source + suffix, dest + suffix)
+            return
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(errno.ENOENT, "no such backup", source)
+
+
+class StagedSet:
+    """The file operations of :mod:`._staging`, each recorded in the table under the lock.
+
+    Every method expects the rotation lock held by ``lock``.
+    """
+
+    def __init__(self, path: str, name_for: Callable[[str], str]) -> None:
+        self.path = path
+        self.directory, self.base = os.path.split(path)
+        self._name_for = name_for
+
+    def name(self, slot: Slot) -> str:
+        if slot.kind == "n":
+            return self._name_for(f"{self.path}.{slot.number}")
+        return f"{self.path}.pending.{slot.number}"
+
+    def load(self, lock: SidecarLock) -> IndexState:
+        flags, counters = lock.state()
+        if flags & STAGED and not flags & DIRTY:
+            state = normal(IndexState(*counters))
+            # Two lookups catch files added or removed by hand (or by an older release) at
+            # the old end of the set, where they would change what "oldest" means.
+            top = Slot("n", state.c if state.upper else state.a)
+            beyond = Slot("n", top.number + 1)
+            if (top.number == 0 or taken(self.name(top))) and not taken(self.name(beyond)):
+                return state
+        return self.rescan(lock)
+
+    def rescan(self, lock: SidecarLock) -> IndexState:
+        """Rebuild the counters from the names (after a crash, a repair, or files moved by
+        hand), compacting an unusual set first."""
+        numbers: list[int] = []
+        pending: list[int] = []
+        plain = self._name_for("x") == "x"
+        prefix = self.base + "."
+        for entry in os.listdir(self.directory or "."):
+            if not entry.startswith(prefix):
+                continue
+            rest = entry[len(prefix) :]
+            for suffix in COMPRESSED_SUFFIXES:
+                if rest.endswith(suffix):
+                    rest = rest[: -len(suffix)]
+            if rest.isdigit() and plain:
+                numbers.append(int(rest))
+            elif rest.startswith("pending.") and rest[8:].isdigit():
+                pending.append(int(rest[8:]))
+        if not plain:  # a namer we cannot read back: the run from 1 that its names make
+            n = 1
+            while taken(self.name(Slot("n", n))):
+                numbers.append(n)
+                n += 1
+        _, counters = lock.state()
+        renames, state = from_names(numbers, pending, max(counters[4], 1))
+        lock.set_flags(STAGED | DIRTY)
+        for source, dest in renames:
+            move_any(self.name(source), self.name(dest))
+        lock.set_state(STAGED, state.counters())
+        return state
+
+    def _apply(
+        self, lock: SidecarLock, state: IndexState, source: Slot, dest: Slot, after: IndexState
+    ) -> IndexState:
+        if taken(self.name(dest)) or not taken(self.name(source)):
+            return self.rescan(lock)  # the names are not what the table says
+        lock.set_flags(STAGED | DIRTY)
+        _step("staged:move")
+        move_any(self.name(source), self.name(dest))
+        lock.set_state(STAGED, after.counters())
+        return after
+
+    def rotate(
+        self, lock: SidecarLock, state: IndexState, rotate: Callable[[str, str], None]
+    ) -> IndexState:
+        """The current file becomes the newest pending backup: one rename."""
+        after, slot = state.rotated()
+        dest = self.name(slot)
+        if taken(dest):
+            state = self.rescan(lock)
+            after, slot = state.rotated()
+            dest = self.name(slot)
+        lock.set_flags(STAGED | DIRTY)
+        _step("staged:rotate")
+        rotate(self.path, dest)
+        lock.set_state(STAGED, after.counters())
+        return after
+
+    def shift_in(
+        self, lock: SidecarLock, state: IndexState, rotate: Callable[[str, str], None], keep: int
+    ) -> IndexState | None:
+        """The stdlib's rotation, for a small set at rest: shift ``.1 … .a`` up by one (after
+        removing the oldest beyond ``keep``) and hand the current file to ``rotate`` as ``.1``.
+        ``None`` if the names were not what the table says (the caller stages instead)."""
+        state = self.trim(lock, state, max(keep - 1, 0))
+        top = state.a
+        for n in range(top, 0, -1):
+            after = replace(state, a=n - 1, b=n + 1, c=top + 1)
+            moved = self._apply(lock, state, Slot("n", n), Slot("n", n + 1), after)
+            if moved != after:
+                return None
+            state = moved
+        lock.set_flags(STAGED | DIRTY)
+        _step("staged:rotate")
+        rotate(self.path, self.name(Slot("n", 1)))
+        state = normal(replace(state, a=top + 1, b=top + 2, c=top + 1))
+        lock.set_state(STAGED, state.counters())
+        return state
+
+    def trim(self, lock: SidecarLock, state: IndexState, keep: int) -> IndexState:
+        """Remove the oldest backups while more than ``keep`` exist."""
+        while state.total > keep:
+            oldest = state.oldest()
+            assert oldest is not None
+            lock.set_flags(STAGED | DIRTY)
+            _step("staged:remove")
+            remove_any(self.name(oldest))
+            state = state.without_oldest()
+            lock.set_state(STAGED, state.counters())
+        return state
+
+    def renumber(
+        self, lock: SidecarLock, state: IndexState, budget: int, deadline: float = 0.0
+    ) -> IndexState:
+        """Up to ``budget`` renumbering steps (stopping early at ``deadline`` on the monotonic
+        clock, or as soon as a writer waits for the lock)."""
+        for done in range(budget):
+            move = next_move(state)
+            if move is None:
+                after = normal(state)
+                if after != state:
+                    lock.set_state(STAGED, after.counters())
+                return after
+            state = self._apply(lock, state, move.source, move.dest, move.after)
+            if deadline and done % 8 == 7 and (time.monotonic() > deadline or lock.wanted_since()):
+                break
+        return state
+
+
 def janitor_path(lock_path: str) -> str:
     """``.app.log.lock`` -> ``.app.log.janitor``."""
     stem = lock_path[: -len(".lock")] if lock_path.endswith(".lock") else lock_path
@@ -77,6 +238,8 @@ class _Found:
 
     name: str
     suffix: str
+    rank: int = -1  # size-rotated sets: places from the newest backup, when listed ...
+    hi: int = 0  # ... and the pending counter then: rank + (hi now - hi) is its place now
 
     @property
     def path(self) -> str:
@@ -112,25 +275,53 @@ class Janitor:
         self._owner = owner
         self._warn = warn
         self._clock = clock
+        self._staged = None if schedule is not None else StagedSet(path, name_for)
         self._thread: threading.Thread | None = None
         self._thread_pid = 0
         self._state = threading.Lock()
         self._again = False
         self._closing = False
         self._failed: set[tuple[int, int]] = set()
+        self._doomed_snapshot: list[_Found] = []
+        self._doomed_hi = 0
         self._warned: set[str] = set()
 
     @property
     def needed(self) -> bool:
-        """Is there any work for a janitor with these settings?"""
+        """Is there any work for a janitor with these settings (beyond renumbering)?"""
         timed_count = self._schedule is not None and self.retention.count > 0
         return bool(self.compression or self.retention.needs_sizes or timed_count)
+
+    # -- renumbering (size-rotated sets) ---------------------------------------------------------
+    def renumber(self) -> bool:
+        """Bring the set back to stdlib names, in short lock holds; needs no janitor lock
+        (every step is recorded under the rotation lock). ``False`` if it could not finish."""
+        staged = self._staged
+        if staged is None:
+            return True
+        lock = self._lock
+        while True:
+            try:
+                if not lock.acquire(_LOCK_WAIT):
+                    return False
+            except Exception as exc:
+                self._warn_once("lock", f"renumbering {self.path!r} postponed: {exc}")
+                return False
+            try:
+                if not lock.extended:
+                    return True
+                state = staged.load(lock)
+                # A writer that wants the lock is seen within 8 steps; a hold lasts ~1 ms.
+                state = staged.renumber(lock, state, 256, time.monotonic() + 0.001)
+                if state.at_rest:
+                    return True
+            finally:
+                lock.release()
+            time.sleep(0.002 if lock.wanted_since() else 0.0002)
 
     # -- the background thread -------------------------------------------------------------------
     def kick(self) -> None:
         """Make sure a pass runs soon, in a background thread of this process."""
-        if not self.needed:
-            return
         with self._state:
             if self._closing:
                 return
@@ -170,12 +361,15 @@ class Janitor:
             self._warn_once("thread", f"background work on {self.path!r} stopped: {exc!r}")
 
     def close(self, timeout: float = 5.0) -> None:
-        """Let a running pass finish its current step, then apply retention once more."""
+        """Let a running pass finish its current step, bring the names back to the stdlib's,
+        then apply retention once more."""
         with self._state:
             self._closing = True
             thread = self._thread if self._thread_pid == os.getpid() else None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        with contextlib.suppress(Exception):
+            self.renumber()
         with contextlib.suppress(Exception):
             self.run(compress=False)
         self._lock.close()
@@ -228,6 +422,7 @@ class Janitor:
 
     def _work(self, compress: bool) -> float:
         self._lock.open()
+        self.renumber()
         self._remove_temporaries()
         self._resolve_pairs()
         self._apply_retention()
@@ -261,12 +456,21 @@ class Janitor:
                     continue  # a plain and a compressed copy: one backup
                 out.append(_Found(plain, suffix))
             return out
-        found = []
-        n = 1
-        while (variant := self._variant(self._name_for(f"{self.path}.{n}"))) is not None:
-            found.append(variant)
-            n += 1
-        return found[::-1]
+        staged = self._staged
+        assert staged is not None
+        with self._locked() as held:
+            if not held or not self._lock.extended:
+                return []
+            state = staged.load(self._lock)
+            out = []
+            for rank in range(state.total - 1, -1, -1):
+                slot = state.slot(rank)
+                assert slot is not None
+                variant = self._variant(staged.name(slot))
+                if variant is not None:
+                    variant.rank, variant.hi = rank, state.hi
+                    out.append(variant)
+            return out
 
     # -- clean-up of what a crash left -----------------------------------------------------------
     def _remove_temporaries(self) -> None:
@@ -319,7 +523,10 @@ class Janitor:
 
     def _doomed(self) -> list[Backup]:
         entries: list[Backup] = []
-        for found in self.backups():
+        listed = self.backups()
+        self._doomed_snapshot = listed
+        self._doomed_hi = listed[0].hi if listed else 0
+        for found in listed:
             try:
                 st = os.stat(found.path)
             except FileNotFoundError:
@@ -337,13 +544,25 @@ class Janitor:
             return  # a size-rotated set is trimmed to backupCount by the rotation itself
         if not policy.enabled:
             return
+        doomed = self._doomed()
+        if not doomed:
+            return
         with self._locked() as held:
             if not held:
                 return
-            for doomed in self._doomed():
+            if self._staged is not None:
+                # Oldest first, so: keep the newest ``total - len(doomed)`` backups as they are
+                # now (rotations since the listing only added newer ones).
+                state = self._staged.load(self._lock)
+                keep = min(state.total, len(self._doomed_snapshot) - len(doomed))
+                keep += state.hi - self._doomed_hi
+                _step("retention:remove")
+                self._staged.trim(self._lock, state, max(keep, 0))
+                return
+            for backup in doomed:
                 _step("retention:remove")
                 with contextlib.suppress(FileNotFoundError):
-                    os.remove(doomed.name)
+                    os.remove(backup.name)
 
     # -- compression -----------------------------------------------------------------------------
     def _compress_all(self) -> float:
@@ -368,10 +587,11 @@ class Janitor:
                 left = compression.grace - age
                 wait = left if not wait else min(wait, left)
                 continue
-            self._compress_one(found.name, compression)
+            self._compress_one(found, compression)
         return wait
 
-    def _compress_one(self, name: str, compression: Compression) -> None:
+    def _compress_one(self, found: _Found, compression: Compression) -> None:
+        name = found.name
         try:
             source = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
@@ -399,7 +619,7 @@ class Janitor:
                 now = os.fstat(source)
                 if now.st_size != read or now.st_nlink == 0:
                     return  # written to or removed meanwhile: the next pass tries again
-                current = self._find(name, st)
+                current = self._find(found, st)
                 if current is None or self._variant(current) != _Found(current, ""):
                     return
                 os.rename(temp, current + compression.suffix)
@@ -419,8 +639,9 @@ class Janitor:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(temp)
 
-    def _find(self, name: str, st: os.stat_result) -> str | None:
-        """Where the backup once called ``name`` is now (a size rotation renumbers backups)."""
+    def _find(self, found: _Found, st: os.stat_result) -> str | None:
+        """Where the backup listed as ``found`` is now (renumbering moves backups): for a
+        size-rotated set, as many places further from the newest as rotations since."""
 
         def same(path: str) -> bool:
             try:
@@ -429,14 +650,14 @@ class Janitor:
                 return False
             return (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino)
 
-        if same(name):
-            return name
-        if self._schedule is not None:
+        if self._staged is None or found.rank < 0:
+            return found.name if same(found.name) else None
+        state = self._staged.load(self._lock)
+        slot = state.slot(found.rank + state.hi - found.hi)
+        if slot is None:
             return None
-        for found in self.backups():
-            if not found.suffix and same(found.name):
-                return found.name
-        return None
+        name = self._staged.name(slot)
+        return name if same(name) else None
 
     def _warn_once(self, key: str, message: str) -> None:
         if key in self._warned:

@@ -59,7 +59,7 @@ import portalocker
 from ._oserror import explain
 from .exceptions import LockError, LockTimeout
 
-__all__ = ["LAYOUT", "Keeper", "SidecarLock"]
+__all__ = ["DIRTY", "KNOWN", "LAYOUT", "STAGED", "Keeper", "SidecarLock"]
 
 LAYOUT = 2
 _MAGIC = b"safe_rot"
@@ -75,8 +75,9 @@ _SCHEDULE = struct.Struct("<dQ")  # offset 64: next rollover, signature
 _STATE = struct.Struct("<QQQQQQ")  # offset 80: flags, then five counters
 _WANTED = 128
 _TABLE_END = 136  # bytes of the layout-2 table
-KNOWN = 1  # state flag: the counters describe the files on disk
+KNOWN = 1  # state flag: the counters are a time-named set's (period key, count)
 DIRTY = 2  # state flag: a step was in progress
+STAGED = 4  # state flag: the counters are a size-rotated set's (see _staging.IndexState)
 _FIRST_POLL = 0.0001  # seconds; doubled after each failed try ...
 _LONGEST_POLL = 0.005  # ... up to this, so a waiter notices a release within ~5 ms
 _FLAGS = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING

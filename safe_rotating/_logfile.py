@@ -36,7 +36,6 @@ Not thread-safe: a facade serialises its callers (the handler's lock, the server
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
 import os
 import time
@@ -46,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._compress import Compression
-from ._janitor import Janitor
+from ._janitor import Janitor, StagedSet, move_any, remove_any, taken
 from ._lock import KNOWN, LAYOUT, SidecarLock
 from ._oserror import explain as _explain
 from ._rotation import (
@@ -58,7 +57,8 @@ from ._rotation import (
     count_backups,
     plan_rollover,
 )
-from ._schedule import COMPRESSED_SUFFIXES, Schedule, parse_timed_name
+from ._schedule import Schedule, parse_timed_name
+from ._staging import INLINE
 from .exceptions import LockTimeout, RotationError
 
 __all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile"]
@@ -169,8 +169,10 @@ class LogFile:
             warn=warn,
             clock=clock,
         )
-        self._janitor = janitor if janitor.needed else None
+        self._janitor = janitor
+        self._staged = None if schedule is not None else StagedSet(path, name_for)
         self._rotated = False  # a rotation was done here since the janitor was last woken
+        self._staged_busy = False  # our last rotation left backups to renumber
         self._last_write = 0.0  # monotonic time of our last append
         self._lock = SidecarLock(self.lock_path, chmod, owner, log_path=path)
         self._fd = -1
@@ -202,8 +204,6 @@ class LogFile:
 
     def files_to_delete(self) -> list[str]:
         """The backups retention would delete now, oldest first."""
-        if self._janitor is None:
-            return []
         return self._janitor.doomed()
 
     def open(self) -> None:
@@ -246,7 +246,7 @@ class LogFile:
         lock.open()  # a no-op unless closed, or inherited through a fork of any kind
         if self._registered_pid != os.getpid():
             self._register()
-            self._rotated = self._janitor is not None  # catch up on work left by others
+            self._rotated = self._janitor.needed  # catch up on work left by others
         generation = lock.read_generation()
         if len(generation) != 8 and lock.validate():
             self._warn_once(
@@ -389,9 +389,7 @@ class LogFile:
             self._local_at = at
 
     def _taken(self, name: str) -> bool:
-        return os.path.lexists(name) or any(
-            os.path.lexists(name + suffix) for suffix in COMPRESSED_SUFFIXES
-        )
+        return taken(name)
 
     def _timed_dest(self, stamp: str) -> str:
         """The next free name of the period ``stamp``: ``base.stamp``, then ``.1``, ``.2``…
@@ -576,7 +574,7 @@ class LogFile:
     def _wake_janitor(self) -> None:
         if self._rotated:
             self._rotated = False
-            if self._janitor is not None:
+            if self._janitor.needed or self._staged_busy:
                 self._janitor.kick()
 
     def _timed_rollover(self, due: float, timeout: float) -> None:
@@ -671,6 +669,9 @@ class LogFile:
             self._lock.bump_generation()
             self._open_current()
             return
+        if self._staged is not None and self._lock.extended:
+            self._rotate_staged(self._staged)
+            return
         existing = count_backups(self._name_for, self._taken)
         current = os.path.lexists(self.path)
         plan = plan_rollover(
@@ -692,21 +693,38 @@ class LogFile:
         self._lock.bump_generation()
         self._open_current()
 
+    def _rotate_staged(self, staged: StagedSet) -> None:
+        """Move the current file to a pending name (one rename, whatever the number of
+        backups), trim to ``backupCount``, renumber at once if the set is small, else leave
+        the renumbering to the janitor."""
+        lock = self._lock
+        try:
+            state = staged.load(lock)
+            keep = self._keep()
+            shifted = None
+            if state.at_rest and state.total < INLINE and os.path.lexists(self.path):
+                # A small set: the stdlib's rotation, ``rotator`` called with the name of .1.
+                shifted = staged.shift_in(lock, state, self._rotate, keep)
+            if shifted is not None:
+                state = shifted
+            else:
+                if os.path.lexists(self.path):
+                    state = staged.rotate(lock, staged.load(lock), self._rotate)
+                state = staged.trim(lock, state, keep)
+                if state.total <= INLINE:
+                    state = staged.renumber(lock, state, 4 * INLINE)
+        except OSError as exc:
+            raise _explain(exc, "rotate", self.path) from None
+        self._rotated = True
+        self._staged_busy = not state.at_rest
+        lock.bump_generation()
+        self._open_current()
+
     def _remove_any(self, name: str) -> None:
-        """Remove a backup, plain or compressed."""
-        for suffix in ("", *COMPRESSED_SUFFIXES):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(name + suffix)
+        remove_any(name)
 
     def _move_any(self, source: str, dest: str) -> None:
-        """Rename a backup, plain or compressed, keeping its suffix."""
-        for suffix in ("", *COMPRESSED_SUFFIXES):
-            try:
-                os.rename(source + suffix, dest + suffix)
-                return
-            except FileNotFoundError:
-                continue
-        raise FileNotFoundError(errno.ENOENT, "no such backup", source)
+        move_any(source, dest)
 
     # -- batches ---------------------------------------------------------------------------------
     def append_batch(self, records: Sequence[bytes], when: float | None = None) -> Exception | None:
@@ -798,8 +816,10 @@ class LogFile:
                 os.close(fd)
             self._lock.close()
             _LIVE.discard(self)
-            if self._janitor is not None:
-                self._janitor.close()
+            if self._registered_pid == os.getpid() and (
+                self._janitor.needed or self._staged is not None
+            ):
+                self._janitor.close()  # only where this process used the file
 
     def after_fork_in_child(self) -> None:
         # The log descriptor may stay shared (O_APPEND writes are atomic); the lock may not.

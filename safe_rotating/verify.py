@@ -303,9 +303,8 @@ def verify(
     """
     verdict = Verdict(writers=writers, per_writer=per_writer, complete=complete)
     numbers, _ = rotated_files(directory, basename)
-    present = set(numbers)
-    verdict.numbering_gaps = [n for n in range(1, max(numbers, default=0)) if n not in present]
     ordered = ordered_files(directory, basename)
+    verdict.numbering_gaps = _gaps(numbers, any(".pending." in name for name in ordered))
     verdict.files = len(ordered)
     if max_bytes:
         verdict.size_limit = max_bytes + size_allowance
@@ -362,6 +361,20 @@ def verify(
             first = marks.find(1)
             verdict.lost += marks.count(0, first) if first >= 0 else 0
     return verdict
+
+
+def _gaps(numbers: list[int], pending: bool) -> list[int]:
+    """Missing backup numbers — except, while pending backups wait to be numbered, one gap:
+    the older run has moved up to make room for them (see ``_staging``)."""
+    present = set(numbers)
+    missing = [n for n in range(1, max(numbers, default=0)) if n not in present]
+    runs = [n for n in missing if n - 1 not in missing]  # the first number of each gap
+    if not pending:
+        return missing
+    if len(runs) <= 1:
+        return []
+    second = runs[1]
+    return [n for n in missing if n >= second]
 
 
 def _periods(ordered: list[str], basename: str, timed: TimedCheck) -> list[tuple[float, float]]:

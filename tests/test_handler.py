@@ -29,9 +29,14 @@ def files(directory: Path) -> dict[str, int]:
 
 
 def test_stdlib_naming_and_every_file_within_max_bytes(tmp_path: Path, logger: Any) -> None:
-    attach(logger, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=1000, backupCount=50))
+    """More than 16 backups: rotations stage the file and renumbering runs in the background
+    (reading the set meanwhile races with it); at close the names are the stdlib's."""
+    handler = attach(
+        logger, SafeRotatingFileHandler(tmp_path / "app.log", maxBytes=1000, backupCount=50)
+    )
     for seq in range(300):
         logger.info(make_line(0, seq, 60 + seq % 40))
+    handler.close()
     sizes = files(tmp_path)
     assert set(sizes) == {"app.log"} | {f"app.log.{n}" for n in range(1, len(sizes))}
     assert max(sizes.values()) <= 1000, "one writer never pushes a file past maxBytes"
@@ -368,7 +373,7 @@ def test_rotation_work_follows_existing_backups_not_backup_count(
     looked_up.clear()
     logger.info(make_line(0, 4, 60))  # the fourth rotation: three backups exist
     assert sorted(files(tmp_path)) == ["app.log", *(f"app.log.{n}" for n in (1, 2, 3, 4))]
-    assert len(looked_up) <= 12
+    assert len(looked_up) <= 20  # a few per existing backup, none per possible one
 
 
 def test_a_failing_rotator_is_reported_and_the_record_is_still_written(

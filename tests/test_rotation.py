@@ -162,3 +162,108 @@ def test_parse_size(text: str, expected: int) -> None:
 def test_parse_size_names_the_bad_value(text: str) -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size(text)
+
+
+# -- the staged set: O(1) rotation, renumbering later ----------------------------------------------
+from safe_rotating._staging import IndexState, Slot, from_names, next_move, normal  # noqa: E402
+
+
+def slot_name(slot: Slot) -> str:
+    return f"app.log.{slot.number}" if slot.kind == "n" else f"app.log.pending.{slot.number}"
+
+
+def rescan(files: dict[str, int], hi: int) -> IndexState:
+    """What the next lock holder does after a crash: rebuild the state from the names."""
+    numbers = [int(k.split(".")[2]) for k in files if k.count(".") == 2 and k != "app.log"]
+    pending = [int(k.split(".")[3]) for k in files if ".pending." in k]
+    renames, state = from_names(numbers, pending, hi)
+    for source, dest in renames:
+        assert slot_name(dest) not in files
+        files[slot_name(dest)] = files.pop(slot_name(source))
+    return state
+
+
+def order(files: dict[str, int], state: IndexState) -> list[int]:
+    """Generations of the backups, oldest first, as the state orders them."""
+    return [files[slot_name(slot)] for slot in state.oldest_first()]
+
+
+@given(
+    keep=st.integers(1, 8),
+    script=st.lists(
+        st.tuples(st.sampled_from(["rotate", "move", "move", "crash"]), st.integers(0, 3)),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_staged_rotation_keeps_order_and_limits_through_crashes(
+    keep: int, script: list[tuple[str, int]]
+) -> None:
+    """Rotations stage the current file in one rename; renumbering steps interleave with them
+    in any order; a process may die between a rename and recording it. At every moment the
+    state orders the files by generation, holds at most ``keep`` backups, and only the oldest
+    were ever removed; once renumbering finishes, names are the stdlib's."""
+    files: dict[str, int] = {}
+    state = IndexState()
+    generation = 0
+    removed: list[int] = []
+    for op, n in script:
+        if op == "rotate":
+            generation += 1
+            state, slot = state.rotated()
+            assert slot_name(slot) not in files
+            files[slot_name(slot)] = generation
+            while state.total > keep:
+                oldest = state.oldest()
+                assert oldest is not None
+                removed.append(files.pop(slot_name(oldest)))
+                state = state.without_oldest()
+        elif op == "move":
+            for _ in range(n + 1):
+                move = next_move(state)
+                if move is None:
+                    break
+                assert slot_name(move.dest) not in files
+                files[slot_name(move.dest)] = files.pop(slot_name(move.source))
+                state = move.after
+        else:  # a step's rename happened, its record did not: the state is rebuilt from names
+            move = next_move(state)
+            if move is not None:
+                files[slot_name(move.dest)] = files.pop(slot_name(move.source))
+            state = rescan(files, state.hi)
+        ages = order(files, state)
+        assert ages == sorted(ages), (state, files)
+        assert len(files) == state.total <= keep
+        assert all(r < min(ages, default=generation + 1) for r in removed)
+    while (move := next_move(state)) is not None:
+        files[slot_name(move.dest)] = files.pop(slot_name(move.source))
+        state = move.after
+    state = normal(state)
+    assert state.at_rest
+    assert sorted(files) == sorted(f"app.log.{k}" for k in range(1, len(files) + 1))
+    assert [files[f"app.log.{k}"] for k in range(1, len(files) + 1)] == sorted(
+        files.values(), reverse=True
+    )
+
+
+def test_a_renumbering_pass_costs_one_rename_per_backup_however_many_rotations() -> None:
+    state = IndexState(a=1000, b=1001, c=1000, lo=1, hi=1)
+    for _ in range(50):
+        state, _slot = state.rotated()
+    moves = 0
+    while (move := next_move(state)) is not None:
+        state = move.after
+        moves += 1
+    assert moves == 1000 + 50
+    assert normal(state) == IndexState(a=1050, b=1051, c=1050, lo=51, hi=51)
+
+
+def test_names_left_by_hand_deletions_are_compacted_in_order() -> None:
+    renames, state = from_names([1, 2, 5, 9, 10], [4, 6], 1)
+    assert state == IndexState(a=5, b=6, c=5, lo=4, hi=6)
+    assert renames == [
+        (Slot("p", 6), Slot("p", 5)),
+        (Slot("n", 5), Slot("n", 3)),
+        (Slot("n", 9), Slot("n", 4)),
+        (Slot("n", 10), Slot("n", 5)),
+    ]
