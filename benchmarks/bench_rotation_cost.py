@@ -10,19 +10,27 @@ Table 2 keeps only a few backups (``--few``, default 5) but sets ``backupCount``
 (``--huge``, default 100000): the stdlib looks for every possible backup name on each rotation,
 while safe_rotating (and concurrent-log-handler) stop at the first name that does not exist.
 
+Table 3 (``--stall``) is the stall under load: P processes write through each handler into a set
+that starts with N existing backups (0, 100, 1000), gzip off and on, concurrent-log-handler next
+to safe_rotating in the same run. Reported: records/s over the whole run and the longest single
+``logger.info`` call of any process (the stall a rotation can cause).
+
 Usage (from the repository root)::
 
     .venv/bin/python benchmarks/bench_rotation_cost.py
     .venv/bin/python benchmarks/bench_rotation_cost.py --backups 0,10,100,1000 --repeat 7 \\
         --markdown bench-out/rotation.md
     .venv/bin/python benchmarks/bench_rotation_cost.py --markdown results.md --append
+    .venv/bin/python benchmarks/bench_rotation_cost.py --stall --processes 2,64
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import logging
 import logging.handlers
+import multiprocessing
 import os
 import platform
 import shutil
@@ -32,10 +40,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from peers import HANDLERS, build
 
-from safe_rotating.verify import make_line
+from safe_rotating.stress import HANDLERS as FACTORIES
+from safe_rotating.verify import PREEXISTING, make_line
 
 BASENAME = "app.log"
 KINDS = ("safe", "stdlib", "clh")  # rotating handlers only
@@ -193,11 +203,204 @@ def build_parser() -> argparse.ArgumentParser:
     add("--out", help="scratch directory (default: a temporary one, removed afterwards)")
     add("--markdown", metavar="PATH", help="write both tables as Markdown here")
     add("--append", action="store_true", help="append to --markdown instead of replacing it")
+    add("--stall", action="store_true", help="measure table 3 (the stall under load) instead")
+    add("--processes", type=_counts, default=(2, 64), help="table 3 writers (default 2,64)")
+    add("--stall-backups", type=_counts, default=(0, 100, 1000), help="(default 0,100,1000)")
+    add("--stall-records", type=int, default=40_000, help="records per run, all processes")
+    add("--stall-max-bytes", type=int, default=16 * 1024, help="maxBytes (default 16384)")
+    add("--repeat-stall", type=int, default=3, help="runs per cell (default 3)")
     return parser
+
+
+# -- table 3: the stall under load -----------------------------------------------------------
+def _stall_worker(
+    kind: str,
+    path: str,
+    max_bytes: int,
+    backup_count: int,
+    compress: str | None,
+    records: int,
+    record_size: int,
+    go: Any,
+    out: Any,
+    index: int,
+) -> None:
+    handler = FACTORIES[kind](path, max_bytes, backup_count, 10.0, compress=compress)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(f"stall.{index}")
+    logger.propagate = False
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    messages = [make_line(index, seq, record_size) for seq in range(records)]
+    clock = time.perf_counter_ns
+    worst = 0
+    go.wait()
+    for message in messages:
+        before = clock()
+        logger.info(message)
+        worst = max(worst, clock() - before)
+    out[index] = worst
+    handler.close()
+
+
+def _precreate(directory: str, count: int, compress: str | None, record_size: int) -> None:
+    for n in range(1, count + 1):
+        line = (make_line(PREEXISTING, count - n, record_size) + "\n").encode()
+        path = os.path.join(directory, f"{BASENAME}.{n}")
+        if compress:
+            with gzip.open(path + ".gz", "wb") as f:
+                f.write(line)
+        else:
+            with open(path, "wb") as f:
+                f.write(line)
+
+
+@dataclass
+class StallRow:
+    kind: str
+    processes: int
+    existing: int
+    compress: str | None
+    rates: list[float]
+    worst_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def worst(self) -> float:
+        return max(self.worst_ms)
+
+
+def stall_once(
+    kind: str,
+    processes: int,
+    existing: int,
+    compress: str | None,
+    records: int,
+    record_size: int,
+    max_bytes: int,
+    scratch: str,
+) -> tuple[float, float]:
+    """Records/s and the longest emit (ms) of one run."""
+    directory = tempfile.mkdtemp(prefix=f"stall-{kind}-", dir=scratch)
+    try:
+        _precreate(directory, existing, compress, record_size)
+        path = os.path.join(directory, BASENAME)
+        ctx: Any = multiprocessing.get_context("fork")
+        go = ctx.Barrier(processes + 1)
+        out = ctx.Array("q", processes, lock=False)
+        backup_count = existing + 2 * processes * records * record_size // max_bytes + 16
+        workers = [
+            ctx.Process(
+                target=_stall_worker,
+                args=(
+                    kind,
+                    path,
+                    max_bytes,
+                    backup_count,
+                    compress,
+                    records,
+                    record_size,
+                    go,
+                    out,
+                    i,
+                ),
+            )
+            for i in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        go.wait()
+        started = time.perf_counter()
+        for worker in workers:
+            worker.join()
+        seconds = time.perf_counter() - started
+        return processes * records / seconds, max(out) / 1e6
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run_stall(args: argparse.Namespace, scratch: str) -> list[StallRow]:
+    rows: dict[tuple[str, int, int, str | None], StallRow] = {}
+    kinds = ["safe", "clh"]
+    for r in range(max(1, args.repeat_stall)):
+        for processes in args.processes:
+            records = max(200, args.stall_records // processes)
+            for existing in args.stall_backups:
+                for compress in (None, "gzip"):
+                    for kind in kinds if r % 2 == 0 else kinds[::-1]:
+                        rate, worst = stall_once(
+                            kind,
+                            processes,
+                            existing,
+                            compress,
+                            records,
+                            args.record_size,
+                            args.stall_max_bytes,
+                            scratch,
+                        )
+                        key = (kind, processes, existing, compress)
+                        row = rows.setdefault(
+                            key, StallRow(kind, processes, existing, compress, [], [])
+                        )
+                        row.rates.append(rate)
+                        row.worst_ms.append(worst)
+                    print(
+                        f"stall repeat {r + 1}: {processes} processes, {existing} backups, "
+                        f"gzip {'on' if compress else 'off'} done",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    return list(rows.values())
+
+
+STALL_COLUMNS = ("handler", "processes", "existing backups", "gzip", "records/s", "longest emit ms")
+
+
+def stall_table(rows: Sequence[StallRow]) -> list[list[str]]:
+    return [
+        [
+            HANDLERS[row.kind][0],
+            str(row.processes),
+            str(row.existing),
+            "on" if row.compress else "off",
+            f"{row.rate:,.0f}",
+            f"{row.worst:,.2f}",
+        ]
+        for row in sorted(rows, key=lambda r: (r.processes, r.existing, bool(r.compress), r.kind))
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.stall:
+        own = args.out is None
+        scratch = tempfile.mkdtemp(prefix="bench-stall-") if own else args.out
+        try:
+            rows = run_stall(args, scratch)
+        finally:
+            if own:
+                shutil.rmtree(scratch, ignore_errors=True)
+        title = (
+            f"Stall under load: {args.record_size} B records, maxBytes {args.stall_max_bytes}, "
+            f"median records/s and the longest emit of {args.repeat_stall} runs; "
+            f"Python {platform.python_version()}"
+        )
+        body = stall_table(rows)
+        print(title)
+        everything = [list(STALL_COLUMNS), *body]
+        widths = [max(len(row[i]) for row in everything) for i in range(len(STALL_COLUMNS))]
+        for row in everything:
+            print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+        if args.markdown:
+            head = "| " + " | ".join(STALL_COLUMNS) + " |"
+            rule = "|" + "|".join([" --- "] + [" ---: "] * (len(STALL_COLUMNS) - 1)) + "|"
+            lines = [head, rule, *("| " + " | ".join(row) + " |" for row in body)]
+            with open(args.markdown, "a" if args.append else "w", encoding="utf-8") as f:
+                f.write(f"{title}\n\n" + "\n".join(lines) + "\n")
+        return 0
     own = args.out is None
     scratch = tempfile.mkdtemp(prefix="bench-rotation-") if own else args.out
     os.makedirs(scratch, exist_ok=True)

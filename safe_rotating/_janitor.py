@@ -462,15 +462,17 @@ class Janitor:
             if not held or not self._lock.extended:
                 return []
             state = staged.load(self._lock)
-            out = []
-            for rank in range(state.total - 1, -1, -1):
-                slot = state.slot(rank)
-                assert slot is not None
-                variant = self._variant(staged.name(slot))
-                if variant is not None:
-                    variant.rank, variant.hi = rank, state.hi
-                    out.append(variant)
-            return out
+        # Looked up after the lock is released, so that writers never wait for a thousand
+        # lookups: a backup renumbered meanwhile is missed now and found next time.
+        out = []
+        for rank in range(state.total - 1, -1, -1):
+            slot = state.slot(rank)
+            assert slot is not None
+            variant = self._variant(staged.name(slot))
+            if variant is not None:
+                variant.rank, variant.hi = rank, state.hi
+                out.append(variant)
+        return out
 
     # -- clean-up of what a crash left -----------------------------------------------------------
     def _remove_temporaries(self) -> None:
