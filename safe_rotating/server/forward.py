@@ -23,8 +23,9 @@ A relay's task connects (TCP, or TLS with ``--forward-tls``), sends batches, and
 reconnects after 0.2 s, doubling up to 10 s (with jitter, so a fleet does not reconnect in
 step). A relay that closes the connection is noticed at once, even while nothing is being sent,
 so an idle connection broken by a relay's restart costs no record. Records are taken off the
-queue only once written to the connection; what the kernel still held when a connection broke
-is lost (syslog over TCP has no acknowledgements).
+queue only once written to the connection (a batch in flight when the loss is noticed is sent
+again, and may arrive twice); what the kernel still held when a connection broke is lost:
+syslog over TCP has no acknowledgements.
 
 At shutdown, once the writer is done, the queues are flushed until the drain deadline; whatever
 is left then is counted in ``forward_dropped_total{reason="not sent at shutdown"}`` and reported.
@@ -58,6 +59,7 @@ STABLE: Final = 10.0  # seconds a connection must last for the backoff to start 
 CONNECT_TIMEOUT: Final = 10.0
 SEND_RECORDS: Final = 1024  # records written to the connection at a time, at most
 SEND_BYTES: Final = 256 * 1024  # ... and bytes
+FORMAT_RECORDS: Final = 512  # records formatted between two chances for other tasks to run
 
 Records = list[dict[str, Any]]
 
@@ -173,8 +175,8 @@ class Target:
             state = "connected but not keeping up" if self.connected else "not connected"
             self.log.warning(
                 "forward to %s: the queue is full (%d records, %d bytes; the relay is %s): "
-                "dropping new records until it empties; they are still in the log file "
-                "(counted in forward_dropped_total, reported again when it has emptied)",
+                "new records that do not fit are dropped; they are still in the log file "
+                "(counted in forward_dropped_total; reported again once the queue has emptied)",
                 self.name,
                 len(self.queue),
                 self.bytes,
@@ -411,15 +413,16 @@ class Forwarding:
                 await self._has_intake.wait()
                 continue
             records = self._intake.popleft()
-            framed = [self.frame(record) for record in records]
-            messages = [m for m in framed if m is not None]
-            if len(messages) < len(framed):
+            for start in range(0, len(records), FORMAT_RECORDS):
+                framed = [self.frame(r) for r in records[start : start + FORMAT_RECORDS]]
+                messages = [m for m in framed if m is not None]
+                if len(messages) < len(framed):
+                    for target in self.targets:
+                        target.dropped["not formattable"] += len(framed) - len(messages)
+                size = sum(map(len, messages))
                 for target in self.targets:
-                    target.dropped["not formattable"] += len(framed) - len(messages)
-            size = sum(map(len, messages))
-            for target in self.targets:
-                target.push(messages, size)
-            await asyncio.sleep(0)  # one round at a time: readers and the writer come first
+                    target.push(messages, size)
+                await asyncio.sleep(0)  # a slice at a time: readers and the writer come first
 
     async def close(self, deadline: float) -> None:
         """Flush every relay's queue until ``deadline`` (monotonic), then give up what is left."""
