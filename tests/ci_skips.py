@@ -24,6 +24,11 @@ HINTS: list[tuple[str, str, str]] = [
         ".venv/bin/pip install 'uwsgi>=2.0.22' (builds from source: needs gcc and the Python "
         "headers, e.g. apt-get install gcc python3-dev); python3 dev.py test tries it",
     ),
+    (
+        r"rsyslogd",
+        "rsyslog",
+        "apt-get install rsyslog (the tests start their own rsyslogd; .ci/run installs it)",
+    ),
     (r"could not import '([^']+)'", "Python package {0}", DEV),
     (r"\broot\b", "root privileges", "run the suite as root (.ci/run does)"),
 ]

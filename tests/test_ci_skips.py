@@ -88,3 +88,11 @@ def test_importorskip_skips_outside_ci(pytester: pytest.Pytester, ci: str | None
     result = pytester.runpytest("-p", "tests.ci_skips")
     result.assert_outcomes(skipped=1)
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_rsyslog_hint() -> None:
+    from tests.ci_skips import ci_failure
+
+    text = ci_failure("rsyslogd is not installed (Debian: apt-get install rsyslog)")
+    assert "missing component: rsyslog\n" in text
+    assert "install it with: apt-get install rsyslog" in text
