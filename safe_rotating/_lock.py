@@ -78,6 +78,8 @@ _TABLE_END = 136  # bytes of the layout-2 table
 KNOWN = 1  # state flag: the counters are a time-named set's (period key, count)
 DIRTY = 2  # state flag: a step was in progress
 STAGED = 4  # state flag: the counters are a size-rotated set's (see _staging.IndexState)
+# How long in all a waiter stays for a holder that is running (see SidecarLock.acquire).
+RUNNING_HOLDER_PATIENCE = 5.0
 _FIRST_POLL = 0.0001  # seconds; doubled after each failed try ...
 _LONGEST_POLL = 0.005  # ... up to this, so a waiter notices a release within ~5 ms
 _FLAGS = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
@@ -105,6 +107,17 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def process_running(pid: int) -> bool:
+    """Is ``pid`` on a CPU or waiting for one (state ``R``)? A holder in that state is making
+    progress — a rotation on a loaded machine — not stuck."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return bool(fields) and fields[0] == b"R"
 
 
 def process_state(pid: int) -> str | None:
@@ -312,7 +325,7 @@ class SidecarLock:
         if os.fstat(self._fd).st_size >= _TABLE_END:
             return False
         try:
-            if not self.acquire(0.05):
+            if not self.acquire(0.05, patience=0.0):
                 return False
         except LockTimeout:
             return False
@@ -393,7 +406,7 @@ class SidecarLock:
         caller can warn. Best effort: skipped when the lock is busy.
         """
         try:
-            if not self.acquire(0.05):
+            if not self.acquire(0.05, patience=0.0):
                 return None
         except LockTimeout:
             return None
@@ -416,9 +429,19 @@ class SidecarLock:
         return self._depth > 0 and self._pid == os.getpid()
 
     def acquire(
-        self, timeout: float, abandon: Callable[[], bool] | None = None, announce: bool = False
+        self,
+        timeout: float,
+        abandon: Callable[[], bool] | None = None,
+        announce: bool = False,
+        patience: float | None = None,
     ) -> bool:
         """Take the lock, waiting at most ``timeout`` seconds.
+
+        ``timeout`` bounds the wait for a holder that is stopped, stuck in I/O, or gone quiet.
+        A holder that is *running* (on a CPU or waiting for one: a rotation on a loaded machine)
+        is waited for up to ``patience`` seconds in all (default :data:`RUNNING_HOLDER_PATIENCE`
+        when ``timeout`` is positive), so that a slow rotation does not make every waiter write
+        past ``maxBytes``.
 
         With ``announce``, a wait is recorded in the table so that a background janitor
         holding the lock between small steps gives it up at once.
@@ -434,6 +457,9 @@ class SidecarLock:
             return True
         started = time.monotonic()
         deadline = started + timeout
+        if patience is None:
+            patience = RUNNING_HOLDER_PATIENCE if timeout > 0 else 0.0
+        last_chance = started + max(timeout, patience)
         pause = _FIRST_POLL
         announced = False
         while True:
@@ -464,6 +490,10 @@ class SidecarLock:
                     self._want(0.0)
                 return False
             now = time.monotonic()
+            if now >= deadline and now < last_chance:
+                holder = self.holder_pid()
+                if holder not in (None, os.getpid()) and process_running(holder):
+                    deadline = min(now + _LONGEST_POLL * 4, last_chance)  # progressing: wait on
             if now >= deadline:
                 if announced:
                     self._want(0.0)

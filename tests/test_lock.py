@@ -168,3 +168,32 @@ def test_exceptions_survive_pickling(exc: Exception) -> None:
     copy = pickle.loads(pickle.dumps(exc))
     assert type(copy) is type(exc)
     assert str(copy) == str(exc)
+
+
+def _hold_while_busy(lock_path: str, ready: Any, seconds: float) -> None:
+    lock = SidecarLock(lock_path)
+    lock.acquire(5.0)
+    ready.set()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:  # running, on a CPU: a slow rotation on a loaded machine
+        pass
+    lock.release()
+
+
+def test_a_running_holder_is_waited_for_beyond_the_timeout(tmp_path: Path) -> None:
+    """A holder that is making progress is not stuck: waiting for it keeps files within their
+    size limit; only a stopped or hung holder is given up on after ``timeout``."""
+    path = str(tmp_path / ".app.log.lock")
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_while_busy, args=(path, ready, 1.0))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        waiter = SidecarLock(path)
+        started = time.monotonic()
+        assert waiter.acquire(0.1)  # no LockTimeout although the holder kept it ~1 s
+        assert 0.5 < time.monotonic() - started < 5.0
+        waiter.release()
+    finally:
+        holder.join(30)
