@@ -4,7 +4,9 @@ and the example in examples/django_site runs the same code."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -91,6 +93,34 @@ def test_the_environment_picks_the_handler(tmp_path: Path) -> None:
         logsetup.logging_from_env({"SAFE_ROTATING_LOG_MODE": "syslog"})
 
 
+def test_server_mode_takes_its_spool_directory_from_the_environment(tmp_path: Path) -> None:
+    spool = str(tmp_path / "spool")
+    env = {
+        "SAFE_ROTATING_LOG_MODE": "server",
+        "SAFE_ROTATING_SERVER": "127.0.0.1:9021",
+        "SAFE_ROTATING_SPOOL_DIR": spool,
+    }
+    assert logsetup.logging_from_env(env)["handlers"]["app"] == {
+        "class": "safe_rotating.client.LogServerHandler",
+        "formatter": "line",
+        "address": "127.0.0.1:9021",
+        "spool_dir": spool,
+    }
+    file_mode = {**env, "SAFE_ROTATING_LOG_MODE": "file", "SAFE_ROTATING_LOG_FILE": spool + ".log"}
+    assert "spool_dir" not in logsetup.logging_from_env(file_mode)["handlers"]["app"]
+
+
+def test_the_server_format_writes_the_file_mode_line() -> None:
+    """safe-rotating-server --format SERVER_FORMAT gives the line LOG_FORMAT gives in file mode,
+    so one verification reads the files of both modes."""
+    record = logging.LogRecord("logdemo.stress", logging.INFO, "f.py", 1, "req %s", ("x",), None)
+    record.process = 4242
+    file_line = logging.Formatter(logsetup.LOG_FORMAT, style="{").format(record)
+    server_line = logging.Formatter(logsetup.SERVER_FORMAT).format(record)
+    assert server_line == file_line
+    assert re.fullmatch(logsetup.LINE_PREFIX + rb"req x", server_line.encode())
+
+
 def test_the_server_mode_dict_loads_once_the_client_exists(tmp_path: Path) -> None:
     """Until safe_rotating.client exists, the dict only names the class."""
     config = logsetup.logging_config("server", server="127.0.0.1:9")
@@ -152,6 +182,27 @@ print("parent", [tuple(parse_request_line(l.encode())) for l in lines], os.getpi
     parent_pid = int(outputs["parent"].rsplit(" ", 1)[1])
     assert parent == [(parent_pid, 0, 1, 0), (parent_pid, 1, 1, 1), (parent_pid, 2, 1, 2)]
     assert child == [(child_pid, 0, 2, 0), (child_pid, 1, 2, 1)]
+
+
+def test_celery_pool_processes_flush_logging_before_they_exit() -> None:
+    """A pool process leaves with os._exit, skipping atexit: the site closes the handlers from
+    worker_process_shutdown, which the pool process sends just before."""
+    pytest.importorskip("celery")
+    script = r"""
+import logging, sys
+from celery.signals import worker_process_shutdown
+from safe_rotating._django_site import celery_app
+closed = []
+class Handler(logging.Handler):
+    def emit(self, record): pass
+    def close(self):
+        closed.append(True)
+        super().close()
+logging.getLogger().addHandler(Handler())
+worker_process_shutdown.send(sender=None, pid=1, exitcode=0)
+sys.exit(0 if closed else 1)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True)
 
 
 def test_the_views_log_through_the_site_logging(tmp_path: Path) -> None:

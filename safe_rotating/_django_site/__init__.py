@@ -7,8 +7,8 @@ standard library.
 
 Settings come from the environment (see :mod:`.logsetup`): ``SAFE_ROTATING_LOG_MODE``
 (``file``, ``server`` or ``stdlib``), ``SAFE_ROTATING_LOG_FILE``, ``SAFE_ROTATING_MAX_BYTES``,
-``SAFE_ROTATING_BACKUP_COUNT``, ``SAFE_ROTATING_SERVER`` and, for Celery,
-``SAFE_ROTATING_CELERY_DIR``.
+``SAFE_ROTATING_BACKUP_COUNT``, ``SAFE_ROTATING_SERVER``, ``SAFE_ROTATING_SPOOL_DIR`` and, for
+Celery, ``SAFE_ROTATING_CELERY_DIR``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
 mode      class                                               writes
 ========  ==================================================  ==================================
 file      ``safe_rotating.SafeRotatingFileHandler``           ``SAFE_ROTATING_LOG_FILE`` itself
-server    ``safe_rotating.client.LogServerHandler``           to ``SAFE_ROTATING_SERVER``
+server    ``safe_rotating.client.LogServerHandler``           to ``SAFE_ROTATING_SERVER`` (its
+                                                              spool: ``SAFE_ROTATING_SPOOL_DIR``)
 stdlib    ``logging.handlers.RotatingFileHandler``            ``SAFE_ROTATING_LOG_FILE`` (not
                                                               process-safe: for comparison)
 ========  ==================================================  ==================================
@@ -27,6 +28,7 @@ __all__ = [
     "LINE_PREFIX",
     "LOG_FORMAT",
     "MODES",
+    "SERVER_FORMAT",
     "STRESS_LOGGER",
     "logging_config",
     "logging_from_env",
@@ -42,6 +44,9 @@ MODES = tuple(HANDLER_CLASSES)
 
 #: Every line of the log: time, level, pid, logger, message (``str.format`` style).
 LOG_FORMAT = "{asctime} {levelname} [{process}] {name}: {message}"
+#: The same line for ``safe-rotating-server --format`` (``%``-style), which formats the records
+#: of ``server`` mode: the server's files then look like those the ``file`` mode writes.
+SERVER_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 #: What :data:`LOG_FORMAT` puts before the message, as a regular expression for the verifier.
 LINE_PREFIX = rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \[\d+\] [\w.]+: "
 #: The logger the stress view and task log their numbered records to.
@@ -61,13 +66,20 @@ def longest_prefix(logger: str = STRESS_LOGGER, level: str = "INFO") -> int:
 
 
 def _handler(
-    mode: str, filename: str, max_bytes: int, backup_count: int, server: str
+    mode: str,
+    filename: str,
+    max_bytes: int,
+    backup_count: int,
+    server: str,
+    spool_dir: str | None = None,
 ) -> dict[str, Any]:
     if mode not in HANDLER_CLASSES:
         raise ValueError(f"SAFE_ROTATING_LOG_MODE must be one of {', '.join(MODES)}, got {mode!r}")
     handler: dict[str, Any] = {"class": HANDLER_CLASSES[mode], "formatter": "line"}
     if mode == "server":
         handler["address"] = server
+        if spool_dir:
+            handler["spool_dir"] = spool_dir
     else:
         handler.update(filename=filename, maxBytes=max_bytes, backupCount=backup_count)
     return handler
@@ -79,18 +91,20 @@ def logging_config(
     max_bytes: int = DEFAULT_MAX_BYTES,
     backup_count: int = DEFAULT_BACKUP_COUNT,
     server: str = DEFAULT_SERVER,
+    spool_dir: str | None = None,
 ) -> dict[str, Any]:
     """A complete ``dictConfig`` dict: every logger, Django's included, goes to one handler.
 
     ``disable_existing_loggers`` is false so that loggers created before the dict is applied
     (by gunicorn, Celery, imported modules) keep working. ``root`` and ``loggers`` are both
-    present, as gunicorn's ``logconfig_dict`` needs.
+    present, as gunicorn's ``logconfig_dict`` needs. ``spool_dir`` (server mode only) is the
+    handler's spool directory; without it the handler uses its default, one per user.
     """
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"line": {"format": LOG_FORMAT, "style": "{"}},
-        "handlers": {"app": _handler(mode, filename, max_bytes, backup_count, server)},
+        "handlers": {"app": _handler(mode, filename, max_bytes, backup_count, server, spool_dir)},
         "root": {"handlers": ["app"], "level": "WARNING"},
         "loggers": {
             # django.request logs 5xx responses with a traceback and the request (WARNING for
@@ -113,4 +127,5 @@ def logging_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         max_bytes=int(env.get("SAFE_ROTATING_MAX_BYTES", DEFAULT_MAX_BYTES)),
         backup_count=int(env.get("SAFE_ROTATING_BACKUP_COUNT", DEFAULT_BACKUP_COUNT)),
         server=env.get("SAFE_ROTATING_SERVER", DEFAULT_SERVER),
+        spool_dir=env.get("SAFE_ROTATING_SPOOL_DIR") or None,
     )
