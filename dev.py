@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Set up and run the project with nothing but python3 (3.10+).
 
-    python3 dev.py demo   # a Django site under real gunicorn/uWSGI workers, then the verdict
+    python3 dev.py demo   # a Django site under real gunicorn/uWSGI workers, file and server
+                          # mode, then the verdict
     python3 dev.py test   # lint, type-check and the full test suite
 
 Both create ``.venv`` beside this file on first use; later runs reuse it. ``test`` installs the
@@ -66,11 +67,14 @@ def install_uwsgi() -> None:
 
 def demo() -> None:
     """``safe-rotating-stress --django``: gunicorn (with and without ``--preload``) and uWSGI
-    workers running a Django site log through rotation; then the same through the stdlib class.
-    Its exit status is the demo's: 1 only if safe_rotating failed a check."""
+    workers running a Django site log through rotation, each writing the files itself (file
+    mode), then sending to a ``safe-rotating-server`` that writes them (server mode); then the
+    same through the stdlib class. Its exit status is the demo's: 1 only if safe_rotating failed
+    a check."""
     setup("-e", ".[django]", GUNICORN)
     print(
-        "\n== A Django site under real gunicorn and uWSGI workers: every record checked ==",
+        "\n== A Django site under real gunicorn and uWSGI workers, in file and server mode: "
+        "every record checked ==",
         flush=True,
     )
     run(BIN / "safe-rotating-stress", "--django")

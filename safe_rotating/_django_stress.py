@@ -5,16 +5,28 @@ Each scenario starts the site shipped in :mod:`safe_rotating._django_site` under
 gunicorn sync workers (with and without ``--preload``), uWSGI (default mode and
 ``--lazy-apps``), a Celery prefork worker — on 127.0.0.1, sends it a bounded load (a number of
 requests and a time limit, from concurrent client threads), stops it the way an operator does
-(gunicorn SIGTERM, uWSGI SIGINT, Celery warm shutdown) and reads the rotated files back with
-:func:`safe_rotating.verify.verify_requests`: every request the client saw answered must have
-all its records, none duplicated or torn, each worker's records in order from the oldest backup
-to the current file, no file over ``maxBytes`` plus one record per worker process, and no more
-than ``backupCount + 1`` files.
+(SIGTERM: gunicorn's graceful shutdown, uWSGI's through the site's ``uwsgi.ini``, Celery's warm
+shutdown) and reads the rotated files back with :func:`safe_rotating.verify.verify_requests`:
+every request the client saw answered must have all its records, none duplicated or torn, each
+worker's records in order from the oldest backup to the current file, no file over the size
+limit, and no more than ``backupCount + 1`` files.
 
-``--handler both`` (the default) runs every scenario through ``SafeRotatingFileHandler`` and
-then through ``logging.handlers.RotatingFileHandler``, whose failure is the expected outcome
-and does not change the exit status; ``--handler stdlib`` alone exits 1 when the checks catch
-it, like the plain command.
+Two modes, both run by default (``--mode both``):
+
+* **file**: each worker's ``SafeRotatingFileHandler`` writes and rotates the files; a file may
+  pass ``maxBytes`` by one record per worker process.
+* **server**: the command starts ``safe-rotating-server`` on a free port of 127.0.0.1, writing
+  the run's files with the same ``maxBytes`` and a line format identical to file mode's; each
+  worker's ``LogServerHandler`` sends it its records (spooling in the run directory). Once the
+  web server has stopped, its workers having flushed their handlers as they exited, the log
+  server is stopped with SIGTERM (it writes what it holds and exits 0) and its files are read
+  back with the same verdict. The server is their only writer and never lets a file pass
+  ``maxBytes``; each worker process must appear in its journal under a client id of its own.
+
+``--handler both`` (the default) runs every scenario through safe_rotating and then through
+``logging.handlers.RotatingFileHandler`` (file mode), whose failure is the expected outcome and
+does not change the exit status; ``--handler stdlib`` alone exits 1 when the checks catch it,
+like the plain command.
 
 Only the standard library is needed to drive the runs; the servers need Django (the ``django``
 extra), gunicorn, uWSGI and Celery installed in the interpreter's environment. A scenario whose
@@ -44,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _django_site as site
-from ._django_site.logsetup import LINE_PREFIX, longest_prefix
+from ._django_site.logsetup import LINE_PREFIX, SERVER_FORMAT, longest_prefix
 from ._rotation import parse_size
 from .verify import RequestVerdict, verify_requests
 
@@ -106,7 +118,6 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 DEFAULT_SCENARIOS = ("gunicorn", "gunicorn-preload", "uwsgi")
-HANDLER_MODES = {"safe": "file", "stdlib": "stdlib"}
 
 
 def find_uwsgi() -> str | None:
@@ -142,7 +153,15 @@ class DjangoStressConfig:
         return longest_prefix() + MESSAGE_LENGTH + 1
 
     def size_allowance(self, scenario: Scenario) -> int:
-        """One record per concurrently writing process, for every handler alike."""
+        """How far past ``maxBytes`` a file may grow.
+
+        File mode: one record per concurrently writing process, for every handler alike (each
+        may have checked the size before another's record landed). Server mode: nothing. The
+        server is the only writer, and it splits each batch where the next record would take
+        the file past ``maxBytes`` (``LogFile.append_batch``), so no file exceeds it.
+        """
+        if self.mode == "server":
+            return 0
         return self.processes(scenario) * self.line_bound
 
     def backups(self) -> int:
@@ -167,6 +186,10 @@ class ScenarioResult:
     pids_answering: int = 0
     processes: int = 0
     server_exit: int | None = None
+    log_server_exit: int | None = None  # server mode: safe-rotating-server's exit status
+    log_server: dict[str, int] = field(default_factory=dict)  # its counters, and "clients"
+    log_server_problem: str = ""
+    spool_left: int = 0  # server mode: bytes of batches left in the workers' spools
     seconds: float = 0.0
     size_limit: int = 0
     timeline: list[tuple[float, int]] = field(default_factory=list)  # (seconds, records)
@@ -181,7 +204,24 @@ class ScenarioResult:
             and self.answered > 0
             and not self.failed_requests
             and self.server_exit == 0
+            and (self.mode != "server" or self.log_server_ok)
         )
+
+    @property
+    def log_server_ok(self) -> bool:
+        return (
+            self.log_server_exit == 0
+            and not self.log_server_problem
+            and not self.spool_left
+            and not self.shared_client_ids
+        )
+
+    @property
+    def shared_client_ids(self) -> bool:
+        """Server mode: fewer client ids in the server's journal than processes in the files,
+        so some processes sent under one id (a forked worker must get its own)."""
+        v = self.verdict
+        return v is not None and self.log_server.get("clients", v.workers) < v.workers
 
     @property
     def label(self) -> str:
@@ -205,6 +245,19 @@ class ScenarioResult:
             out.append("no request was answered")
         if self.server_exit not in (0, None):
             out.append(f"the server exited with status {self.server_exit}")
+        if self.log_server_problem:
+            out.append(self.log_server_problem)
+        if self.shared_client_ids:
+            assert self.verdict is not None
+            out.append(
+                f"{self.verdict.workers} processes logged but the server's journal has only "
+                f"{self.log_server['clients']} client ids: forked workers shared one"
+            )
+        if self.spool_left:
+            out.append(
+                f"{self.spool_left} bytes of batches were left in the workers' spools, "
+                "never delivered to the server"
+            )
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -241,66 +294,189 @@ class ScenarioResult:
             "size_limit": self.size_limit,
             "records_per_file": v.records_per_file if v else [],
             "server_exit": self.server_exit,
+            "log_server_exit": self.log_server_exit,
+            "log_server": self.log_server or None,
+            "spool_left_bytes": self.spool_left,
             "seconds": round(self.seconds, 3),
             "timeline": [[round(t, 3), n] for t, n in self.timeline],
         }
 
 
-# --- where the records go: a file the workers write, or (later) a log server ------------------
+# --- where the records go: a file the workers write, or a log server that writes it ---------
 
 
 class FileSink:
-    """File mode: the workers' handlers write ``directory/app.log`` themselves."""
+    """File mode: the workers' handlers write ``logs/app.log`` themselves."""
 
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
+    mode = "file"
+
+    def __init__(self, run_dir: Path, config: DjangoStressConfig) -> None:
+        self.logs = run_dir / "logs"
+        self.config = config
 
     def env(self) -> dict[str, str]:
-        return {"SAFE_ROTATING_LOG_FILE": os.path.join(self.directory, BASENAME)}
+        return {"SAFE_ROTATING_LOG_FILE": str(self.logs / BASENAME)}
 
     def start(self) -> None:
-        os.makedirs(self.directory, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
 
-    def stop(self) -> None:
-        pass
+    def stop(self, result: ScenarioResult) -> None:
+        """After the web server stopped: nothing more to stop or record in file mode."""
 
 
 class ServerSink(FileSink):
-    """Server mode: the workers send to a ``safe_rotating.server`` that writes the files.
+    """Server mode: a ``safe-rotating-server`` started here writes ``logs/app.log``; the
+    workers' ``LogServerHandler`` send it their records.
 
-    The hook for server-mode scenarios: :meth:`start` must start the server writing
-    ``directory/app.log`` with the run's ``maxBytes``/``backupCount`` and :meth:`env` must point
-    the workers' ``LogServerHandler`` at it (``SAFE_ROTATING_SERVER``); the verification is the
-    same as in file mode.
+    It listens on a free port of 127.0.0.1, rotates at the run's ``maxBytes`` and keeps as many
+    backups as file mode does, and formats each line with :data:`SERVER_FORMAT`, the same line
+    the file-mode formatter writes, so the same verification applies. Its journal goes to
+    ``server-state/``, the workers' spools to ``spool/``, its own output to ``log-server.out``,
+    all in the run directory. It is stopped with SIGTERM once the web server has stopped and its
+    workers have flushed their handlers at exit.
     """
 
-    def __init__(self, directory: str) -> None:
-        super().__init__(directory)
-        if importlib.util.find_spec("safe_rotating.server") is None:
-            raise SystemExit(
-                "error: server mode needs safe_rotating.server, which this installation of "
-                "safe_rotating does not have; use --mode file"
-            )
+    mode = "server"
+
+    def __init__(self, run_dir: Path, config: DjangoStressConfig) -> None:
+        super().__init__(run_dir, config)
+        check_mode("server", config.handler)
+        self.state = run_dir / "server-state"
+        self.spool = run_dir / "spool"
+        self.output = run_dir / "log-server.out"
+        self.port = 0
+        self.metrics_port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "safe_rotating.server",
+            "--listen", f"127.0.0.1:{self.port}",
+            "--file", str(self.logs / BASENAME),
+            "--max-bytes", str(self.config.max_bytes),
+            "--backup-count", str(self.config.backups()),
+            "--format", SERVER_FORMAT,
+            "--state-dir", str(self.state),
+            "--metrics", f"127.0.0.1:{self.metrics_port}",
+        ]  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        return {
+            **super().env(),
+            "SAFE_ROTATING_SERVER": f"127.0.0.1:{self.port}",
+            "SAFE_ROTATING_SPOOL_DIR": str(self.spool),
+        }
 
     def start(self) -> None:
-        raise SystemExit(
-            "error: server mode needs safe_rotating.server started by the stress command, "
-            "which is not wired up yet; use --mode file"
+        super().start()
+        self.state.mkdir(exist_ok=True)
+        self.spool.mkdir(exist_ok=True)
+        self.port = free_port()
+        while (metrics := free_port()) == self.port:
+            pass
+        self.metrics_port = metrics
+        with self.output.open("wb") as out:
+            self.process = subprocess.Popen(
+                self.command(),
+                # Django sets TZ=UTC in the workers; the server's times are then in UTC too.
+                env={**os.environ, "TZ": "UTC"},
+                cwd=self.logs.parent,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"safe-rotating-server exited during start-up with status "
+                    f"{self.process.returncode}: {_tail(self.output)}"
+                )
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                # The server opens its metrics listener after the others: once /healthz
+                # answers, the workers can connect.
+                if self._get("/healthz")[0] == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"safe-rotating-server did not answer within {_START_TIMEOUT:g}s: {_tail(self.output)}"
+        )
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
+        try:
+            return _get(conn, path)
+        finally:
+            conn.close()
+
+    def counters(self) -> dict[str, int]:
+        """The server's counters (``/metrics``), summed over their labels, without the
+        ``safe_rotating_server_`` prefix and ``_total`` suffix."""
+        status, body = self._get("/metrics")
+        if status != 200:
+            raise RuntimeError(f"GET /metrics answered HTTP {status}")
+        counts: dict[str, int] = {}
+        for line in body.decode("utf-8", "replace").splitlines():
+            if not line.startswith("safe_rotating_server_"):
+                continue
+            name, _, value = line.rpartition(" ")
+            key = name.partition("{")[0].removeprefix("safe_rotating_server_")
+            key = key.removesuffix("_total")
+            counts[key] = counts.get(key, 0) + int(float(value))
+        return counts
+
+    def stop(self, result: ScenarioResult) -> None:
+        """Read the server's counters, stop it with SIGTERM (it writes what it holds, then exits
+        0), then record which clients it heard from and what the spools still hold."""
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            try:
+                result.log_server = self.counters()
+            except (OSError, http.client.HTTPException, RuntimeError, ValueError) as exc:
+                result.log_server_problem = f"could not read the server's metrics: {exc}"
+        result.log_server_exit = _stop(process, signal.SIGTERM)
+        if result.log_server_exit != 0:
+            result.log_server_problem = (
+                f"safe-rotating-server exited with status {result.log_server_exit}: "
+                + _tail(self.output, 1000)
+            )
+        result.log_server["clients"] = len(journal_clients(self.state))
+        result.spool_left = sum(
+            path.stat().st_size for path in self.spool.rglob("*.spool") if path.is_file()
         )
 
 
-def make_sink(mode: str, directory: str) -> FileSink:
+def journal_clients(state_dir: Path) -> set[str]:
+    """Client ids in the server's journal (``CLIENT SEQ UNIXTIME`` per line): the sequence
+    spaces whose batches it wrote."""
+    clients: set[str] = set()
+    for journal in state_dir.glob("*.journal"):
+        with journal.open(encoding="ascii", errors="replace") as f:
+            clients.update(fields[0] for line in f if (fields := line.split()))
+    return clients
+
+
+def make_sink(mode: str, run_dir: Path, config: DjangoStressConfig) -> FileSink:
     if mode == "server":
-        return ServerSink(directory)
-    return FileSink(directory)
+        return ServerSink(run_dir, config)
+    return FileSink(run_dir, config)
 
 
 def check_mode(mode: str, handler: str) -> None:
     """Refuse combinations that cannot run, before any server starts."""
     if mode == "server" and handler != "safe":
-        raise SystemExit("error: --mode server runs safe_rotating's own handler only")
-    if mode == "server":
-        make_sink(mode, tempfile.gettempdir())
+        raise SystemExit(
+            "error: --mode server runs safe_rotating's own handler only (the stdlib comparison "
+            "is file mode)"
+        )
+    if mode == "server" and importlib.util.find_spec("safe_rotating.server") is None:
+        raise SystemExit(
+            "error: server mode needs safe_rotating.server, which this installation of "
+            "safe_rotating does not have; use --mode file"
+        )
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -343,9 +519,9 @@ def server_command(scenario: Scenario, config: DjangoStressConfig) -> list[str]:
 
 
 def stop_signal(scenario: Scenario) -> signal.Signals:
-    # uWSGI 2.0 takes SIGTERM as "reload" unless die-on-term is set; SIGINT always stops it.
-    # gunicorn and Celery take SIGTERM as a graceful (warm) shutdown.
-    return signal.SIGINT if scenario.server == "uwsgi" else signal.SIGTERM
+    """SIGTERM: a graceful shutdown for all three (gunicorn; Celery's warm shutdown; uWSGI through
+    the site's ``uwsgi.ini``, which maps SIGTERM to ``gracefully_kill_them_all``)."""
+    return signal.SIGTERM
 
 
 class Load:
@@ -535,15 +711,20 @@ def run_scenario(
         return result
     run_dir = Path(config.directory)
     logs = run_dir / "logs"
-    sink = make_sink(config.mode, str(logs))
-    sink.start()
+    sink = make_sink(config.mode, run_dir, config)
+    try:
+        sink.start()
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        sink.stop(result)
+        result.log_server_problem = ""  # the error says it already
+        return result
     port = free_port()
-    log_mode = HANDLER_MODES[config.handler]
     env = {
         **os.environ,
         **sink.env(),
         "DJANGO_SETTINGS_MODULE": site.SETTINGS_MODULE,
-        "SAFE_ROTATING_LOG_MODE": "server" if config.mode == "server" else log_mode,
+        "SAFE_ROTATING_LOG_MODE": sink.mode if config.handler == "safe" else "stdlib",
         "SAFE_ROTATING_MAX_BYTES": str(config.max_bytes),
         "SAFE_ROTATING_BACKUP_COUNT": str(config.backups()),
         "SAFE_ROTATING_BIND": f"127.0.0.1:{port}",
@@ -575,8 +756,10 @@ def run_scenario(
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
+        # The workers flush their handlers as they exit (server mode: up to the handler's
+        # flush_timeout), within the servers' graceful timeouts; only then is the sink stopped.
         result.server_exit = _stop(server, stop_signal(scenario))
-        sink.stop()
+        sink.stop(result)
     if result.server_exit != 0 and not result.error:
         result.error = f"server output: {_tail(output, 1500)}"
     if load is not None:
@@ -620,6 +803,7 @@ def table(results: Sequence[ScenarioResult]) -> str:
     head = (
         "scenario",
         "handler",
+        "mode",
         "pids",
         "requests",
         "records",
@@ -632,16 +816,17 @@ def table(results: Sequence[ScenarioResult]) -> str:
         "time",
         "verdict",
     )
-    rows = [head]
+    rows: list[tuple[str, ...]] = [head]
     for r in results:
         v = r.verdict
         if v is None:
-            rows.append((r.scenario, r.handler, "", "", "", "", "", "", "", "", "", "", r.label))
+            rows.append((r.scenario, r.handler, r.mode, *[""] * 10, r.label))
             continue
         rows.append(
             (
                 r.scenario,
                 r.handler,
+                r.mode,
                 f"{v.workers}/{r.processes}",
                 f"{r.answered}/{r.sent}",
                 f"{v.found}/{v.expected}",
@@ -656,7 +841,7 @@ def table(results: Sequence[ScenarioResult]) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    numeric = set(range(2, 12))
+    numeric = set(range(3, 13))
 
     def line(row: Sequence[str]) -> str:
         cells = [
@@ -671,23 +856,53 @@ def table(results: Sequence[ScenarioResult]) -> str:
 
 def details(results: Sequence[ScenarioResult], config: DjangoStressConfig) -> str:
     limits = sorted(
-        {(config.processes(SCENARIOS[r.scenario]), r.size_limit) for r in results if r.size_limit}
+        {
+            (config.processes(SCENARIOS[r.scenario]), r.size_limit)
+            for r in results
+            if r.size_limit and r.mode == "file"
+        }
     )
     rule = ", ".join(
         f"{config.max_bytes} + {n} x {config.line_bound} = {limit} B" for n, limit in limits
     )
-    out = [
-        "size limit, the same for every handler: maxBytes + one record (the longest a record "
-        f"line can be) per worker process: {rule or 'not checked'}; "
+    out = []
+    if limits:
+        out.append(
+            "size limit in file mode, the same for every handler: maxBytes + one record (the "
+            f"longest a record line can be) per worker process: {rule}"
+        )
+    if any(r.mode == "server" and r.size_limit for r in results):
+        out.append(
+            f"size limit in server mode: maxBytes = {config.max_bytes} B, no allowance (the "
+            "server is the only writer and splits each batch where the next record would pass "
+            "maxBytes)"
+        )
+    out += [
         f"backupCount={config.backups()} (enough to keep every record)",
         "pids: processes whose records are in the files / worker processes; requests: answered"
-        " / sent; records: found / expected for the answered requests",
+        " / sent; records: found / expected for the answered requests; time: from the first "
+        "request to the last answer",
     ]
+    for r in results:
+        if r.mode == "server" and r.log_server:
+            out.append(f"{r.scenario} (server): {log_server_line(r)}")
     for r in results:
         problems = r.problems()
         if problems:
-            out.append(f"{r.scenario} ({r.handler}): " + "; ".join(problems))
+            out.append(f"{r.scenario} ({r.handler}, {r.mode}): " + "; ".join(problems))
     return "\n".join(out)
+
+
+def log_server_line(r: ScenarioResult) -> str:
+    """What safe-rotating-server counted in a server-mode run, in one line."""
+    c = r.log_server
+    dropped = c.get("dropped", 0)
+    return (
+        f"safe-rotating-server received {c.get('received', 0)} records, wrote "
+        f"{c.get('written', 0)}, suppressed {c.get('duplicates_suppressed', 0)} duplicate "
+        f"batches, refused {c.get('refused_frames', 0)} frames, dropped {dropped}; "
+        f"{c.get('clients', 0)} client ids in its journal; exit status {r.log_server_exit}"
+    )
 
 
 def write_plot(path: str, results: Sequence[ScenarioResult]) -> str | None:
@@ -791,8 +1006,15 @@ def build_parser() -> argparse.ArgumentParser:
             "scenarios:\n"
             + "".join(f"  {s.name:<18} {s.title}\n" for s in SCENARIOS.values())
             + f"default: {','.join(DEFAULT_SCENARIOS)}\n\n"
+            "modes (safe_rotating only; the stdlib comparison is always file mode):\n"
+            "  file     each worker's SafeRotatingFileHandler writes the rotating files\n"
+            "  server   each worker's LogServerHandler sends to a safe-rotating-server started\n"
+            "           here on 127.0.0.1, the only writer of the files\n"
+            "  both     file mode, then server mode (default)\n\n"
             "examples:\n"
-            "  safe-rotating-stress --django                     default scenarios, then stdlib\n"
+            "  safe-rotating-stress --django                     default scenarios, file and\n"
+            "                                                    server mode, then stdlib\n"
+            "  safe-rotating-stress --django --mode server --handler safe\n"
             "  safe-rotating-stress --django --scenarios all --handler safe\n"
             "  safe-rotating-stress --django --json out.json --plot out.png\n"
             "exit status: 0 when every run of safe_rotating passed (the stdlib comparison of\n"
@@ -808,7 +1030,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="both",
         help="safe_rotating, the stdlib RotatingFileHandler, or both side by side (default)",
     )
-    add("--mode", choices=("file", "server"), default="file", help="(default file)")
+    add(
+        "--mode",
+        choices=("file", "server", "both"),
+        default="both",
+        help="where safe_rotating's records go: see modes below (default both)",
+    )
     add("--workers", type=_positive, default=8, help="gunicorn/uWSGI workers (default 8)")
     add("--celery-concurrency", type=_positive, default=4, help="prefork processes (default 4)")
     add("--requests", type=_positive, default=2000, help="requests (or tasks) per run (2000)")
@@ -823,22 +1050,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RUN_TITLES = {
+    ("safe", "file"): "safe_rotating, file mode",
+    ("safe", "server"): "safe_rotating, server mode",
+    ("stdlib", "file"): "stdlib RotatingFileHandler",
+}
+
+
+def plan(handler: str, mode: str) -> list[tuple[str, str]]:
+    """``(handler, mode)`` of each round of runs, in order: safe_rotating in the modes asked
+    for, then the stdlib comparison, which writes its files itself (file mode)."""
+    runs: list[tuple[str, str]] = []
+    if handler in ("safe", "both"):
+        runs += [("safe", m) for m in (("file", "server") if mode == "both" else (mode,))]
+    if handler in ("stdlib", "both"):
+        runs.append(("stdlib", "file"))
+    return runs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .stress import ProgressBar
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.records_per_request > 9999:
         print("error: --records-per-request must be at most 9999")
         return 2
-    handlers = ("safe", "stdlib") if args.handler == "both" else (args.handler,)
-    check_mode(args.mode, "safe" if args.handler == "both" else args.handler)
+    if args.handler == "stdlib" and args.mode == "server":
+        parser.error("--mode server runs safe_rotating's own handler only; the stdlib "
+                     "comparison (--handler stdlib) is file mode")  # fmt: skip
+    runs = plan(args.handler, args.mode)
+    for handler, mode in runs:
+        check_mode(mode, handler)
     own_dir = args.dir is None
     base = tempfile.mkdtemp(prefix="safe-rotating-django-") if own_dir else args.dir
     os.makedirs(base, exist_ok=True)
     config = DjangoStressConfig(
         directory=base,
         scenarios=args.scenarios,
-        mode=args.mode,
         workers=args.workers,
         celery_concurrency=args.celery_concurrency,
         requests=args.requests,
@@ -849,22 +1098,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"Django under real servers: {len(config.scenarios)} scenarios x "
-        f"{'/'.join(handlers)}; {config.requests} requests x {config.records_per_request} "
-        f"records, {config.clients} clients, maxBytes={config.max_bytes}, into {base}",
+        f"{', '.join(RUN_TITLES[run] for run in runs)}; {config.requests} requests x "
+        f"{config.records_per_request} records, {config.clients} clients, "
+        f"maxBytes={config.max_bytes}, into {base}",
         flush=True,
     )
     results: list[ScenarioResult] = []
-    for handler in handlers:
+    for handler, mode in runs:
         for name in config.scenarios:
             scenario = SCENARIOS[name]
-            run_dir = os.path.join(base, f"{name}-{handler}")
+            run_dir = os.path.join(base, f"{name}-{'stdlib' if handler == 'stdlib' else mode}")
             if os.path.exists(run_dir):
                 print(f"error: {run_dir!r} exists; use an empty --dir")
                 return 2
             os.makedirs(run_dir)
-            run_config = replace(config, directory=run_dir, handler=handler)
+            run_config = replace(config, directory=run_dir, handler=handler, mode=mode)
             note = " (comparison: not process-safe)" if handler == "stdlib" else ""
-            print(f"\n== {scenario.title} — {handler}{note}", flush=True)
+            print(f"\n== {scenario.title} — {RUN_TITLES[handler, mode]}{note}", flush=True)
             bar = ProgressBar(config.requests * config.records_per_request)
             result = run_scenario(scenario, run_config, on_progress=bar)
             results.append(result)
@@ -893,5 +1143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(base, ignore_errors=True)
     elif own_dir:
         print(f"files kept in {base}")
-    judged = [r for r in results if not r.skipped and (r.handler == "safe" or len(handlers) == 1)]
+    alone = args.handler != "both"
+    judged = [r for r in results if not r.skipped and (r.handler == "safe" or alone)]
     return 0 if all(r.ok for r in judged) else 1

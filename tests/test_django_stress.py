@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from safe_rotating import _django_stress as ds
+from safe_rotating._django_site.logsetup import LINE_PREFIX
 from safe_rotating.stress import main as stress_main
 from safe_rotating.verify import RequestVerdict
 
@@ -50,6 +52,51 @@ def test_real_workers_lose_nothing(tmp_path: Path, name: str) -> None:
     assert verdict.largest_file <= result.size_limit
 
 
+@pytest.mark.parametrize("name", ["gunicorn", "gunicorn-preload", "uwsgi", "celery"])
+def test_server_mode_loses_nothing(tmp_path: Path, name: str) -> None:
+    """The workers' LogServerHandler send to a safe-rotating-server the stress started; its files
+    get the same verdict. It is their only writer: no file passes maxBytes at all. With
+    --preload (and uWSGI's default mode, Celery's prefork pool) the handler is built before the
+    fork: each worker must send under a client id (a sequence space) of its own, or the server
+    would take one worker's batches for duplicates of another's and drop them. Each worker must
+    also deliver its last records as it stops: uWSGI through a graceful shutdown, Celery pool
+    processes through the site's worker_process_shutdown hook."""
+    if name == "uwsgi":
+        require_uwsgi()
+    config = small(tmp_path, mode="server", celery_concurrency=3)
+    result = ds.run_scenario(ds.SCENARIOS[name], config)
+    assert result.ok, result.problems()
+    verdict = result.verdict
+    assert verdict is not None
+    assert verdict.found == verdict.expected == 300 * 10
+    assert (verdict.lost, verdict.duplicated, verdict.torn, verdict.order_breaks) == (0, 0, 0, 0)
+    assert result.answered == result.sent == 300
+    assert verdict.files > 20, "the server must have rotated many times"
+    assert verdict.workers >= 2
+    assert result.pids_answering == verdict.workers
+    assert result.size_limit == 4096
+    assert verdict.largest_file <= 4096
+    assert (result.server_exit, result.log_server_exit, result.spool_left) == (0, 0, 0)
+    counts = result.log_server
+    assert counts["received"] == counts["written"] == 3000
+    assert counts["duplicates_suppressed"] == 0
+    assert counts.get("dropped", 0) == counts.get("refused_frames", 0) == 0  # no sample when 0
+    assert counts["clients"] == verdict.workers, "one client id per worker process"
+    first = (tmp_path / "logs" / "app.log").read_bytes().splitlines()[0]
+    assert re.match(LINE_PREFIX + rb"req ", first), first  # the line file mode writes
+
+
+def test_a_log_server_that_cannot_start_stops_the_run_before_the_web_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fail = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    monkeypatch.setattr(ds.ServerSink, "command", lambda self: fail)
+    result = ds.run_scenario(ds.SCENARIOS["gunicorn"], small(tmp_path, mode="server"))
+    assert not result.ok
+    assert "safe-rotating-server exited during start-up with status 3" in result.error
+    assert not (tmp_path / "server.out").exists(), "no web server may have been started"
+
+
 def test_the_stdlib_handler_loses_records_in_the_same_run(tmp_path: Path) -> None:
     """Loss is racy: up to three runs; one that loses records is enough."""
     result = None
@@ -81,16 +128,23 @@ def test_the_command_reports_both_handlers_and_exits_0(
     assert "scenario" in printed
     assert "verdict" in printed
     runs = json.loads(out.read_text())["runs"]
-    assert [(r["scenario"], r["handler"]) for r in runs] == [
-        ("gunicorn-preload", "safe"),
-        ("gunicorn-preload", "stdlib"),
+    assert [(r["scenario"], r["handler"], r["mode"]) for r in runs] == [
+        ("gunicorn-preload", "safe", "file"),
+        ("gunicorn-preload", "safe", "server"),
+        ("gunicorn-preload", "stdlib", "file"),
     ]
     for key in ("ok", "expected", "lost", "duplicated", "torn", "order_breaks", "files"):
         assert key in runs[0]
-    assert runs[0]["ok"] is True
-    assert runs[0]["oversize_files"] == 0
-    assert runs[0]["expected"] == 1200
-    stdlib = runs[1]["verdict"]
+    for run in runs[:2]:
+        assert run["ok"] is True, run["problems"]
+        assert run["oversize_files"] == 0
+        assert run["expected"] == 1200
+    assert runs[1]["size_limit"] == 2048  # server mode: maxBytes, no allowance
+    assert runs[1]["log_server_exit"] == 0
+    assert runs[1]["log_server"]["written"] == 1200
+    assert "size limit in server mode: maxBytes = 2048 B" in printed
+    assert "safe-rotating-server received 1200 records, wrote 1200" in printed
+    stdlib = runs[2]["verdict"]
     assert stdlib in ("FAIL (expected: not process-safe)", "PASS (this time; not process-safe)")
     assert stdlib in printed
     assert (tmp_path / "runs.png").stat().st_size > 0
@@ -116,7 +170,9 @@ def test_the_exit_status_counts_the_stdlib_only_when_it_runs_alone(
     def fake(
         scenario: ds.Scenario, config: ds.DjangoStressConfig, on_progress: object = None
     ) -> ds.ScenarioResult:
-        result = ds.ScenarioResult(scenario.name, config.handler, config.mode, server_exit=0)
+        result = ds.ScenarioResult(
+            scenario.name, config.handler, config.mode, server_exit=0, log_server_exit=0
+        )
         if config.handler == failing:
             result.error = "records went missing"
         else:
@@ -130,6 +186,46 @@ def test_the_exit_status_counts_the_stdlib_only_when_it_runs_alone(
     printed = capsys.readouterr().out
     expected = "FAIL (expected: not process-safe)" if failing == "stdlib" else "FAIL"
     assert expected in printed
+
+
+def test_the_default_runs_file_mode_then_server_mode_then_the_stdlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs: list[tuple[str, str, str]] = []
+
+    def fake(
+        scenario: ds.Scenario, config: ds.DjangoStressConfig, on_progress: object = None
+    ) -> ds.ScenarioResult:
+        runs.append((scenario.name, config.handler, config.mode))
+        return ds.ScenarioResult(scenario.name, config.handler, config.mode, skipped="fake")
+
+    monkeypatch.setattr(ds, "run_scenario", fake)
+    assert ds.main(["--dir", str(tmp_path)]) == 0
+    names = ds.DEFAULT_SCENARIOS
+    assert names == ("gunicorn", "gunicorn-preload", "uwsgi")
+    assert runs == [
+        *[(n, "safe", "file") for n in names],
+        *[(n, "safe", "server") for n in names],
+        *[(n, "stdlib", "file") for n in names],
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{n}-{kind}" for n in names for kind in ("file", "server", "stdlib")
+    )
+    assert "safe_rotating, server mode" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("handler", "mode", "runs"),
+    [
+        ("both", "both", [("safe", "file"), ("safe", "server"), ("stdlib", "file")]),
+        ("both", "server", [("safe", "server"), ("stdlib", "file")]),
+        ("safe", "both", [("safe", "file"), ("safe", "server")]),
+        ("safe", "file", [("safe", "file")]),
+        ("stdlib", "both", [("stdlib", "file")]),
+    ],
+)
+def test_the_plan_of_runs(handler: str, mode: str, runs: list[tuple[str, str]]) -> None:
+    assert ds.plan(handler, mode) == runs
 
 
 def test_a_missing_uwsgi_is_a_skip_with_the_reason(
@@ -159,6 +255,8 @@ def test_server_mode_needs_the_server_package(monkeypatch: pytest.MonkeyPatch) -
         (["--scenarios", "apache"], "unknown scenario 'apache'"),
         (["--workers", "0"], "must be at least 1"),
         (["--max-bytes", "lots"], "--max-bytes"),
+        (["--handler", "stdlib", "--mode", "server"], "the stdlib comparison (--handler stdlib)"),
+        (["--mode", "cluster"], "invalid choice: 'cluster'"),
     ],
 )
 def test_bad_options_are_refused(
