@@ -40,6 +40,7 @@ import select
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -315,6 +316,22 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def in_uwsgi_master() -> bool:
+    """Is this the process where uWSGI loads the app before forking its workers from C?
+
+    A thread running there may hold the GIL at the instant of a fork (at start-up, and whenever
+    a worker is respawned): the worker then waits for it forever. So no sender thread runs in
+    that process; see :meth:`Sender.write_direct`.
+    """
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is None:
+        return False
+    try:
+        return bool(uwsgi.worker_id() == 0 and uwsgi.mule_id() == 0)
+    except Exception:
+        return False
+
+
 def _close_socket_in_child(sock: socket.socket) -> None:
     """Close a socket inherited through fork without touching the connection (no shutdown, no
     TLS close_notify): the parent still uses it."""
@@ -399,6 +416,8 @@ class Sender:
         self._outage_reported = False
         self.fallback_active = False
         self._next_scan = 0.0
+        # No thread in a uWSGI master: its records go straight to the spool (write_direct).
+        self.direct = in_uwsgi_master()
 
     # -- caller side -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -411,6 +430,48 @@ class Sender:
             thread = threading.Thread(target=self._run, name="safe_rotating-sender", daemon=True)
             thread.start()
             self.thread = thread
+
+    def write_direct(self, flat: dict[str, Any]) -> bool:
+        """Without a sender thread: append one record to the spool right away, leaving the
+        spool unlocked so that any other client on the directory (a worker) delivers it.
+        A local append, never network I/O. False if there is no spool to write to."""
+        with self.lock:
+            written = self._write_direct(flat)
+        self._tell_problems()
+        return written
+
+    def _write_direct(self, flat: dict[str, Any]) -> bool:
+        config = self.config
+        if config.spool_root is None or self.finished or not self._spool_usable():
+            return False
+        data = encode_record(flat)
+        segment_bytes = max(64 * 1024, min(32 * 1024 * 1024, config.spool_max_bytes // 4))
+        try:
+            if self.spool_dir is None:
+                self.spool_dir = _spool.prepare_directory(
+                    config.spool_root,
+                    _spool.address_key(config.address),
+                    config.spool_root_is_default,
+                )
+            for _ in range(2):
+                frame = batch_frame(self.client, self.next_seq, [data])
+                if _spool.append_unlocked(self.spool_dir, self.client, frame, segment_bytes):
+                    break
+                # Someone is delivering this spool right now: go on under a new id.
+                self.client = uuid.uuid4().hex
+                self.next_seq = 1
+            else:
+                return False
+        except OSError as exc:
+            self._spool_retry_at = _monotonic() + _SPOOL_RETRY
+            self.spool_dir = None
+            self._problems.append(OSError(exc.errno, f"cannot write the spool: {_describe(exc)}"))
+            return False
+        self.next_seq += 1
+        self.enqueued += 1
+        self.taken += 1
+        self.stats.spooled += 1
+        return True
 
     def wake(self) -> None:
         self.wake_at = _INF

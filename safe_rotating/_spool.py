@@ -362,6 +362,45 @@ def _clean_temp(directory: str, name: str) -> None:
         os.close(fd)
 
 
+def append_unlocked(directory: str, client: str, frame: bytes, segment_bytes: int) -> bool:
+    """Append ``frame`` to the spool of ``client`` holding its lock only meanwhile, so that the
+    spool is free for any other client to deliver as soon as this returns.
+
+    For a process that must not run a sender thread (a uWSGI master, whose workers are forked
+    from C). False if another process holds the lock (it is delivering this spool right now):
+    the caller continues under a new client id. Raises ``OSError``.
+    """
+    lock_path = os.path.join(directory, f"{client}.lock")
+    fd = _lock_existing(lock_path)
+    if fd is None:
+        try:
+            fd = _create_locked(lock_path)
+        except FileExistsError:
+            return False
+    try:
+        numbers = [
+            int(m.group(2))
+            for name in os.listdir(directory)
+            if (m := _SEGMENT.match(name)) is not None and m.group(1) == client
+        ]
+        number = max(numbers, default=1)
+        path = os.path.join(directory, _segment_name(client, number))
+        try:
+            if os.stat(path).st_size + len(frame) > segment_bytes:
+                path = os.path.join(directory, _segment_name(client, number + 1))
+        except FileNotFoundError:
+            pass
+        segment = os.open(path, _OPEN_FLAGS, 0o600)
+        try:
+            if os.write(segment, frame) != len(frame):
+                raise OSError(errno.ENOSPC, f"the spool file {path!r} is full")
+        finally:
+            os.close(segment)
+    finally:
+        os.close(fd)
+    return True
+
+
 def claim_dead(directory: str, skip: set[str]) -> Iterator[DeadSpool]:
     """Claim, one after the other, the spools in ``directory`` whose owner is gone.
 

@@ -382,6 +382,12 @@ class LogServerHandler(logging.Handler):
             self.handleError(record)
             return
         if sender.thread is None:
+            if sender.direct:  # a uWSGI master: no thread, the spool takes the record
+                if not sender.write_direct(flat):
+                    self._count_dropped(1, self._direct_reason(), record)
+                elif self._drops is not None:
+                    self._drops_ended(record)
+                return
             sender.start()
         queue = sender.queue
         if len(queue) + sender.mem_records >= sender.queue_size and not self._make_room(sender):
@@ -400,6 +406,15 @@ class LogServerHandler(logging.Handler):
         if self._config.block and self._drops is None:
             return sender.wait_for_room(self.block_timeout)
         return False
+
+    def _direct_reason(self) -> str:
+        if self._config.spool_root is None:
+            return (
+                "this is a uWSGI master, where no sender thread may run (its workers are forked "
+                "from C), and spool_dir=False leaves records nowhere to wait for a worker to "
+                "deliver them; allow a spool or run uWSGI with --lazy-apps"
+            )
+        return "the spool cannot be written in this uWSGI master (see the error reported before)"
 
     def _full_reason(self) -> str:
         config = self._config

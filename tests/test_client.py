@@ -752,3 +752,43 @@ def test_sigkilled_client_loses_only_what_it_had_not_sent(
     # What was lost is the tail still queued in memory: about a flush_interval of records, more
     # on a loaded machine where the sender thread waits for the GIL.
     assert len(seqs) >= 20000 - 5000, f"only {len(seqs)} of 20000 arrived"
+
+
+def test_in_a_uwsgi_master_no_thread_runs_and_workers_deliver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logger: logging.Logger
+) -> None:
+    """Where uWSGI loads the app before forking its workers from C, records go straight to an
+    unlocked spool (no sender thread that could hold the GIL at a fork); a worker delivers it."""
+
+    class FakeUwsgi:
+        worker = 0
+
+        def worker_id(self) -> int:
+            return self.worker
+
+        def mule_id(self) -> int:
+            return 0
+
+    fake = FakeUwsgi()
+    monkeypatch.setitem(sys.modules, "uwsgi", fake)
+    spool = tmp_path / "spool"
+    with WirePeer().start() as peer:
+        master = LogServerHandler(peer.address, spool_dir=str(spool), **FAST)
+        for seq in range(20):
+            master.emit(logging.makeLogRecord({"msg": make_line(0, seq)}))
+        assert master._sender.thread is None
+        assert master.stats().spooled == 20
+        master.flush()  # nothing to wait for
+        assert peer.count() == 0
+        fake.worker = 1  # a worker (in real life: forked, pid changed, new sender)
+        worker = LogServerHandler(peer.address, spool_dir=str(spool), **FAST)
+        logger.addHandler(worker)
+        try:
+            logger.info(make_line(1, 0))
+            assert peer.wait_for(21)
+            eventually(lambda: not list(spool.rglob("*.spool")), what="the spool delivered")
+            assert peer.messages(master.client_id) == [make_line(0, seq) for seq in range(20)]
+        finally:
+            logger.removeHandler(worker)
+            worker.close()
+            master.close()
