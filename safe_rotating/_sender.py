@@ -5,8 +5,10 @@
 queue turns non-empty. The sender thread does everything else:
 
 * **Batching.** Records are encoded and cut into batches of at most ``batch_size`` records (and
-  :data:`BATCH_BYTES`), at the latest ``flush_interval`` after the first of them was seen.
-  Every batch gets the next sequence number of this process's client id.
+  about :data:`BATCH_BYTES`; one record alone may be longer), at the latest ``flush_interval``
+  after the first of them was seen. Every batch gets the next sequence number of this process's
+  client id. Many batches go out in one ``send``: every system call gives up the GIL, which a
+  busy application thread may then keep for a whole switch interval.
 * **The ledger.** Every batch is kept until the server acknowledges it, in one ordered ledger:
   a prefix of batches on disk (:attr:`Sender.disk`, in the spool) followed by batches in memory
   (:attr:`Sender.mem`). A batch moves to disk only after every older batch has, so a spool never
@@ -25,6 +27,8 @@ Fork: a ``Sender`` belongs to the process that made it (:attr:`Sender.pid`). The
 compares the pid on every use; in a child it calls :meth:`Sender.abandon` on the parent's object
 (closing inherited descriptors only: the parent owns the records, the socket and the spool) and
 starts a new ``Sender`` with a new client id. ``os.register_at_fork`` is only the fast path.
+In a uWSGI master, which forks its workers from C, no thread is started at all
+(:meth:`Sender.write_direct`).
 """
 
 from __future__ import annotations

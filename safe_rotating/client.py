@@ -241,6 +241,12 @@ class LogServerHandler(logging.Handler):
 
     The handler's formatter is used only for tracebacks (``formatException``) and for
     ``fallback_file``: the server formats records with its own format.
+
+    Fork: a child process (``os.fork``, or a fork done in C as uWSGI does) gets its own client
+    id, queue, connection, spool and sender thread on its first use of the handler; it never
+    sends what its parent had queued. In a uWSGI master (where the app is loaded before the
+    workers are forked from C) no thread is started: records are appended to the spool at once
+    and the workers deliver them.
     """
 
     def __init__(
