@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from safe_rotating import _wire
+from safe_rotating import _sender, _wire
 from safe_rotating._client_errors import RecordsDropped, ServerUnavailable
 from safe_rotating.client import LogServerHandler
 from safe_rotating.verify import make_line, parse_line
@@ -795,3 +795,26 @@ def test_in_a_uwsgi_master_no_thread_runs_and_workers_deliver(
             logger.removeHandler(worker)
             worker.close()
             master.close()
+
+
+def test_an_outage_is_reported_once_and_nothing_is_lost(
+    client: Callable[..., RecordingClient],
+    logger: logging.Logger,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_sender, "_REPORT_OUTAGE_AFTER", 0.3)
+    port = free_port()
+    handler = client(f"127.0.0.1:{port}")
+    for seq in range(100):
+        logger.info(make_line(0, seq))
+        time.sleep(0.01)  # a second of outage
+    eventually(lambda: handler.failures, what="the outage report")
+    assert len(handler.failures) == 1
+    report = handler.failures[0]
+    assert isinstance(report, ServerUnavailable)
+    assert f"127.0.0.1:{port}" in str(report)
+    assert "records wait in the spool" in str(report)
+    with WirePeer(port).start() as peer:
+        assert peer.wait_for(100)
+        assert peer.messages() == [make_line(0, seq) for seq in range(100)]
+    assert len(handler.failures) == 1
