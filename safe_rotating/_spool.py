@@ -41,7 +41,6 @@ from . import _wire
 __all__ = ["DeadSpool", "OwnSpool", "claim_dead", "default_spool_root", "prepare_directory"]
 
 _LENGTH = struct.Struct(">I")
-_CLIENT = re.compile(r"^[0-9a-f]{32}$")
 _SEGMENT = re.compile(r"^([0-9a-f]{32})\.(\d{6,})\.spool$")
 _LOCK = re.compile(r"^([0-9a-f]{32})\.lock$")
 _TEMP = re.compile(r"^[0-9a-f]{32}\.lock\.\d+\.[0-9a-f]+\.tmp$")
@@ -465,7 +464,3 @@ def _lock_existing(path: str) -> int | None:
         os.close(fd)
         return None
     return fd
-
-
-def is_client_id(text: str) -> bool:
-    return _CLIENT.match(text) is not None
