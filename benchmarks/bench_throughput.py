@@ -1,11 +1,15 @@
 """Throughput, latency and loss of rotating log handlers written by P processes at once.
 
-Four handlers take the same workload: the plain ``logging.FileHandler`` (the ceiling: one file,
+The handlers take the same workload: the plain ``logging.FileHandler`` (the ceiling: one file,
 no rotation), the stdlib ``logging.handlers.RotatingFileHandler``, concurrent-log-handler's
-``ConcurrentRotatingFileHandler`` and ``safe_rotating.SafeRotatingFileHandler``. For each number
+``ConcurrentRotatingFileHandler``, ``safe_rotating.SafeRotatingFileHandler`` and the same with
+``enqueue=True`` ("queued"), and "format-only", a handler that formats and encodes each record
+and writes nothing (the ceiling of Python logging; it has no file to verify). For each number
 of processes P, P spawned workers each build their own handler, meet at a barrier, and log
-``--records`` lines of ``--record-size`` bytes, timing every ``logger.info`` call. Afterwards every
-line of every file is read back by :func:`safe_rotating.verify.verify` to count lost records.
+``--records`` lines of ``--record-size`` bytes, timing every ``logger.info`` call; the clock
+stops after ``handler.flush()``, so a queued handler is timed until its records are written.
+Afterwards every line of every file is read back by :func:`safe_rotating.verify.verify` to
+count lost records.
 
 Each (handler, P) cell runs ``--repeat`` times; within a repeat the handlers take turns, so noise
 on the machine hits all of them alike. Reported per cell: the median throughput, the median of
@@ -44,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from peers import BASELINE, HANDLERS, build
+from peers import BASELINE, HANDLERS, WRITES_NOTHING, build
 
 from safe_rotating.verify import Verdict, make_line, verify
 
@@ -104,6 +108,7 @@ def _worker(
         before = clock()
         info(message)
         latencies[seq] = clock() - before
+    handler.flush()  # a queued handler's records are written only now: part of its time
     end = clock()
     handler.close()
     report: WorkerReport = (index, start, end, latencies.tobytes(), errors)
@@ -130,13 +135,16 @@ class Run:
 
 
 # How far past maxBytes each handler's files may grow, by its own documentation: ours by one record
-# per other concurrently writing process; CLH rotates once the file has reached maxBytes, so by
-# up to one record; the stdlib rotates before a record would cross the limit.
-SIZE_ALLOWANCE: dict[str, Callable[[int, int], int]] = {
-    "file": lambda processes, size: 0,
-    "stdlib": lambda processes, size: 0,
-    "clh": lambda processes, size: size,
-    "safe": lambda processes, size: processes * size,
+# per other concurrently writing process (queued: one write of at most maxBytes/16, or a record);
+# CLH rotates once the file has reached maxBytes, so by up to one record; the stdlib rotates
+# before a record would cross the limit. Arguments: processes, record size, maxBytes.
+SIZE_ALLOWANCE: dict[str, Callable[[int, int, int], int]] = {
+    "file": lambda processes, size, limit: 0,
+    "stdlib": lambda processes, size, limit: 0,
+    "clh": lambda processes, size, limit: size,
+    "safe": lambda processes, size, limit: processes * size,
+    "queued": lambda processes, size, limit: processes * max(size, limit // 16),
+    "format-only": lambda processes, size, limit: 0,
 }
 
 
@@ -208,6 +216,22 @@ def run_once(kind: str, processes: int, repeat: int, config: Config, scratch: st
         wall_ns = max(r[2] for r in reports) - min(r[1] for r in reports)
         total = processes * config.records
         rotating = kind != BASELINE
+        if kind in WRITES_NOTHING:
+            return Run(
+                kind=kind,
+                processes=processes,
+                repeat=repeat,
+                records_per_second=total / (wall_ns / 1e9),
+                p50_us=_percentile(ordered, 0.50) / 1000,
+                p99_us=_percentile(ordered, 0.99) / 1000,
+                max_us=ordered[-1] / 1000,
+                lost=0,
+                errors=sum(r[4] for r in reports),
+                verified=True,
+                problems=(),
+                summary="writes nothing: not verified",
+                seconds=time.perf_counter() - began,
+            )
         verdict = verify(
             directory,
             BASENAME,
@@ -215,7 +239,7 @@ def run_once(kind: str, processes: int, repeat: int, config: Config, scratch: st
             config.records,
             max_bytes=config.max_bytes if rotating else 0,
             backup_count=config.backup_count if rotating else 0,
-            size_allowance=SIZE_ALLOWANCE[kind](processes, config.record_size),
+            size_allowance=SIZE_ALLOWANCE[kind](processes, config.record_size, config.max_bytes),
             complete=True,
         )
         return Run(
@@ -271,6 +295,8 @@ class Cell:
 
     @property
     def verdict(self) -> str:
+        if self.kind in WRITES_NOTHING:
+            return "n/a (writes nothing)"
         failed = [run for run in self.runs if not run.verified]
         if not failed:
             return "PASS"
@@ -302,7 +328,7 @@ def run_all(config: Config, scratch: str) -> dict[tuple[str, int], Cell]:
                     file=sys.stderr,
                     flush=True,
                 )
-                if not run.verified and kind == "safe":
+                if not run.verified and kind in ("safe", "queued"):
                     print(f"      {run.summary}", file=sys.stderr, flush=True)
             if BASELINE in rates:
                 for kind, rate in rates.items():
@@ -535,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f.write(f"{describe(config)}\n\n{markdown_table(rows)}\n")
     if args.chart:
         write_chart(args.chart, config, cells)
-    failed = [c for c in cells.values() if c.kind == "safe" and c.verdict != "PASS"]
+    failed = [c for c in cells.values() if c.kind in ("safe", "queued") and c.verdict != "PASS"]
     return 1 if failed else 0
 
 

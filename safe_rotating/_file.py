@@ -4,6 +4,9 @@ Thin ``logging`` facades over the rotation engine (:class:`safe_rotating._logfil
 format and encode outside any lock, hand the bytes and the record's time to the engine (one
 ``write``), and turn what goes wrong into ``handleError`` reports — a run of failed writes once
 when it starts and once, with a count, when writing works again.
+
+With ``enqueue=True`` the bytes go to a bounded in-process queue instead, and one writer thread
+per handler and process hands them to the same engine in batches (see :mod:`._queue`).
 """
 
 from __future__ import annotations
@@ -16,20 +19,46 @@ import sys
 import threading
 import time
 import warnings
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _options
 from ._compress import parse_compression
 from ._lock import SidecarLock
 from ._logfile import LogFile
+from ._queue import HandlerStats, Queue
 from ._rotation import Retention
 from ._schedule import Schedule
 from .exceptions import RecordsLost, SafeRotatingWarning
 
-__all__ = ["SafeRotatingFileHandler", "SafeTimedRotatingFileHandler"]
+__all__ = ["HandlerStats", "SafeRotatingFileHandler", "SafeTimedRotatingFileHandler"]
 
 _monotonic = time.monotonic
+_T = TypeVar("_T")
+DEFAULT_QUEUE_SIZE = 1024 * 1024  # bytes
+BATCH_PARTS = 16  # queued mode: one write holds at most maxBytes / BATCH_PARTS (or one record)
+
+# Handlers of this process, whose counters a child forked by os.fork starts from zero (in queued
+# mode the counters live with the queue, which a child of any fork replaces).
+_LIVE: weakref.WeakSet[_Facade] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_LIVE):
+        handler._records = handler._bytes = handler._errors = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _writer_record() -> logging.LogRecord:
+    """The record handed to ``handleError`` for a problem of the writer thread."""
+    return logging.makeLogRecord(
+        {"name": "safe_rotating", "msg": "queued records", "levelno": logging.ERROR}
+    )
 
 
 def _warn(message: str) -> None:
@@ -56,6 +85,7 @@ class _Facade(logging.handlers.BaseRotatingHandler):
     _codec: str
     _errors_policy: str
     _failure: _Episode | None
+    _queue: Queue | None
 
     def _start(
         self,
@@ -76,7 +106,19 @@ class _Facade(logging.handlers.BaseRotatingHandler):
         max_bytes: int,
         backup_count: int,
         schedule: Schedule | None = None,
+        enqueue: Any = False,
+        queue_size: Any = DEFAULT_QUEUE_SIZE,
+        on_full: Any = "block",
+        block_timeout: Any = 1.0,
     ) -> None:
+        if not isinstance(enqueue, bool):
+            raise TypeError(f"enqueue must be True or False, got {enqueue!r}")
+        capacity = _options.check_size("queue_size", queue_size)
+        if capacity is None or capacity < 1:
+            raise ValueError(f"queue_size must be a size in bytes >= 1, got {queue_size!r}")
+        if on_full not in ("block", "drop"):
+            raise ValueError(f"on_full must be 'block' or 'drop', got {on_full!r}")
+        waiting = _options.check_timeout("block_timeout", block_timeout)
         codec = _options.check_encoding(encoding)
         errors_policy = _options.check_errors(errors)
         self.lock_timeout = _options.check_timeout("lock_timeout", lock_timeout)
@@ -122,6 +164,28 @@ class _Facade(logging.handlers.BaseRotatingHandler):
             compression=compression,
         )
         self._failure = None
+        self._records = self._bytes = self._errors = 0
+        # Queued mode writes a batch in parts of at most 1/16 of maxBytes (one record if larger),
+        # so a batch in flight adds little past maxBytes when several processes write at once.
+        self._batch_most = max_bytes // BATCH_PARTS
+        self.enqueue = enqueue
+        self.queue_size = capacity
+        self.on_full = on_full
+        self.block_timeout = waiting
+        self._queue = (
+            Queue(
+                self._file,
+                path,
+                self._write_batch,
+                self._report_from_writer,
+                capacity,
+                on_full == "block",
+                waiting,
+            )
+            if enqueue
+            else None
+        )
+        _LIVE.add(self)
         if not delay:
             with self._handler_lock():
                 self._file.open()
@@ -129,6 +193,13 @@ class _Facade(logging.handlers.BaseRotatingHandler):
     def _handler_lock(self) -> threading.RLock:
         assert self.lock is not None
         return self.lock
+
+    def _engine(self, action: Callable[[], _T]) -> _T:
+        """Run ``action`` on the engine, with the writer thread (queued mode) kept out."""
+        queue = self._queue
+        if queue is None:
+            return action()
+        return queue.run_locked(action)
 
     @property
     def _lock(self) -> SidecarLock:
@@ -147,19 +218,63 @@ class _Facade(logging.handlers.BaseRotatingHandler):
         except RecursionError:
             raise
         except Exception:
+            self._errors += 1
             self.handleError(record)  # a bad record, not a bad disk: reported every time
+            return
+        queue = self._queue
+        if queue is not None:
+            try:
+                queue.put(data, record.created)
+            except RecursionError:
+                raise
+            except Exception:
+                self._errors += 1
+                self.handleError(record)
             return
         try:
             problem = self._file.append(data, record.created)
         except RecursionError:
             raise
         except Exception as exc:
+            self._errors += 1
             self._write_failed(record, exc)
             return
+        self._records += 1
+        self._bytes += len(data)
         if self._failure is not None:
             self._write_recovered(record)
         if problem is not None:
             self._report(record, problem)
+
+    def _write_batch(self, records: list[bytes], when: float | None) -> int:
+        """Queued mode, on the writer thread: write a batch; return how many records were
+        written (all or none). Never raises."""
+        try:
+            problem = self._file.append_batch(records, when, self._batch_most)
+        except RecursionError:
+            raise
+        except Exception as exc:
+            self._write_failed(_writer_record(), exc, len(records))
+            return 0
+        if self._failure is not None:
+            self._write_recovered(_writer_record())
+        if problem is not None:
+            self._report(_writer_record(), problem)
+        return len(records)
+
+    def _report_from_writer(self, problem: BaseException) -> None:
+        self._report(_writer_record(), problem)
+
+    def stats(self) -> HandlerStats:
+        """Counters of this handler in this process: records and bytes written, rotations done,
+        queue depth and peak, records dropped and records that failed (see
+        :class:`HandlerStats`). Plain integers kept without locks, cheap to read."""
+        rotations = self._file.rotations
+        if self._queue is not None:
+            return self._queue.stats(rotations, self._errors)
+        return HandlerStats(
+            records=self._records, bytes=self._bytes, rotations=rotations, errors=self._errors
+        )
 
     # -- reporting -------------------------------------------------------------------------------
     def _report(self, record: logging.LogRecord, problem: BaseException) -> None:
@@ -169,12 +284,12 @@ class _Facade(logging.handlers.BaseRotatingHandler):
         except Exception:
             self.handleError(record)
 
-    def _write_failed(self, record: logging.LogRecord, exc: Exception) -> None:
+    def _write_failed(self, record: logging.LogRecord, exc: Exception, count: int = 1) -> None:
         episode = self._failure
         if episode is not None:
-            episode.count += 1
+            episode.count += count
             return
-        self._failure = _Episode(_monotonic(), str(exc))
+        self._failure = _Episode(_monotonic(), str(exc), count)
         note = "later failures are counted and reported once, when writing works again"
         if isinstance(exc, OSError):
             told: Exception = type(exc)(exc.errno, f"{exc.strerror or exc}; {note}")
@@ -192,24 +307,36 @@ class _Facade(logging.handlers.BaseRotatingHandler):
         )
 
     def flush(self) -> None:
-        """Every record reached the kernel in ``emit``; make sure none is in a removed file.
+        """Make sure every record emitted so far is in the current set of files.
 
-        Follows a rotation done elsewhere since the last check and writes again any record that
-        went into a file removed meanwhile. Never raises.
+        Without ``enqueue`` every record reached the kernel in ``emit``; with it, whatever is
+        still queued is written now, on this thread (waiting at most 5 s for a write under way).
+        Then follows a rotation done elsewhere since the last check and writes again any record
+        that went into a file removed meanwhile. Never raises.
         """
         with self._handler_lock():
-            if not self._file.is_open:
-                return
-            try:
-                self._file.check()
-            except Exception as exc:
-                self._report(logging.makeLogRecord({"msg": "flush"}), exc)
+            queue = self._queue
+            if queue is not None and not queue.flush():
+                return  # the writer is stuck in a write: nothing more to do here
+            self._engine(self._check)
+
+    def _check(self) -> None:
+        if not self._file.is_open:
+            return
+        try:
+            self._file.check()
+        except Exception as exc:
+            self._report(logging.makeLogRecord({"msg": "flush"}), exc)
 
     def close(self) -> None:
+        """Write what is queued (``enqueue``), stop the writer thread, close the files. A record
+        emitted later opens them again (and starts a new writer thread), as with ``FileHandler``."""
         with self._handler_lock():
             self.flush()
             try:
-                self._file.close()
+                if self._queue is not None:
+                    self._queue.close()
+                self._engine(self._file.close)
             finally:
                 logging.Handler.close(self)
 
@@ -239,6 +366,24 @@ class SafeRotatingFileHandler(_Facade, logging.handlers.RotatingFileHandler):
     ``max_age`` / ``max_total_bytes``
         Also delete the oldest backups once last written longer ago than this (``"14d"``,
         ``"12h"``, seconds), or while the whole set is larger than this (``"5GiB"``).
+    ``enqueue``
+        ``True``: ``emit`` formats and encodes the record, queues the bytes and returns; one
+        writer thread per process writes everything queued in one batch per wake-up, normally
+        within a fraction of a millisecond. ``flush()``, ``close()`` and interpreter exit write
+        what is queued; a forked child starts its own queue and thread (the parent writes what
+        it had queued). A record is then in the file shortly *after* ``emit`` returns: a process
+        killed with ``SIGKILL`` loses what was still queued.
+    ``queue_size``
+        Bound of the queue in **bytes** (default 1 MiB; ``"16MiB"`` accepted): records vary
+        from tens of bytes to tracebacks of many kilobytes, and bytes are what a bound is for
+        (memory, and how much a killed process can lose). A record larger than the bound is
+        still taken when the queue is empty.
+    ``on_full`` / ``block_timeout``
+        What ``emit`` does when the queue is full: ``"block"`` (default) waits for room, at
+        most ``block_timeout`` seconds (default 1), then drops the record; ``"drop"`` drops it
+        at once. Drops are counted (:meth:`stats`) and reported through ``handleError`` once
+        when they start and once, with the count, when records are accepted again; while they
+        last, ``"block"`` does not wait again.
     """
 
     def __init__(
@@ -259,6 +404,10 @@ class SafeRotatingFileHandler(_Facade, logging.handlers.RotatingFileHandler):
         use_gzip: bool = False,
         max_age: str | float | None = None,
         max_total_bytes: str | int | None = None,
+        enqueue: bool = False,
+        queue_size: int | str = DEFAULT_QUEUE_SIZE,
+        on_full: str = "block",
+        block_timeout: float = 1.0,
     ) -> None:
         path = _options.check_filename(filename)
         max_bytes = _options.check_count("maxBytes", maxBytes)
@@ -280,6 +429,10 @@ class SafeRotatingFileHandler(_Facade, logging.handlers.RotatingFileHandler):
             max_total_bytes=max_total_bytes,
             max_bytes=max_bytes,
             backup_count=backup_count,
+            enqueue=enqueue,
+            queue_size=queue_size,
+            on_full=on_full,
+            block_timeout=block_timeout,
         )
 
     # -- stdlib API ------------------------------------------------------------------------------
@@ -289,7 +442,8 @@ class SafeRotatingFileHandler(_Facade, logging.handlers.RotatingFileHandler):
             return False
         with self._handler_lock():
             text = self.format(record) + self.terminator
-            return self._file.would_rotate(len(text.encode(self._codec, self._errors_policy)))
+            size = len(text.encode(self._codec, self._errors_policy))
+            return self._engine(lambda: self._file.would_rotate(size))
 
     def doRollover(self) -> None:
         """Rotate now (as ``RotatingFileHandler.doRollover``), under the lock.
@@ -299,7 +453,7 @@ class SafeRotatingFileHandler(_Facade, logging.handlers.RotatingFileHandler):
         since this handler opened its file is already fresh, and an empty file is not rotated.
         """
         with self._handler_lock():
-            self._file.do_rollover()
+            self._engine(self._file.do_rollover)
 
 
 class SafeTimedRotatingFileHandler(_Facade, logging.handlers.TimedRotatingFileHandler):
@@ -337,6 +491,10 @@ class SafeTimedRotatingFileHandler(_Facade, logging.handlers.TimedRotatingFileHa
         use_gzip: bool = False,
         max_age: str | float | None = None,
         max_total_bytes: str | int | None = None,
+        enqueue: bool = False,
+        queue_size: int | str = DEFAULT_QUEUE_SIZE,
+        on_full: str = "block",
+        block_timeout: float = 1.0,
     ) -> None:
         path = _options.check_filename(filename)
         schedule = Schedule.parse(when, interval, utc, atTime)
@@ -367,13 +525,17 @@ class SafeTimedRotatingFileHandler(_Facade, logging.handlers.TimedRotatingFileHa
             max_total_bytes=max_total_bytes,
             max_bytes=max_bytes,
             backup_count=backup_count,
+            enqueue=enqueue,
+            queue_size=queue_size,
+            on_full=on_full,
+            block_timeout=block_timeout,
             schedule=schedule,
         )
 
     @property  # type: ignore[override]
     def rolloverAt(self) -> float:
         """The shared next rollover time, as this process last read it."""
-        return self._file.rollover_at
+        return self._engine(lambda: self._file.rollover_at)
 
     @rolloverAt.setter
     def rolloverAt(self, value: float) -> None:
@@ -385,19 +547,20 @@ class SafeTimedRotatingFileHandler(_Facade, logging.handlers.TimedRotatingFileHa
     def shouldRollover(self, record: logging.LogRecord) -> int:
         """Is ``record`` due for a new period, or would it push the file past ``maxBytes``?"""
         with self._handler_lock():
-            if record.created >= self._file.rollover_at:
+            if record.created >= self.rolloverAt:
                 return True
             if not self.maxBytes:
                 return False
             text = self.format(record) + self.terminator
-            return self._file.would_rotate(len(text.encode(self._codec, self._errors_policy)))
+            size = len(text.encode(self._codec, self._errors_policy))
+            return self._engine(lambda: self._file.would_rotate(size))
 
     def doRollover(self) -> None:
         """Rotate now, into the name of the current period (under the lock, once for every
         process that calls it at the same time, as ``SafeRotatingFileHandler.doRollover``)."""
         with self._handler_lock():
-            self._file.do_rollover()
+            self._engine(self._file.do_rollover)
 
     def getFilesToDelete(self) -> list[str]:
         """The backups that retention would delete now (the janitor deletes them itself)."""
-        return self._file.files_to_delete()
+        return self._engine(self._file.files_to_delete)

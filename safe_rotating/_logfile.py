@@ -186,6 +186,7 @@ class LogFile:
         self._torn = False  # the last record was cut short: the next one starts a new line
         self._trouble: _RotationTrouble | None = None
         self._warned: set[str] = set()
+        self.rotations = 0  # rotations done by this process (a plain counter, for stats)
 
     @property
     def lock(self) -> SidecarLock:
@@ -194,6 +195,11 @@ class LogFile:
     @property
     def is_open(self) -> bool:
         return self._fd >= 0
+
+    @property
+    def scheduled(self) -> bool:
+        """Does this file rotate by time?"""
+        return self._schedule is not None
 
     @property
     def rollover_at(self) -> float:
@@ -666,6 +672,7 @@ class LogFile:
             if next_at is not None:
                 self._set_shared_at(next_at)
             self._rotated = True
+            self.rotations += 1
             self._lock.bump_generation()
             self._open_current()
             return
@@ -690,6 +697,7 @@ class LogFile:
             except OSError as exc:
                 raise _explain(exc, "rotate", getattr(step, "source", self.path)) from None
         self._rotated = True
+        self.rotations += 1
         self._lock.bump_generation()
         self._open_current()
 
@@ -716,6 +724,7 @@ class LogFile:
         except OSError as exc:
             raise _explain(exc, "rotate", self.path) from None
         self._rotated = True
+        self.rotations += 1
         self._staged_busy = not state.at_rest
         lock.bump_generation()
         self._open_current()
@@ -727,13 +736,17 @@ class LogFile:
         move_any(source, dest)
 
     # -- batches ---------------------------------------------------------------------------------
-    def append_batch(self, records: Sequence[bytes], when: float | None = None) -> Exception | None:
+    def append_batch(
+        self, records: Sequence[bytes], when: float | None = None, most: int = 0
+    ) -> Exception | None:
         """Write many whole records, in order, with one ``write`` per file they land in.
 
         The batch is split where the next record would push the current file past
         ``max_bytes`` (a record larger than ``max_bytes`` gets a file of its own, as with
         :meth:`append`), so with one writer no file grows past the limit; with several, a file
-        may exceed it by at most one batch per other concurrently writing process.
+        may exceed it by at most one batch per other concurrently writing process. ``most``
+        (bytes, 0: no limit) also splits it into writes of at most that much (a larger record
+        is written alone), which bounds what a batch can add past ``max_bytes``.
         """
         if not records:
             return None
@@ -749,13 +762,17 @@ class LogFile:
             now = _monotonic()
             if now >= self._next_check:
                 self.check(now)
+            # The true end now, not as of our last write: the batch is cut to the room that is
+            # really left, so what others wrote meanwhile does not push a file far past the limit.
+            self._end = os.fstat(self._fd).st_size
         if self._schedule is not None:
             at = self._clock() if when is None else when
             if at >= self._rollover_at:
                 problem = self._try_rollover(0, at)
         limit = policy.max_bytes
+        most = most or limit
         for record in records:
-            if chunk and self._end + size + len(record) > limit:
+            if chunk and (self._end + size + len(record) > limit or size + len(record) > most):
                 problem = self._write_chunk(chunk) or problem
                 chunk, size = [], 0
             chunk.append(record)
@@ -824,3 +841,12 @@ class LogFile:
     def after_fork_in_child(self) -> None:
         # The log descriptor may stay shared (O_APPEND writes are atomic); the lock may not.
         self._lock.reopen_after_fork()
+        self.rotations = 0
+
+    def forget_parent(self) -> None:
+        """In a forked child: the records written since the last check are the parent's to
+        write again if need be, not this process's; counters start from zero. New objects
+        only: a thread of the parent may have been changing the old ones at the fork."""
+        self._unconfirmed = []
+        self._next_check = 0.0
+        self.rotations = 0

@@ -56,6 +56,7 @@ def _safe(
     compress: str | None = None,
     max_age: float | None = None,
     max_total_bytes: int | None = None,
+    enqueue: bool = False,
 ) -> logging.Handler:
     from ._file import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
 
@@ -64,6 +65,7 @@ def _safe(
         "compress": compress,
         "max_age": max_age,
         "max_total_bytes": max_total_bytes,
+        "enqueue": enqueue,
     }
     if when:
         return SafeTimedRotatingFileHandler(
@@ -82,9 +84,12 @@ def _stdlib(
     compress: str | None = None,
     max_age: float | None = None,
     max_total_bytes: int | None = None,
+    enqueue: bool = False,
 ) -> logging.Handler:
     if compress or max_age or max_total_bytes:
         raise SystemExit("--handler stdlib has no compression or age/size retention")
+    if enqueue:
+        raise SystemExit("--enqueue is an option of --handler safe")
     if when:  # the stdlib class rotates by time only
         return logging.handlers.TimedRotatingFileHandler(path, when, interval, backup_count)
     return logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count)
@@ -100,11 +105,14 @@ def _clh(
     compress: str | None = None,
     max_age: float | None = None,
     max_total_bytes: int | None = None,
+    enqueue: bool = False,
 ) -> logging.Handler:
     try:
         import concurrent_log_handler as clh
     except ImportError:
         raise SystemExit("--handler clh needs concurrent-log-handler: pip install it") from None
+    if enqueue:
+        raise SystemExit("--enqueue is an option of --handler safe")
     if compress not in (None, "gzip") or max_age or max_total_bytes:
         raise SystemExit("--handler clh compresses with gzip only and has no age/size retention")
     gzip = compress == "gzip"
@@ -144,6 +152,7 @@ class StressConfig:
     max_age: float | None = None
     max_total_bytes: int | None = None
     window: float = 0.5  # how late a record may be in the next period's file (--when)
+    enqueue: bool = False  # --handler safe with enqueue=True: a writer thread per process
 
     @property
     def writers(self) -> int:
@@ -166,8 +175,18 @@ class StressConfig:
         its way when the file filled may still land in it. Threads do not add to it, because a
         handler's ``emit`` runs under that handler's own lock (``logging.Handler.handle``), so
         each handler has at most one record in flight however many threads share it.
+
+        With ``enqueue`` a handler writes batches in parts of at most ``max_bytes / 16`` (one
+        record if larger), so the rule is one such part per handler.
         """
-        return self.handlers * self.line_size
+        return self.handlers * self.in_flight
+
+    @property
+    def in_flight(self) -> int:
+        """Bytes one handler may have on their way at once: a record, or a batch part."""
+        if self.enqueue and self.max_bytes:
+            return max(self.max_bytes // 16, self.line_size)
+        return self.line_size
 
     @property
     def line_size(self) -> int:
@@ -184,6 +203,13 @@ class StressConfig:
         if not self.max_bytes:
             return "size limit: none (maxBytes=0)"
         shared = f"; its {self.threads} threads share it" if self.threads > 1 else ""
+        if self.enqueue:
+            return (
+                f"size limit (enqueue): maxBytes + one write (maxBytes/16 or a record) per "
+                f"concurrently writing handler = {self.max_bytes} + {self.handlers} x "
+                f"{self.in_flight} = {self.max_bytes + self.size_allowance} B "
+                f"(one handler per process{shared})"
+            )
         return (
             f"size limit, the same for every handler: maxBytes + one record per concurrently "
             f"writing handler = {self.max_bytes} + {self.handlers} x {self.line_size} = "
@@ -209,6 +235,7 @@ class StressConfig:
             compress=self.compress,
             max_age=self.max_age,
             max_total_bytes=self.max_total_bytes,
+            enqueue=self.enqueue,
         )
         fmt = "%(created).6f %(message)s" if self.when else "%(message)s"
         handler.setFormatter(logging.Formatter(fmt))
@@ -229,6 +256,8 @@ class StressConfig:
             parts.append(f"max_age={self.max_age:g}s")
         if self.max_total_bytes:
             parts.append(f"max_total_bytes={self.max_total_bytes}")
+        if self.enqueue:
+            parts.append("enqueue")
         return " ".join(parts)
 
 
@@ -509,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  safe-rotating-stress                         8 processes, defaults\n"
             "  safe-rotating-stress --start-method fork     handler built before fork (preload)\n"
             "  safe-rotating-stress --handler stdlib        the same run through the stdlib class\n"
+            "  safe-rotating-stress --enqueue               queued mode (a writer thread each)\n"
             "  safe-rotating-stress --django                Django under gunicorn, uWSGI, Celery\n"
             "  safe-rotating-stress --when S --max-bytes 16KiB --compress gzip --precreate 100\n"
             "  safe-rotating-stress --dir /var/log/test -p 16 -n 50000 --max-bytes 1MiB\n"
@@ -533,6 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--start-method", choices=START_METHODS, default="spawn", help="(default spawn)")
     add(
         "--handler", choices=sorted(HANDLERS), default="safe", help="handler to test (default safe)"
+    )
+    add(
+        "--enqueue",
+        action="store_true",
+        help="--handler safe with enqueue=True: emit queues, a writer thread per process writes",
     )
     add(
         "--lock-timeout",
@@ -595,6 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         precreate=args.precreate,
         max_age=args.max_age,
         max_total_bytes=args.max_total_bytes,
+        enqueue=args.enqueue,
     )
     print(
         f"{config.processes} processes x {config.threads} threads x {config.records} records "

@@ -1,0 +1,456 @@
+"""Queued mode (``enqueue=True``): ``emit`` formats and queues, one thread per process writes.
+
+``emit`` formats and encodes the record on the caller's thread — so a record never changes after
+``emit`` returns — and appends the bytes to a bounded in-process queue: a ``deque.append`` and a
+few integer updates, no lock and no system call, except setting an event when the writer thread
+is asleep. The writer thread takes everything queued and hands it to the engine as one
+:meth:`~safe_rotating._logfile.LogFile.append_batch` per wake-up (one ``write`` per file the batch
+lands in), with the engine's rotation, lock and order rules.
+
+Latency: the writer sleeps only when the queue is empty and is woken by the ``emit`` that makes
+it non-empty, so a record reaches the kernel within the thread wake-up time (tens of
+microseconds; a few milliseconds on a loaded machine), or once the batch being written ahead of
+it is done. A missed wake-up, which the protocol below excludes, would cost at most
+:data:`IDLE_WAIT`.
+
+Taking records off the queue and writing them happen under one lock (:attr:`_State.io`), so
+``flush`` and ``close`` simply take that lock and write whatever is still queued on their own
+thread: everything queued before they were called is written when they return.
+
+Fork, however it happens: a queue and its thread belong to the process that made them
+(:attr:`_State.pid`), compared on every ``emit``. A child starts an empty queue, a new lock and
+its own thread, and never touches the parent's objects (a thread of the parent may have held
+their locks at the fork). What the parent had queued is the parent's: its own writer writes it,
+exactly once; the child discards its inherited copy. ``os.register_at_fork`` only does the same
+earlier. Records still queued at interpreter exit are written by an ``atexit`` hook, and by a
+``multiprocessing`` finalizer in its child processes, which leave with ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from .exceptions import SafeRotatingError
+
+if TYPE_CHECKING:
+    from ._logfile import LogFile
+
+__all__ = ["HandlerStats", "Queue", "QueueOverflow"]
+
+IDLE_WAIT: Final = 0.1  # longest sleep of a writer thread with nothing queued (a safety net)
+FLUSH_TIMEOUT: Final = 5.0  # longest wait of flush()/close() for a write under way
+_JOIN_TIMEOUT: Final = 1.0  # longest wait at close() for the writer thread to end
+_ROOM_SLICE: Final = 0.05  # on_full="block": re-check for room at least this often
+_T = TypeVar("_T")
+_getpid = os.getpid
+_monotonic = time.monotonic
+
+
+@dataclass(frozen=True)
+class HandlerStats:
+    """Counters of one handler in this process (a child process starts from zero).
+
+    ``records`` / ``bytes``: records (and their encoded bytes) written to the file by this
+    process; ``rotations``: rotations this process did; ``queue_depth`` / ``queue_bytes``:
+    records (bytes) queued and not yet written (always 0 without ``enqueue``);
+    ``queue_peak_bytes``: the most bytes queued at once; ``dropped``: records given up because
+    the queue was full (``on_full``); ``errors``: records that could not be formatted or written.
+    """
+
+    records: int = 0
+    bytes: int = 0
+    rotations: int = 0
+    queue_depth: int = 0
+    queue_bytes: int = 0
+    queue_peak_bytes: int = 0
+    dropped: int = 0
+    errors: int = 0
+
+
+class QueueOverflow(SafeRotatingError):
+    """Records dropped because the queue of a handler with ``enqueue=True`` was full.
+
+    Reported twice per episode: at the first dropped record (``ended`` false; later drops are
+    only counted) and when records are accepted again (``count`` the total, ``ended`` true).
+    """
+
+    def __init__(
+        self, path: str, count: int, seconds: float, reason: str, ended: bool = True
+    ) -> None:
+        super().__init__(path, count, seconds, reason, ended)
+        self.path = path
+        self.count = count
+        self.seconds = seconds
+        self.reason = reason
+        self.ended = ended
+
+    def __str__(self) -> str:
+        if not self.ended:
+            return (
+                f"records for {self.path!r} are being dropped: {self.reason}; later drops are "
+                "counted and reported once, when records are accepted again"
+            )
+        return (
+            f"records for {self.path!r} are accepted again; {self.count} record(s) were dropped "
+            f"during the previous {self.seconds:.1f}s ({self.reason})"
+        )
+
+
+class _State:
+    """One process's queue, lock and writer thread (a forked child makes its own)."""
+
+    __slots__ = (
+        "drop_count",
+        "drop_started",
+        "dropped",
+        "errors",
+        "idle",
+        "io",
+        "items",
+        "peak",
+        "pid",
+        "put_bytes",
+        "put_records",
+        "room",
+        "room_waiters",
+        "stopping",
+        "taken_bytes",
+        "taken_records",
+        "thread",
+        "wake",
+        "written_bytes",
+        "written_records",
+    )
+
+    def __init__(self) -> None:
+        self.pid = _getpid()
+        self.items: deque[tuple[bytes, float]] = deque()
+        # Written by emit only (the handler lock serialises it) ...
+        self.put_bytes = 0
+        self.put_records = 0
+        self.peak = 0
+        self.dropped = 0
+        self.drop_count = 0  # drops of the episode under way
+        self.drop_started = 0.0  # 0.0: no episode
+        # ... and by the writer only (under io), so no counter needs a lock.
+        self.taken_bytes = 0
+        self.taken_records = 0
+        self.written_records = 0
+        self.written_bytes = 0
+        self.errors = 0
+        self.idle = False
+        self.stopping = False
+        self.wake = threading.Event()
+        self.io = threading.Lock()  # taking records and writing them; the engine
+        self.room = threading.Condition(threading.Lock())
+        self.room_waiters = 0
+        self.thread: threading.Thread | None = None
+
+
+class Queue:
+    """The queue and writer thread of one handler (see the module docstring).
+
+    ``write(records, when)`` writes a batch through the engine, reports what went wrong and
+    returns how many records were written (it is the handler's, and never raises);
+    ``report(problem)`` hands a problem to ``handleError``. ``capacity`` bounds the queued
+    *bytes*.
+    """
+
+    def __init__(
+        self,
+        file: LogFile,
+        path: str,
+        write: Callable[[list[bytes], float | None], int],
+        report: Callable[[BaseException], None],
+        capacity: int,
+        block: bool,
+        block_timeout: float,
+    ) -> None:
+        self.file = file
+        self.path = path
+        self._write = write
+        self._report = report
+        self.capacity = capacity
+        self.block = block
+        self.block_timeout = block_timeout
+        self._timed = file.scheduled
+        self._state: _State | None = None
+        self._start_lock = threading.Lock()
+
+    # -- the hot path ----------------------------------------------------------------------------
+    def put(self, data: bytes, created: float) -> None:
+        """Queue one encoded record (called by ``emit``, under the handler lock)."""
+        state = self._state
+        if state is None or state.pid != _getpid() or state.stopping:
+            state = self._new_state()
+        queued = state.put_bytes - state.taken_bytes
+        if queued and queued + len(data) > self.capacity and not self._room(state, len(data)):
+            self._drop(state)
+            return
+        state.items.append((data, created))
+        state.put_records += 1
+        state.put_bytes += len(data)
+        if state.idle:
+            state.wake.set()
+        if queued + len(data) > state.peak:
+            state.peak = queued + len(data)
+        if state.drop_started:
+            self._drops_ended(state)
+
+    def _room(self, state: _State, size: int) -> bool:
+        """Is there room for ``size`` bytes? With ``on_full="block"``, wait for it (bounded)."""
+        if not self.block or state.drop_started:  # during a drop episode nobody waits again
+            return False
+        deadline = _monotonic() + self.block_timeout
+        state.wake.set()
+        with state.room:
+            state.room_waiters += 1
+            try:
+                while True:
+                    queued = state.put_bytes - state.taken_bytes
+                    if not queued or queued + size <= self.capacity:
+                        return True
+                    left = deadline - _monotonic()
+                    if left <= 0 or state.thread is None or not state.thread.is_alive():
+                        return False
+                    state.room.wait(min(left, _ROOM_SLICE))
+            finally:
+                state.room_waiters -= 1
+
+    def _drop(self, state: _State) -> None:
+        state.dropped += 1
+        if state.drop_started:
+            state.drop_count += 1
+            return
+        state.drop_started = _monotonic()
+        state.drop_count = 1
+        self._report(QueueOverflow(self.path, 1, 0.0, self._full_reason(), ended=False))
+
+    def _drops_ended(self, state: _State) -> None:
+        seconds = _monotonic() - state.drop_started
+        count, state.drop_count, state.drop_started = state.drop_count, 0, 0.0
+        self._report(QueueOverflow(self.path, count, seconds, self._full_reason()))
+
+    def _full_reason(self) -> str:
+        waited = f" after waiting {self.block_timeout:g}s" if self.block else ""
+        return (
+            f"the queue (queue_size={self.capacity} bytes) is full{waited}; the disk is slower "
+            "than the application, or the writer is held up"
+        )
+
+    # -- the writer --------------------------------------------------------------------------------
+    def _new_state(self) -> _State:
+        """This process's state: a new one after a fork (the inherited one is left untouched)
+        or after ``close``. Runs on emit's path, with the handler lock held."""
+        if self._state is not None and self._state.pid != _getpid():
+            self._adopt()
+        with self._start_lock:
+            state = self._state
+            if state is not None and not state.stopping:
+                return state
+            state = _State()
+            thread = threading.Thread(
+                target=self._run, args=(state,), name="safe_rotating-writer", daemon=True
+            )
+            state.thread = thread
+            self._state = state
+            _LIVE.add(self)
+            _hook_exit()
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had (interpreter shutdown, a thread limit)
+                state.thread = None
+                state.idle = True  # so every put "wakes" the writer: it writes inline
+                state.wake = _Inline(self, state)  # type: ignore[assignment]
+            return state
+
+    def _run(self, state: _State) -> None:
+        items = state.items
+        wake = state.wake
+        while True:
+            if not items:
+                if state.stopping:
+                    return
+                state.idle = True
+                if not items:  # emit appends, then looks at idle: one of us sees the other
+                    wake.wait(IDLE_WAIT)
+                wake.clear()
+                state.idle = False
+                continue
+            with state.io:
+                self._drain(state)
+
+    def _drain(self, state: _State) -> None:
+        """Write everything queued now, in order (under ``state.io``)."""
+        items = state.items
+        count = len(items)
+        if not count:
+            return
+        popleft = items.popleft
+        batch = [popleft() for _ in range(count)]
+        size = sum(len(data) for data, _ in batch)
+        try:
+            if not self._timed:
+                written = self._write([data for data, _ in batch], None)
+            else:
+                written = self._write_timed(batch)
+            state.written_records += written
+            state.written_bytes += size if written == count else 0
+            state.errors += count - written
+        finally:
+            state.taken_records += count
+            state.taken_bytes += size
+            if state.room_waiters:
+                with state.room:
+                    state.room.notify_all()
+
+    def _write_timed(self, batch: list[tuple[bytes, float]]) -> int:
+        """Cut the batch where a record's time reaches the next rollover: each part is written
+        with the time of its first record, so records go to the file of their period."""
+        written = 0
+        chunk: list[bytes] = []
+        first = 0.0
+        for data, created in batch:
+            if chunk and created >= self.file.rollover_at:
+                written += self._write(chunk, first)
+                chunk = []
+            if not chunk:
+                first = created
+            chunk.append(data)
+        if chunk:
+            written += self._write(chunk, first)
+        return written
+
+    # -- control -------------------------------------------------------------------------------
+    def _own_state(self) -> _State | None:
+        state = self._state
+        if state is None:
+            return None
+        if state.pid != _getpid():
+            self._adopt()
+            return None
+        return state
+
+    def _adopt(self) -> None:
+        """In a child: drop the parent's queue (the parent writes it) without touching it."""
+        state = self._state
+        if state is not None and state.pid != _getpid():
+            self._state = None
+            self._start_lock = threading.Lock()
+            self.file.forget_parent()
+
+    def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Write everything queued so far (waiting at most ``timeout`` for a write under way).
+
+        True if it is written."""
+        state = self._own_state()
+        if state is None:
+            return True
+        if not state.io.acquire(timeout=timeout):
+            return False
+        try:
+            self._drain(state)
+        finally:
+            state.io.release()
+        return True
+
+    def run_locked(self, action: Callable[[], _T]) -> _T:
+        """Run ``action`` on the engine with the writer kept out (rotation, close, checks)."""
+        state = self._own_state()
+        if state is None:
+            return action()
+        with state.io:
+            return action()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread; a later emit starts a new one."""
+        state = self._own_state()
+        if state is None:
+            return
+        self.flush()
+        state.stopping = True
+        state.wake.set()
+        thread = state.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_JOIN_TIMEOUT)
+        self.flush()  # anything that slipped in meanwhile
+        _LIVE.discard(self)
+
+    def stats(self, rotations: int, format_errors: int) -> HandlerStats:
+        """The counters of this process (a child that has not logged yet: zero)."""
+        state = self._state
+        if state is None or state.pid != _getpid():
+            return HandlerStats(rotations=rotations, errors=format_errors)
+        return HandlerStats(
+            records=state.written_records,
+            bytes=state.written_bytes,
+            rotations=rotations,
+            queue_depth=state.put_records - state.taken_records,
+            queue_bytes=state.put_bytes - state.taken_bytes,
+            queue_peak_bytes=state.peak,
+            dropped=state.dropped,
+            errors=state.errors + format_errors,
+        )
+
+
+class _Inline:
+    """In place of the wake-up event when no writer thread could be started: every record is
+    written by the ``emit`` that queued it, as without ``enqueue``."""
+
+    def __init__(self, queue: Queue, state: _State) -> None:
+        self._queue = queue
+        self._state = state
+
+    def set(self) -> None:
+        with self._state.io:
+            self._queue._drain(self._state)
+
+
+# Queues with a writer in this process, drained at exit; re-made in a child by the at-fork hook
+# (the fast path: emit compares the pid anyway, for forks done in C).
+_LIVE: weakref.WeakSet[Queue] = weakref.WeakSet()
+_hooked_pid = 0
+
+
+def _drain_all() -> None:
+    for queue in list(_LIVE):
+        try:
+            queue.flush()
+        except Exception:  # at exit, nothing may stop the others from being written
+            if logging.raiseExceptions:
+                sys.stderr.write(
+                    f"safe_rotating: could not write the queued records of {queue.path!r}\n"
+                )
+
+
+def _hook_exit() -> None:
+    """Make sure this process drains at exit, also as a ``multiprocessing`` child, which leaves
+    with ``os._exit`` after its finalizers (the parent's are cleared in a forked child)."""
+    global _hooked_pid
+    pid = _getpid()
+    if _hooked_pid == pid:
+        return
+    _hooked_pid = pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util.Finalize(None, _drain_all, exitpriority=100)
+
+
+def _after_fork_in_child() -> None:
+    for queue in list(_LIVE):
+        queue._adopt()
+
+
+atexit.register(_drain_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
