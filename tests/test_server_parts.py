@@ -291,3 +291,20 @@ def test_datagrams_that_find_the_queue_full_are_dropped_and_counted(tmp_path: Pa
     assert server.stats.dropped["queue full"] == 2
     server._syslog_datagram(b"<13>one more", ("127.0.0.1", 4000))
     assert server.stats.dropped["queue full"] == 3
+
+
+def test_a_round_takes_at_most_one_batch_of_each_client() -> None:
+    """The journal is written once a round: one batch per client a round keeps what a crash
+    between the write and the journal can repeat to one batch per client."""
+
+    async def scenario() -> list[list[tuple[str | None, int]]]:
+        queue = WorkQueue(max_records=100)
+        for client, seq in [("a", 1), ("b", 1), (None, 0), ("a", 2), ("b", 2), ("a", 3)]:
+            await queue.put(Work([{}], size=1, client=client, seq=seq))
+        rounds = []
+        while queue.records:
+            rounds.append([(work.client, work.seq) for work in await queue.take(100)])
+        return rounds
+
+    rounds = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert rounds == [[("a", 1), ("b", 1), (None, 0)], [("a", 2), ("b", 2)], [("a", 3)]]

@@ -107,8 +107,15 @@ class WorkQueue:
             await self._has_items.wait()
         taken: list[Work] = []
         count = 0
+        clients: set[str] = set()
         while self._items and (not taken or count + len(self._items[0].records) <= max_records):
+            if self._items[0].client in clients:
+                # At most one batch per client a round: the journal is written once a round,
+                # so a crash between the write and the journal repeats one batch per client.
+                break
             work = self._items.popleft()
+            if work.client is not None:
+                clients.add(work.client)
             taken.append(work)
             count += len(work.records)
             self.records -= len(work.records)
