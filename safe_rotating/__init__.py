@@ -9,25 +9,30 @@ from ._version import __version__
 from .exceptions import (
     LockError,
     LockTimeout,
+    RecordsDropped,
     RecordsLost,
     RotationError,
     SafeRotatingError,
     SafeRotatingWarning,
+    ServerUnavailable,
 )
 
 if TYPE_CHECKING:
-    from .client import LogServerHandler
+    from .client import ClientStats, LogServerHandler
 
 __all__ = [
+    "ClientStats",
     "LockError",
     "LockTimeout",
     "LogServerHandler",
+    "RecordsDropped",
     "RecordsLost",
     "RotationError",
     "SafeRotatingError",
     "SafeRotatingFileHandler",
     "SafeRotatingWarning",
     "SafeTimedRotatingFileHandler",
+    "ServerUnavailable",
     "__version__",
 ]
 
@@ -35,8 +40,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The client (sockets, TLS, a sender thread) is imported only when it is asked for, so
     # file-mode users do not pay for it; "safe_rotating.LogServerHandler" works in dictConfig.
-    if name == "LogServerHandler":
-        from .client import LogServerHandler
+    if name in ("LogServerHandler", "ClientStats"):
+        from . import client
 
-        return LogServerHandler
+        return getattr(client, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from . import _spool, _wire
-from ._client_errors import ServerUnavailable
+from .exceptions import ServerUnavailable
 
 __all__ = ["BATCH_BYTES", "ClientStats", "Config", "Sender"]
 

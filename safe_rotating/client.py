@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _options, _spool, _wire
-from ._client_errors import RecordsDropped, ServerUnavailable
 from ._file import SafeRotatingFileHandler
 from ._sender import ClientStats, Config, Sender
+from .exceptions import RecordsDropped, ServerUnavailable
 
 __all__ = ["ClientStats", "LogServerHandler", "RecordsDropped", "ServerUnavailable"]
 

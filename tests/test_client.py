@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from safe_rotating import _sender, _wire
-from safe_rotating._client_errors import RecordsDropped, ServerUnavailable
 from safe_rotating.client import LogServerHandler
+from safe_rotating.exceptions import RecordsDropped, ServerUnavailable
 from safe_rotating.verify import make_line, parse_line
 from tests.servers import free_port
 from tests.wire_peer import RecordingClient, WirePeer
