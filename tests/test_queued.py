@@ -121,7 +121,10 @@ def test_a_record_reaches_the_file_within_milliseconds(
         latencies.append(time.perf_counter() - started)
         time.sleep(0.005)  # let the writer fall asleep: each record wakes it
     latencies.sort()
-    assert latencies[len(latencies) // 2] < 0.01, latencies
+    median = latencies[len(latencies) // 2]
+    print(f"\nemit to file: median {median * 1e6:.0f} us, worst {latencies[-1] * 1e6:.0f} us")
+    # Generous: on two cores other tests run 8 processes at once beside this one.
+    assert median < 0.02, latencies
 
 
 def test_the_record_is_formatted_in_emit(tmp_path: Path, logger: logging.Logger) -> None:
@@ -399,7 +402,7 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict[str, Any], error: type[Excep
 
 
 # -- SIGKILL ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("queue_size", [4 * 1024 * 1024, 64 * 1024])
+@pytest.mark.parametrize("queue_size", [1024 * 1024, 64 * 1024])
 def test_sigkill_loses_only_a_suffix(
     tmp_path: Path, logger: logging.Logger, queue_size: int
 ) -> None:
