@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._file import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
+from ._file import HandlerStats, SafeRotatingFileHandler, SafeTimedRotatingFileHandler
 from ._version import __version__
 from .exceptions import (
     LockError,
     LockTimeout,
+    QueueOverflow,
     RecordsDropped,
     RecordsLost,
     RotationError,
@@ -22,9 +23,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClientStats",
+    "HandlerStats",
     "LockError",
     "LockTimeout",
     "LogServerHandler",
+    "QueueOverflow",
     "RecordsDropped",
     "RecordsLost",
     "RotationError",

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from .exceptions import SafeRotatingError
+from .exceptions import QueueOverflow
 
 if TYPE_CHECKING:
     from ._logfile import LogFile
@@ -75,35 +75,6 @@ class HandlerStats:
     queue_peak_bytes: int = 0
     dropped: int = 0
     errors: int = 0
-
-
-class QueueOverflow(SafeRotatingError):
-    """Records dropped because the queue of a handler with ``enqueue=True`` was full.
-
-    Reported twice per episode: at the first dropped record (``ended`` false; later drops are
-    only counted) and when records are accepted again (``count`` the total, ``ended`` true).
-    """
-
-    def __init__(
-        self, path: str, count: int, seconds: float, reason: str, ended: bool = True
-    ) -> None:
-        super().__init__(path, count, seconds, reason, ended)
-        self.path = path
-        self.count = count
-        self.seconds = seconds
-        self.reason = reason
-        self.ended = ended
-
-    def __str__(self) -> str:
-        if not self.ended:
-            return (
-                f"records for {self.path!r} are being dropped: {self.reason}; later drops are "
-                "counted and reported once, when records are accepted again"
-            )
-        return (
-            f"records for {self.path!r} are accepted again; {self.count} record(s) were dropped "
-            f"during the previous {self.seconds:.1f}s ({self.reason})"
-        )
 
 
 class _State:

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "LockError",
     "LockTimeout",
+    "QueueOverflow",
     "RecordsDropped",
     "RecordsLost",
     "RotationError",
@@ -156,4 +157,33 @@ class ServerUnavailable(SafeRotatingError, ConnectionError):
         return (
             f"the log server {self.address} has been unavailable for {self.seconds:.1f}s "
             f"({self.reason}); {self.kept}. Reported once per outage"
+        )
+
+
+class QueueOverflow(SafeRotatingError):
+    """Records dropped because the queue of a handler with ``enqueue=True`` was full.
+
+    Reported twice per episode: at the first dropped record (``ended`` false; later drops are
+    only counted) and when records are accepted again (``count`` the total, ``ended`` true).
+    """
+
+    def __init__(
+        self, path: str, count: int, seconds: float, reason: str, ended: bool = True
+    ) -> None:
+        super().__init__(path, count, seconds, reason, ended)
+        self.path = path
+        self.count = count
+        self.seconds = seconds
+        self.reason = reason
+        self.ended = ended
+
+    def __str__(self) -> str:
+        if not self.ended:
+            return (
+                f"records for {self.path!r} are being dropped: {self.reason}; later drops are "
+                "counted and reported once, when records are accepted again"
+            )
+        return (
+            f"records for {self.path!r} are accepted again; {self.count} record(s) were dropped "
+            f"during the previous {self.seconds:.1f}s ({self.reason})"
         )

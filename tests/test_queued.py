@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from safe_rotating import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
-from safe_rotating._queue import QueueOverflow
+from safe_rotating import QueueOverflow, SafeRotatingFileHandler, SafeTimedRotatingFileHandler
 from safe_rotating.stress import StressConfig, run_stress
 from safe_rotating.verify import make_line, ordered_files, parse_line
 from tests.test_fork_libc import FORKS, wait_all
