@@ -47,7 +47,10 @@ if TYPE_CHECKING:
 
 __all__ = ["HandlerStats", "Queue", "QueueOverflow"]
 
-IDLE_WAIT: Final = 0.1  # longest sleep of a writer thread with nothing queued (a safety net)
+# Longest sleep of a writer thread with nothing queued: a safety net only (emit wakes it). Long,
+# so that an idle writer does not take the GIL ten times a second: a fork done in C at such a
+# moment copies the GIL's mutex held.
+IDLE_WAIT: Final = 5.0
 FLUSH_TIMEOUT: Final = 5.0  # longest wait of flush()/close() for a write under way
 _JOIN_TIMEOUT: Final = 1.0  # longest wait at close() for the writer thread to end
 _ROOM_SLICE: Final = 0.05  # on_full="block": re-check for room at least this often

@@ -14,7 +14,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 from safe_rotating import QueueOverflow, SafeRotatingFileHandler, SafeTimedRotatingFileHandler
 from safe_rotating.stress import StressConfig, run_stress
 from safe_rotating.verify import make_line, ordered_files, parse_line
-from tests.test_fork_libc import FORKS, wait_all
+from tests.test_fork_libc import FORKS
 
 pytestmark = [
     pytest.mark.multiprocess,
@@ -220,54 +219,73 @@ def test_a_multiprocessing_child_that_does_not_close(tmp_path: Path, method: str
     assert found_lines(tmp_path) == {0: list(range(count))}
 
 
-@pytest.mark.parametrize("fork", FORKS.values(), ids=FORKS.keys())
-def test_fork_right_after_emitting(
-    tmp_path: Path, logger: logging.Logger, fork: Callable[[], int]
-) -> None:
+FORK_SCRIPT = """
+import logging, os, sys, time
+from safe_rotating import SafeRotatingFileHandler
+from safe_rotating.verify import make_line
+from tests.test_fork_libc import FORKS, wait_all
+
+fork = FORKS[sys.argv[2]]
+handler = SafeRotatingFileHandler(sys.argv[1], maxBytes=16384, backupCount=100000, enqueue=True)
+handler.setFormatter(logging.Formatter("%(message)s"))
+failures = []
+handler.handleError = lambda record: failures.append(sys.exc_info()[1])
+log = logging.getLogger("fork")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+log.info(make_line(0, 0))
+handler.flush()  # the writer thread exists, and has written record 0
+state = handler._queue._state
+with state.io:  # the parent's writer cannot write: everything below stays queued
+    for seq in range(1, 500):
+        log.info(make_line(0, seq))
+    assert handler.stats().queue_depth == 499
+    # Let the writer, woken by the first of them, reach the lock and wait there without the
+    # GIL: a libc fork while another thread is taking the GIL copies the GIL's mutex held, and
+    # the child hangs, whatever that thread is (CPython re-creates the GIL only in os.fork).
+    time.sleep(0.2)
+    pids = []
+    for writer in range(1, 5):
+        pid = fork()
+        if pid == 0:
+            code = 1
+            try:
+                for seq in range(1000):
+                    log.info(make_line(writer, seq))
+                handler.flush()
+                code = 0 if handler.stats().records == 1000 and not failures else 3
+            except BaseException as exc:
+                os.write(2, f"child {writer}: {exc!r}\\n".encode())
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    codes = wait_all(pids)
+for seq in range(500, 600):
+    log.info(make_line(0, seq))
+handler.close()
+assert list(codes.values()) == [0] * 4, codes
+assert not failures, failures
+"""
+
+
+@pytest.mark.parametrize("how", FORKS.keys())
+def test_fork_right_after_emitting(tmp_path: Path, how: str) -> None:
     """The parent's queued records are written once (by the parent), the child's once.
 
     The parent's writer is held up (its lock taken) while records are queued and the fork
-    happens: the child inherits a queue full of the parent's records and a lock that is held,
-    and must use neither."""
-    handler = queued(tmp_path / "app.log", logger)
-    logger.info(make_line(0, 0))
-    handler.flush()  # the writer thread exists, and has written record 0
-    assert handler._queue is not None
-    state = handler._queue._state
-    assert state is not None
-    children = 4
-    per_child = 1000
-    with state.io:  # the parent's writer cannot write: everything below stays queued
-        for seq in range(1, 500):
-            logger.info(make_line(0, seq))
-        assert handler.stats().queue_depth == 499
-        pids = []
-        for writer in range(1, children + 1):
-            pid = fork()
-            if pid == 0:
-                code = 1
-                try:
-                    logger.handlers = [handler]
-                    for seq in range(per_child):
-                        logger.info(make_line(writer, seq))
-                    handler.flush()
-                    stats = handler.stats()
-                    code = 0 if stats.records == per_child and not handler.failures else 3
-                except BaseException as exc:
-                    os.write(2, f"child {writer}: {exc!r}\n".encode())
-                finally:
-                    os._exit(code)
-            pids.append(pid)
-        codes = wait_all(pids)
-    for seq in range(500, 600):
-        logger.info(make_line(0, seq))
-    handler.close()
-    assert list(codes.values()) == [0] * children, codes
-    assert not handler.failures
+    happens: the children inherit a queue full of the parent's records and a lock that is held,
+    and must use neither. In a process of its own, whose only other thread is the writer: a
+    libc fork in a process with more threads (pytest-xdist's) can copy a lock held by one."""
+    subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT, str(tmp_path / "app.log"), how],
+        check=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+    )
     seqs = found_lines(tmp_path)
     assert seqs[0] == list(range(600))
-    for writer in range(1, children + 1):
-        assert seqs[writer] == list(range(per_child))
+    for writer in range(1, 5):
+        assert seqs[writer] == list(range(1000))
 
 
 # -- a full queue ---------------------------------------------------------------------------------
