@@ -22,12 +22,16 @@ gunicorn, uWSGI and Celery workers (:mod:`safe_rotating._django_stress`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import logging.handlers
 import multiprocessing
 import multiprocessing.sharedctypes
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -153,6 +157,8 @@ class StressConfig:
     max_total_bytes: int | None = None
     window: float = 0.5  # how late a record may be in the next period's file (--when)
     enqueue: bool = False  # --handler safe with enqueue=True: a writer thread per process
+    mode: str = "file"  # "server": the workers send to a safe-rotating-server started here
+    server_address: str = ""  # set by run_stress in server mode
 
     @property
     def writers(self) -> int:
@@ -179,6 +185,8 @@ class StressConfig:
         With ``enqueue`` a handler writes batches in parts of at most ``max_bytes / 16`` (one
         record if larger), so the rule is one such part per handler.
         """
+        if self.mode == "server":
+            return 0  # the server is the files' only writer and splits batches at maxBytes
         return self.handlers * self.in_flight
 
     @property
@@ -203,6 +211,11 @@ class StressConfig:
         if not self.max_bytes:
             return "size limit: none (maxBytes=0)"
         shared = f"; its {self.threads} threads share it" if self.threads > 1 else ""
+        if self.mode == "server":
+            return (
+                f"size limit (server mode): maxBytes = {self.max_bytes} B; the server is the "
+                "files' only writer and splits each batch where the next record would pass it"
+            )
         if self.enqueue:
             return (
                 f"size limit (enqueue): maxBytes + one write (maxBytes/16 or a record) per "
@@ -225,6 +238,14 @@ class StressConfig:
         return by_size + by_time + self.precreate + 16
 
     def handler_for(self, path: str) -> logging.Handler:
+        if self.mode == "server":
+            from .client import LogServerHandler
+
+            client = LogServerHandler(
+                self.server_address, spool_dir=os.path.join(self.directory, "spool")
+            )
+            client.setFormatter(logging.Formatter("%(message)s"))
+            return client
         handler = HANDLERS[self.handler](
             path,
             self.max_bytes,
@@ -349,6 +370,52 @@ def _worker(
     handler.close()
 
 
+def _run_through_server(
+    config: StressConfig, on_progress: Callable[[int, float], None] | None
+) -> StressResult:
+    """Server mode: start ``safe-rotating-server`` on 127.0.0.1, run the workers against it,
+    stop it with SIGTERM (it drains and exits 0), then verify its files."""
+    if config.handler != "safe" or config.when or config.compress or config.enqueue:
+        raise SystemExit("--mode server runs LogServerHandler alone: drop --handler, --when, "
+                         "--compress and --enqueue")  # fmt: skip
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "safe_rotating.server",
+        "--listen", f"127.0.0.1:{port}",
+        "--file", os.path.join(config.directory, BASENAME),
+        "--max-bytes", str(config.max_bytes),
+        "--backup-count", str(config.backups()),
+        "--format", "%(message)s",
+    ]  # fmt: skip
+    server = subprocess.Popen(command)
+    try:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"safe-rotating-server exited with status {server.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("safe-rotating-server did not start listening") from None
+                time.sleep(0.05)
+        # Every record a worker logged is written once its handler's close() has returned: it
+        # waits for the server's acknowledgements, sent once a batch is in the file.
+        result = run_stress(
+            dataclasses.replace(config, server_address=f"127.0.0.1:{port}"), on_progress
+        )
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+        status = server.wait(60)
+    if status != 0:
+        raise RuntimeError(f"safe-rotating-server exited with status {status} after draining")
+    return result
+
+
 def run_stress(
     config: StressConfig, on_progress: Callable[[int, float], None] | None = None
 ) -> StressResult:
@@ -357,6 +424,8 @@ def run_stress(
         raise ValueError(
             f"start_method must be one of {START_METHODS}, got {config.start_method!r}"
         )
+    if config.mode == "server" and not config.server_address:
+        return _run_through_server(config, on_progress)
     if config.precreate:
         precreate(config)
     ctx: Any = multiprocessing.get_context(config.start_method)
@@ -565,6 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--handler", choices=sorted(HANDLERS), default="safe", help="handler to test (default safe)"
     )
     add(
+        "--mode",
+        choices=("file", "server"),
+        default="file",
+        help="server: start safe-rotating-server here and send through LogServerHandler",
+    )
+    add(
         "--enqueue",
         action="store_true",
         help="--handler safe with enqueue=True: emit queues, a writer thread per process writes",
@@ -631,6 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_age=args.max_age,
         max_total_bytes=args.max_total_bytes,
         enqueue=args.enqueue,
+        mode=args.mode,
     )
     print(
         f"{config.processes} processes x {config.threads} threads x {config.records} records "

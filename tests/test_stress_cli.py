@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating.stress import HANDLERS, StressConfig, main
+from safe_rotating.stress import HANDLERS, StressConfig, main, run_stress
 
 pytestmark = pytest.mark.multiprocess
 
@@ -115,3 +115,14 @@ def test_python_m_safe_rotating_stress_runs_a_workload(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASS: 400/400 records in" in done.stdout
+
+
+def test_server_mode_runs_the_proof_through_a_server_it_starts(tmp_path: Path) -> None:
+    config = StressConfig(
+        directory=str(tmp_path), processes=4, records=1500, max_bytes=8192, mode="server"
+    )
+    result = run_stress(config)
+    assert result.ok, result.report()
+    assert result.verdict.found == 6000
+    assert result.verdict.files > 10
+    assert "size limit (server mode): maxBytes = 8192 B" in result.report()
