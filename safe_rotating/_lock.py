@@ -109,6 +109,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def path_names(path: str, fd: int) -> bool:
+    """Does ``path`` name the file open on ``fd`` (same device and inode)?"""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+
 def process_running(pid: int) -> bool:
     """Is ``pid`` on a CPU or waiting for one (state ``R``)? A holder in that state is making
     progress — a rotation on a loaded machine — not stuck."""
@@ -511,14 +521,7 @@ class SidecarLock:
 
     def names_its_file(self) -> bool:
         """Does the path still name the file we hold open (not deleted, not replaced)?"""
-        if self._fd < 0:
-            return False
-        try:
-            here = os.stat(self.path)
-        except FileNotFoundError:
-            return False
-        mine = os.fstat(self._fd)
-        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+        return self._fd >= 0 and path_names(self.path, self._fd)
 
     def release(self) -> None:
         if self._depth == 0:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 from ._compress import Compression
 from ._janitor import Janitor, StagedSet, move_any, remove_any, taken
-from ._lock import KNOWN, LAYOUT, SidecarLock
+from ._lock import KNOWN, LAYOUT, SidecarLock, path_names
 from ._oserror import explain as _explain
 from ._rotation import (
     Remove,
@@ -328,12 +328,7 @@ class LogFile:
         return self._names_our_file()
 
     def _names_our_file(self) -> bool:
-        try:
-            here = os.stat(self.path)
-        except FileNotFoundError:
-            return False
-        mine = os.fstat(self._fd)
-        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+        return path_names(self.path, self._fd)
 
     def _name_for(self, n: int) -> str:
         return self._rotation_name(f"{self.path}.{n}")
