@@ -397,3 +397,45 @@ def test_bind_failure_exits_1(tmp_path: Path) -> None:
         )
     assert done.returncode == 1
     assert "cannot start" in done.stderr
+
+
+def test_compression_and_retention_options_reach_the_engine(tmp_path: Path) -> None:
+    """The server rotates with the file handlers' options: backups are compressed in the
+    background and the oldest beyond --backup-count are deleted; what is kept verifies."""
+    args = ["--format", "%(message)s", "--max-bytes", "4KiB", "--backup-count", "5"]
+    with run_server(tmp_path, *args, "--compress", "gzip") as server:
+        client = NativeClient(("127.0.0.1", server.port))
+        client.hello("z" * 32)
+        for seq, start in enumerate(range(0, 600, 50), start=1):
+            client.batch(seq, [make_line(0, n, 100) for n in range(start, start + 50)])
+            client.acked(seq)
+        client.close()
+        # Backups are compressed once nobody has written to them for a second.
+        eventually(
+            lambda: any(p.name.endswith(".gz") for p in tmp_path.iterdir()),
+            timeout=10,
+            what="a compressed backup",
+        )
+        assert server.stop() == 0
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app.log"))
+    assert any(name.endswith(".gz") for name in names), names
+    assert len(names) <= 6, names
+    verdict = verify(
+        str(tmp_path), "app.log", 1, 600, max_bytes=4096, backup_count=5, complete=False
+    )
+    assert verdict.ok, verdict.summary()
+
+
+def test_check_config_shows_compression_and_retention(tmp_path: Path) -> None:
+    done = subprocess.run(
+        server_command(
+            "--file", str(tmp_path / "app.log"), "--compress", "gzip",
+            "--max-age", "14d", "--max-total-bytes", "5GiB", "--check-config",
+        ),
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert 'compress = "gzip"' in done.stdout
+    assert "max_age = 1209600" in done.stdout
+    assert f"max_total_bytes = {5 * 1024**3}" in done.stdout

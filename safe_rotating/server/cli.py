@@ -75,6 +75,15 @@ def parser() -> argparse.ArgumentParser:
         "--max-bytes", metavar="SIZE", help="rotate at this size: 10MiB, 500KB, 1048576 (0: never)"
     )
     out.add_argument("--backup-count", metavar="N", help="backups kept: PATH.1 ... PATH.N")
+    out.add_argument(
+        "--compress",
+        choices=("gzip", "zstd"),
+        help="compress backups in the background (zstd needs the zstd extra)",
+    )
+    out.add_argument("--max-age", metavar="AGE", help="also delete backups older than: 14d, 12h")
+    out.add_argument(
+        "--max-total-bytes", metavar="SIZE", help="also keep the whole set under: 5GiB"
+    )
     out.add_argument("--format", metavar="FMT", help="logging %%-style format of each line")
     out.add_argument(
         "--route",

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .._rotation import parse_size
+from .._compress import parse_compression
+from .._rotation import parse_age, parse_size
 from .._wire import DEFAULT_MAX_FRAME
 
 __all__ = [
@@ -109,6 +110,9 @@ class ServerConfig:
     syslog_udp: tuple[Address, ...] = ()
     max_bytes: int = 0
     backup_count: int = 0
+    compress: str | None = None
+    max_age: float | None = None
+    max_total_bytes: int | None = None
     format: str = DEFAULT_FORMAT
     routes: tuple[tuple[str, str], ...] = ()  # (logger-name prefix, absolute path), longest first
     max_frame: int = DEFAULT_MAX_FRAME
@@ -156,6 +160,9 @@ class ServerConfig:
             f"syslog_udp = {array(self.syslog_udp)}",
             f"max_bytes = {self.max_bytes}",
             f"backup_count = {self.backup_count}",
+            f"compress = {quote(self.compress or '')}",
+            f"max_age = {self.max_age or 0}",
+            f"max_total_bytes = {self.max_total_bytes or 0}",
             f"format = {quote(self.format)}",
             f"max_frame = {self.max_frame}",
             f"read_timeout = {self.read_timeout}",
@@ -182,6 +189,25 @@ class ServerConfig:
         return "\n".join(lines) + "\n"
 
 
+def _compress(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    try:
+        compression = parse_compression(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"compress: {exc}") from None
+    return compression.kind if compression else None
+
+
+def _age(value: Any) -> float | None:
+    if value in (None, "", 0):
+        return None
+    try:
+        return parse_age(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"max_age: {exc}") from None
+
+
 # -- TOML --------------------------------------------------------------------------------------
 KEYS: Final = frozenset(
     {
@@ -192,6 +218,9 @@ KEYS: Final = frozenset(
         "file",
         "max_bytes",
         "backup_count",
+        "compress",
+        "max_age",
+        "max_total_bytes",
         "format",
         "route",
         "max_frame",
@@ -449,6 +478,13 @@ def build(settings: Mapping[str, Any]) -> ServerConfig:
         syslog_udp=syslog_udp,
         max_bytes=_size(settings.get("max_bytes", 0), "max_bytes"),
         backup_count=_int(settings.get("backup_count", 0), "backup_count", 0),
+        compress=_compress(settings.get("compress")),
+        max_age=_age(settings.get("max_age")),
+        max_total_bytes=(
+            _size(settings["max_total_bytes"], "max_total_bytes", 1)
+            if settings.get("max_total_bytes")
+            else None
+        ),
         format=_format(settings.get("format") or DEFAULT_FORMAT),
         routes=_routes(settings.get("route"), log_file),
         max_frame=_size(settings.get("max_frame", DEFAULT_MAX_FRAME), "max_frame", 1024),

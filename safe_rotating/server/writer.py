@@ -30,7 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .._compress import parse_compression
 from .._logfile import LogFile
+from .._rotation import Retention
 from .._wire import to_log_record
 from .config import ServerConfig
 from .metrics import Stats
@@ -175,12 +177,20 @@ class Writer:
     def _file(self, path: str) -> LogFile:
         log_file = self._files.get(path)
         if log_file is None:
+            config = self.config
+            retention = Retention(
+                count=config.backup_count,
+                max_age=config.max_age,
+                max_total_bytes=config.max_total_bytes,
+            )
             log_file = self._files[path] = LogFile(
                 path,
-                max_bytes=self.config.max_bytes,
-                backup_count=self.config.backup_count,
+                max_bytes=config.max_bytes,
+                backup_count=config.backup_count,
                 rotate=self._rotate,
                 warn=self.log.warning,
+                retention=retention,
+                compression=parse_compression(config.compress) if config.compress else None,
             )
         return log_file
 
