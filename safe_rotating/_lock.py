@@ -53,6 +53,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import portalocker
 
@@ -119,31 +120,34 @@ def path_names(path: str, fd: int) -> bool:
     return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def process_running(pid: int) -> bool:
-    """Is ``pid`` on a CPU or waiting for one (state ``R``)? A holder in that state is making
-    progress — a rotation on a loaded machine — not stuck."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return bool(fields) and fields[0] == b"R"
-
-
-def process_state(pid: int) -> str | None:
-    """``"stopped"``, ``"in uninterruptible I/O"``… from ``/proc`` (Linux), else ``None``."""
+def _state_letter(pid: int) -> bytes | None:
+    """The one-letter state of ``pid`` from ``/proc/<pid>/stat`` (Linux), else ``None``."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    states = {
-        b"T": "stopped",
-        b"t": "stopped by a debugger",
-        b"D": "waiting on uninterruptible I/O (a hung disk or network mount?)",
-        b"Z": "a zombie",
-    }
-    return states.get(fields[0]) if fields else None
+    return fields[0] if fields else None
+
+
+def process_running(pid: int) -> bool:
+    """Is ``pid`` on a CPU or waiting for one (state ``R``)? A holder in that state is making
+    progress — a rotation on a loaded machine — not stuck."""
+    return _state_letter(pid) == b"R"
+
+
+_STATES: Final = {
+    b"T": "stopped",
+    b"t": "stopped by a debugger",
+    b"D": "waiting on uninterruptible I/O (a hung disk or network mount?)",
+    b"Z": "a zombie",
+}
+
+
+def process_state(pid: int) -> str | None:
+    """``"stopped"``, ``"in uninterruptible I/O"``… from ``/proc`` (Linux), else ``None``."""
+    letter = _state_letter(pid)
+    return None if letter is None else _STATES.get(letter)
 
 
 class SidecarLock:

@@ -156,6 +156,21 @@ class TimedCheck:
 _TIME_PREFIX = re.compile(rb"^(\d+\.\d{6}) ")
 
 
+def _file_set_problems(
+    oversized: list[tuple[str, int]], size_limit: int, gaps: list[int], extra_files: int
+) -> list[str]:
+    """What is wrong with the set of files itself, in the words of both verdicts' reports."""
+    out = []
+    if oversized:
+        names = ", ".join(f"{n} ({s} B)" for n, s in oversized[:3])
+        out.append(f"{len(oversized)} files over the size limit of {size_limit} B: {names}")
+    if gaps:
+        out.append(f"backup numbering has gaps at {gaps[:5]}")
+    if extra_files:
+        out.append(f"{extra_files} files more than backupCount + 1")
+    return out
+
+
 @dataclass
 class Verdict:
     """What :func:`verify` found. ``ok`` is true only if every check passed."""
@@ -215,15 +230,9 @@ class Verdict:
             out.append(f"{self.torn} torn or corrupt lines")
         if self.order_breaks:
             out.append(f"{self.order_breaks} records out of per-writer order")
-        if self.oversized:
-            names = ", ".join(f"{n} ({s} B)" for n, s in self.oversized[:3])
-            out.append(
-                f"{len(self.oversized)} files over the size limit of {self.size_limit} B: {names}"
-            )
-        if self.numbering_gaps:
-            out.append(f"backup numbering has gaps at {self.numbering_gaps[:5]}")
-        if self.too_many_files:
-            out.append(f"{self.too_many_files} files more than backupCount + 1")
+        out += _file_set_problems(
+            self.oversized, self.size_limit, self.numbering_gaps, self.too_many_files
+        )
         return out
 
     def summary(self) -> str:
@@ -520,15 +529,9 @@ class RequestVerdict:
             out.append(f"{self.order_breaks} records out of per-worker order")
         if self.wrong_worker:
             out.append(f"{self.wrong_worker} records from another pid than the one that answered")
-        if self.oversized:
-            names = ", ".join(f"{n} ({s} B)" for n, s in self.oversized[:3])
-            out.append(
-                f"{len(self.oversized)} files over the size limit of {self.size_limit} B: {names}"
-            )
-        if self.numbering_gaps:
-            out.append(f"backup numbering has gaps at {self.numbering_gaps[:5]}")
-        if self.too_many_files:
-            out.append(f"{self.too_many_files} files more than backupCount + 1")
+        out += _file_set_problems(
+            self.oversized, self.size_limit, self.numbering_gaps, self.too_many_files
+        )
         return out
 
     def summary(self) -> str:
