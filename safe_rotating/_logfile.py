@@ -766,6 +766,9 @@ class LogFile:
                 problem = self._try_rollover(0, at)
         limit = policy.max_bytes
         most = most or limit
+        total = sum(map(len, records))
+        if total <= most and self._end + total <= limit:  # the usual case: no cut, no loop
+            return self._write_chunk(records) or problem
         for record in records:
             if chunk and (self._end + size + len(record) > limit or size + len(record) > most):
                 problem = self._write_chunk(chunk) or problem
@@ -774,7 +777,7 @@ class LogFile:
             size += len(record)
         return self._write_chunk(chunk) or problem
 
-    def _write_chunk(self, chunk: list[bytes]) -> Exception | None:
+    def _write_chunk(self, chunk: Sequence[bytes]) -> Exception | None:
         data = b"".join(chunk)
         policy = self._policy
         problem: Exception | None = None

@@ -1,11 +1,13 @@
 """Queued mode (``enqueue=True``): ``emit`` formats and queues, one thread per process writes.
 
 ``emit`` formats and encodes the record on the caller's thread — so a record never changes after
-``emit`` returns — and appends the bytes to a bounded in-process queue: a ``deque.append`` and a
-few integer updates, no lock and no system call, except setting an event when the writer thread
-is asleep. The writer thread takes everything queued and hands it to the engine as one
-:meth:`~safe_rotating._logfile.LogFile.append_batch` per wake-up (one ``write`` per file the batch
-lands in), with the engine's rotation, lock and order rules.
+``emit`` returns — and appends the bytes to a bounded in-process queue: a list append and a few
+integer updates, with no lock and no system call (the fork check reads the process id from a
+page the kernel clears in every child, :mod:`._pid`), except releasing a lock when the writer
+thread is asleep. The writer thread takes everything queued — one slice, no work per record —
+and hands it to the engine as one :meth:`~safe_rotating._logfile.LogFile.append_batch` per
+wake-up (one ``write`` per file the batch lands in), with the engine's rotation, lock and order
+rules.
 
 Latency: the writer sleeps only when the queue is empty and is woken by the ``emit`` that makes
 it non-empty, so a record reaches the kernel within the thread wake-up time (tens of
@@ -35,11 +37,11 @@ import sys
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeVar
 
+from ._pid import PID_CELL, current_pid
 from .exceptions import QueueOverflow
 
 if TYPE_CHECKING:
@@ -55,7 +57,6 @@ FLUSH_TIMEOUT: Final = 5.0  # longest wait of flush()/close() for a write under 
 _JOIN_TIMEOUT: Final = 1.0  # longest wait at close() for the writer thread to end
 _ROOM_SLICE: Final = 0.05  # on_full="block": re-check for room at least this often
 _T = TypeVar("_T")
-_getpid = os.getpid
 _monotonic = time.monotonic
 
 
@@ -89,46 +90,64 @@ class _State:
         "dropped",
         "errors",
         "idle",
+        "inflight",
         "io",
         "items",
         "peak",
         "pid",
         "put_bytes",
-        "put_records",
         "room",
         "room_waiters",
         "stopping",
         "taken_bytes",
         "taken_records",
         "thread",
+        "times",
         "wake",
         "written_bytes",
         "written_records",
     )
 
     def __init__(self) -> None:
-        self.pid = _getpid()
-        self.items: deque[tuple[bytes, float]] = deque()
+        self.pid = current_pid()
+        # emit appends to the end of these lists and the writer takes from the front with one
+        # slice and one ``del``: each is a single operation under the GIL, so neither needs a
+        # lock. ``times`` (the records' ``created``) is kept for a time schedule only, and is
+        # appended after ``items``: the writer takes ``len(times)`` records.
+        self.items: list[bytes] = []
+        self.times: list[float] = []
         # Written by emit only (the handler lock serialises it) ...
-        self.put_bytes = 0
-        self.put_records = 0
-        self.peak = 0
+        self.put_bytes = 0  # counted before the record is appended: never behind the writer
         self.dropped = 0
         self.drop_count = 0  # drops of the episode under way
         self.drop_started = 0.0  # 0.0: no episode
         # ... and by the writer only (under io), so no counter needs a lock.
         self.taken_bytes = 0
         self.taken_records = 0
+        self.inflight = 0  # records taken off the queue and being written
+        self.peak = 0  # the queue only grows between two takes: its peak is seen when taking
         self.written_records = 0
         self.written_bytes = 0
         self.errors = 0
         self.idle = False
         self.stopping = False
-        self.wake = threading.Event()
+        # A binary semaphore, held while nothing wakes the writer: emit releases it when the
+        # writer is idle (cheaper than an Event, whose set() takes a condition's lock).
+        self.wake = threading.Lock()
+        self.wake.acquire()
         self.io = threading.Lock()  # taking records and writing them; the engine
         self.room = threading.Condition(threading.Lock())
         self.room_waiters = 0
         self.thread: threading.Thread | None = None
+
+
+def _wake(state: _State) -> None:
+    """Wake the writer thread (called when it is, or is about to be, idle)."""
+    state.idle = False
+    try:  # noqa: SIM105 - on emit's path; contextlib.suppress costs more
+        state.wake.release()
+    except RuntimeError:  # already released: the writer is awake, or about to wake
+        pass
 
 
 class Queue:
@@ -165,19 +184,19 @@ class Queue:
     def put(self, data: bytes, created: float) -> None:
         """Queue one encoded record (called by ``emit``, under the handler lock)."""
         state = self._state
-        if state is None or state.pid != _getpid() or state.stopping:
+        if state is None or state.stopping or state.pid != (PID_CELL[0] or current_pid()):
             state = self._new_state()
+        size = len(data)
         queued = state.put_bytes - state.taken_bytes
-        if queued and queued + len(data) > self.capacity and not self._room(state, len(data)):
+        if queued + size > self.capacity and queued and not self._room(state, size):
             self._drop(state)
             return
-        state.items.append((data, created))
-        state.put_records += 1
-        state.put_bytes += len(data)
+        state.put_bytes += size
+        state.items.append(data)
+        if self._timed:
+            state.times.append(created)
         if state.idle:
-            state.wake.set()
-        if queued + len(data) > state.peak:
-            state.peak = queued + len(data)
+            _wake(state)
         if state.drop_started:
             self._drops_ended(state)
 
@@ -186,7 +205,7 @@ class Queue:
         if not self.block or state.drop_started:  # during a drop episode nobody waits again
             return False
         deadline = _monotonic() + self.block_timeout
-        state.wake.set()
+        _wake(state)
         with state.room:
             state.room_waiters += 1
             try:
@@ -226,7 +245,7 @@ class Queue:
     def _new_state(self) -> _State:
         """This process's state: a new one after a fork (the inherited one is left untouched)
         or after ``close``. Runs on emit's path, with the handler lock held."""
-        if self._state is not None and self._state.pid != _getpid():
+        if self._state is not None and self._state.pid != current_pid():
             self._adopt()
         with self._start_lock:
             state = self._state
@@ -257,8 +276,7 @@ class Queue:
                     return
                 state.idle = True
                 if not items:  # emit appends, then looks at idle: one of us sees the other
-                    wake.wait(IDLE_WAIT)
-                wake.clear()
+                    wake.acquire(True, IDLE_WAIT)
                 state.idle = False
                 continue
             with state.io:
@@ -267,42 +285,46 @@ class Queue:
     def _drain(self, state: _State) -> None:
         """Write everything queued now, in order (under ``state.io``)."""
         items = state.items
-        count = len(items)
+        timed = self._timed
+        count = len(state.times) if timed else len(items)
         if not count:
             return
-        popleft = items.popleft
-        batch = [popleft() for _ in range(count)]
-        size = sum(len(data) for data, _ in batch)
+        batch = items[:count]
+        del items[:count]
+        size = sum(map(len, batch))
+        queued = state.put_bytes - state.taken_bytes
+        if queued > state.peak:
+            state.peak = queued
+        state.inflight = count
         try:
-            if not self._timed:
-                written = self._write([data for data, _ in batch], None)
+            if not timed:
+                written = self._write(batch, None)
             else:
-                written = self._write_timed(batch)
+                times = state.times
+                stamps = times[:count]
+                del times[:count]
+                written = self._write_timed(batch, stamps)
             state.written_records += written
             state.written_bytes += size if written == count else 0
             state.errors += count - written
         finally:
+            state.inflight = 0
             state.taken_records += count
             state.taken_bytes += size
             if state.room_waiters:
                 with state.room:
                     state.room.notify_all()
 
-    def _write_timed(self, batch: list[tuple[bytes, float]]) -> int:
+    def _write_timed(self, batch: list[bytes], stamps: list[float]) -> int:
         """Cut the batch where a record's time reaches the next rollover: each part is written
         with the time of its first record, so records go to the file of their period."""
         written = 0
-        chunk: list[bytes] = []
-        first = 0.0
-        for data, created in batch:
-            if chunk and created >= self.file.rollover_at:
-                written += self._write(chunk, first)
-                chunk = []
-            if not chunk:
-                first = created
-            chunk.append(data)
-        if chunk:
-            written += self._write(chunk, first)
+        start = 0
+        for index, created in enumerate(stamps):
+            if index > start and created >= self.file.rollover_at:
+                written += self._write(batch[start:index], stamps[start])
+                start = index
+        written += self._write(batch[start:], stamps[start])
         return written
 
     # -- control -------------------------------------------------------------------------------
@@ -310,7 +332,7 @@ class Queue:
         state = self._state
         if state is None:
             return None
-        if state.pid != _getpid():
+        if state.pid != current_pid():
             self._adopt()
             return None
         return state
@@ -318,7 +340,7 @@ class Queue:
     def _adopt(self) -> None:
         """In a child: drop the parent's queue (the parent writes it) without touching it."""
         state = self._state
-        if state is not None and state.pid != _getpid():
+        if state is not None and state.pid != current_pid():
             self._state = None
             self._start_lock = threading.Lock()
             self.file.forget_parent()
@@ -353,7 +375,7 @@ class Queue:
             return
         self.flush()
         state.stopping = True
-        state.wake.set()
+        _wake(state)
         thread = state.thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(_JOIN_TIMEOUT)
@@ -363,13 +385,13 @@ class Queue:
     def stats(self, rotations: int, format_errors: int) -> HandlerStats:
         """The counters of this process (a child that has not logged yet: zero)."""
         state = self._state
-        if state is None or state.pid != _getpid():
+        if state is None or state.pid != current_pid():
             return HandlerStats(rotations=rotations, errors=format_errors)
         return HandlerStats(
             records=state.written_records,
             bytes=state.written_bytes,
             rotations=rotations,
-            queue_depth=state.put_records - state.taken_records,
+            queue_depth=len(state.items) + state.inflight,
             queue_bytes=state.put_bytes - state.taken_bytes,
             queue_peak_bytes=state.peak,
             dropped=state.dropped,
@@ -385,9 +407,11 @@ class _Inline:
         self._queue = queue
         self._state = state
 
-    def set(self) -> None:
-        with self._state.io:
-            self._queue._drain(self._state)
+    def release(self) -> None:
+        state = self._state
+        state.idle = True  # _wake cleared it: every record is written by its own emit
+        with state.io:
+            self._queue._drain(state)
 
 
 # Queues with a writer in this process, drained at exit; re-made in a child by the at-fork hook
@@ -411,7 +435,7 @@ def _hook_exit() -> None:
     """Make sure this process drains at exit, also as a ``multiprocessing`` child, which leaves
     with ``os._exit`` after its finalizers (the parent's are cleared in a forked child)."""
     global _hooked_pid
-    pid = _getpid()
+    pid = current_pid()
     if _hooked_pid == pid:
         return
     _hooked_pid = pid

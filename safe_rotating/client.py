@@ -29,12 +29,12 @@ from typing import Any
 
 from . import _options, _spool, _wire
 from ._file import SafeRotatingFileHandler
+from ._pid import PID_CELL, current_pid
 from ._sender import ClientStats, Config, Sender
 from .exceptions import RecordsDropped, ServerUnavailable
 
 __all__ = ["ClientStats", "LogServerHandler", "RecordsDropped", "ServerUnavailable"]
 
-_getpid = os.getpid
 _monotonic = time.monotonic
 _DEFAULT_FORMATTER = logging.Formatter()
 _MIN_SPOOL_BYTES = 64 * 1024
@@ -357,7 +357,7 @@ class LogServerHandler(logging.Handler):
     def _sender_for_this_process(self) -> Sender:
         """This process's sender; a forked child (however it forked) gets a new one."""
         sender = self._sender
-        if sender.pid != _getpid():
+        if sender.pid != current_pid():
             sender.abandon()  # the parent's: records, socket and spool stay the parent's
             self._episode_lock = threading.Lock()  # never the parent's: it may have been held
             self._drops = None
@@ -369,7 +369,7 @@ class LogServerHandler(logging.Handler):
         """Render ``record`` and queue it; returns without any network I/O."""
         try:
             sender = self._sender
-            if sender.pid != _getpid():
+            if sender.pid != (PID_CELL[0] or current_pid()):
                 sender = self._sender_for_this_process()
             if sender.finished:  # used again after close(), like a FileHandler
                 sender = self._sender = self._new_sender()

@@ -1,0 +1,56 @@
+"""This process's id without a system call per look: fork detection on the hot paths.
+
+glibc no longer caches ``getpid()``, so every ``os.getpid()`` is a system call (about 0.2 µs
+here, a few per cent of a whole ``logger.info``). Queued mode and the server client compare the
+process id on every record, because a fork done in C (uWSGI, embedding hosts) runs none of
+Python's at-fork hooks (see "Fork: never trust the hooks alone").
+
+So the id is kept in a private anonymous page marked ``MADV_WIPEONFORK``: the kernel gives the
+child of *any* fork — ``os.fork``, libc ``fork()`` called from C, ``multiprocessing`` — a page
+of zeros, and a zero means "not looked up in this process yet". Reading it is a memory load.
+Where the kernel refuses the advice (Linux before 4.14, other systems) the cell always reads
+zero and every look is a real ``os.getpid()``: slower, never wrong.
+
+Hot paths read ``PID_CELL[0] or current_pid()``; everything else calls :func:`current_pid`.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Final
+
+__all__ = ["PID_CELL", "WIPED_ON_FORK", "current_pid"]
+
+_MADV_WIPEONFORK: Final = 18  # <linux/mman.h>; not exported by the mmap module of Python 3.11
+_getpid = os.getpid
+
+
+def _make_cell() -> tuple[memoryview, bool]:
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+    madvise = getattr(mmap.mmap, "madvise", None)
+    if flags and madvise is not None and hasattr(os, "fork"):
+        try:
+            page = mmap.mmap(-1, mmap.PAGESIZE, flags=flags)
+            page.madvise(getattr(mmap, "MADV_WIPEONFORK", _MADV_WIPEONFORK))
+        except (OSError, ValueError):
+            pass
+        else:
+            return memoryview(page).cast("q"), True
+    return memoryview(bytearray(8)).cast("q"), False  # never written: always "look it up"
+
+
+_CELL = _make_cell()
+PID_CELL: Final[memoryview] = _CELL[0]
+WIPED_ON_FORK: Final[bool] = _CELL[1]  # True when the kernel clears the cell in every child
+
+
+def current_pid() -> int:
+    """``os.getpid()``, remembered until the next fork of any kind."""
+    pid = PID_CELL[0]
+    if pid:
+        return int(pid)
+    pid = _getpid()
+    if WIPED_ON_FORK:
+        PID_CELL[0] = pid
+    return pid
