@@ -86,6 +86,7 @@ class _Facade(logging.handlers.BaseRotatingHandler):
     _errors_policy: str
     _failure: _Episode | None
     _queue: Queue | None
+    _put: Callable[[bytes, float], None] | None
 
     def _start(
         self,
@@ -185,6 +186,7 @@ class _Facade(logging.handlers.BaseRotatingHandler):
             if enqueue
             else None
         )
+        self._put = None if self._queue is None else self._queue.put
         _LIVE.add(self)
         if not delay:
             with self._handler_lock():
@@ -213,18 +215,19 @@ class _Facade(logging.handlers.BaseRotatingHandler):
         A failure to write is reported once per episode, with a count when writing works again.
         """
         try:
-            text = self.format(record) + self.terminator
-            data = text.encode(self._codec, self._errors_policy)
+            data = (self.format(record) + self.terminator).encode(
+                self._codec, self._errors_policy
+            )
         except RecursionError:
             raise
         except Exception:
             self._errors += 1
             self.handleError(record)  # a bad record, not a bad disk: reported every time
             return
-        queue = self._queue
-        if queue is not None:
+        put = self._put
+        if put is not None:
             try:
-                queue.put(data, record.created)
+                put(data, record.created)
             except RecursionError:
                 raise
             except Exception:

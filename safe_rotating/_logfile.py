@@ -768,7 +768,7 @@ class LogFile:
         most = most or limit
         total = sum(map(len, records))
         if total <= most and self._end + total <= limit:  # the usual case: no cut, no loop
-            return self._write_chunk(records) or problem
+            return self._write_chunk(records, last=True) or problem
         for record in records:
             if chunk and (self._end + size + len(record) > limit or size + len(record) > most):
                 problem = self._write_chunk(chunk) or problem
@@ -777,7 +777,10 @@ class LogFile:
             size += len(record)
         return self._write_chunk(chunk) or problem
 
-    def _write_chunk(self, chunk: Sequence[bytes]) -> Exception | None:
+    def _write_chunk(self, chunk: Sequence[bytes], last: bool = False) -> Exception | None:
+        """Write ``chunk`` in one ``write``. ``last``: no other chunk of this batch follows, so
+        the end is not asked for (the next batch starts with an ``fstat``): the end we keep
+        is then a lower bound, enough to rotate a file we filled ourselves."""
         data = b"".join(chunk)
         policy = self._policy
         problem: Exception | None = None
@@ -787,7 +790,10 @@ class LogFile:
         self._write_all(fd, data)
         self._unconfirmed.append(data)
         self._last_write = _monotonic()
-        end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
+        if last:
+            end = self._end = self._end + len(data)
+        else:
+            end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
         if end >= policy.max_bytes:
             problem = self._try_rollover(1) or problem
         return problem

@@ -178,13 +178,16 @@ class Queue:
         self.block_timeout = block_timeout
         self._timed = file.scheduled
         self._state: _State | None = None
+        # The pid of the state emit may use: 0 once it stops; a fork changes the pid (one
+        # comparison on emit's path covers both).
+        self._live = 0
         self._start_lock = threading.Lock()
 
     # -- the hot path ----------------------------------------------------------------------------
     def put(self, data: bytes, created: float) -> None:
         """Queue one encoded record (called by ``emit``, under the handler lock)."""
         state = self._state
-        if state is None or state.stopping or state.pid != (PID_CELL[0] or current_pid()):
+        if state is None or self._live != (PID_CELL[0] or current_pid()):
             state = self._new_state()
         size = len(data)
         queued = state.put_bytes - state.taken_bytes
@@ -257,6 +260,7 @@ class Queue:
             )
             state.thread = thread
             self._state = state
+            self._live = state.pid
             _LIVE.add(self)
             _hook_exit()
             try:
@@ -342,6 +346,7 @@ class Queue:
         state = self._state
         if state is not None and state.pid != current_pid():
             self._state = None
+            self._live = 0
             self._start_lock = threading.Lock()
             self.file.forget_parent()
 
@@ -374,6 +379,7 @@ class Queue:
         if state is None:
             return
         self.flush()
+        self._live = 0
         state.stopping = True
         _wake(state)
         thread = state.thread
