@@ -215,9 +215,7 @@ class _Facade(logging.handlers.BaseRotatingHandler):
         A failure to write is reported once per episode, with a count when writing works again.
         """
         try:
-            data = (self.format(record) + self.terminator).encode(
-                self._codec, self._errors_policy
-            )
+            data = (self.format(record) + self.terminator).encode(self._codec, self._errors_policy)
         except RecursionError:
             raise
         except Exception:
