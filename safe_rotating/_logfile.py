@@ -837,10 +837,14 @@ class LogFile:
                 os.close(fd)
             self._lock.close()
             _LIVE.discard(self)
-            if self._registered_pid == os.getpid() and (
-                self._janitor.needed or self._staged is not None
+            # Only where this process used the file, and once: logging.shutdown() closes a
+            # handler again at exit, when its directory may be gone.
+            if (
+                fd >= 0
+                and self._registered_pid == os.getpid()
+                and (self._janitor.needed or self._staged is not None)
             ):
-                self._janitor.close()  # only where this process used the file
+                self._janitor.close()
 
     def after_fork_in_child(self) -> None:
         # The log descriptor may stay shared (O_APPEND writes are atomic); the lock may not.

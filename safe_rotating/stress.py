@@ -28,6 +28,7 @@ import logging.handlers
 import multiprocessing
 import multiprocessing.sharedctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,6 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._file import DEFAULT_QUEUE_SIZE
 from ._rotation import parse_age, parse_size
 from .verify import PREEXISTING, TimedCheck, Verdict, make_line, ordered_files, verify
 
@@ -61,6 +63,7 @@ def _safe(
     max_age: float | None = None,
     max_total_bytes: int | None = None,
     enqueue: bool = False,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
 ) -> logging.Handler:
     from ._file import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
 
@@ -71,6 +74,8 @@ def _safe(
         "max_total_bytes": max_total_bytes,
         "enqueue": enqueue,
     }
+    if enqueue:
+        extra["queue_size"] = queue_size
     if when:
         return SafeTimedRotatingFileHandler(
             path, when, interval, backupCount=backup_count, maxBytes=max_bytes, **extra
@@ -157,6 +162,9 @@ class StressConfig:
     max_total_bytes: int | None = None
     window: float = 0.5  # how late a record may be in the next period's file (--when)
     enqueue: bool = False  # --handler safe with enqueue=True: a writer thread per process
+    queue_size: int = DEFAULT_QUEUE_SIZE  # bytes, with enqueue
+    kill: int = 0  # worker processes killed with SIGKILL at a random moment of their run
+    seed: int | None = None  # for the choice of victims and moments (None: random)
     mode: str = "file"  # "server": the workers send to a safe-rotating-server started here
     server_address: str = ""  # set by run_stress in server mode
 
@@ -188,6 +196,19 @@ class StressConfig:
         if self.mode == "server":
             return 0  # the server is the files' only writer and splits batches at maxBytes
         return self.handlers * self.in_flight
+
+    @property
+    def at_risk(self) -> int:
+        """Records a process killed with SIGKILL may lose of those its ``emit`` accepted.
+
+        None without ``enqueue``: a record is in the file when ``emit`` returns. With it, what
+        was queued and not yet written: the queue holds at most ``queue_size`` bytes (a record
+        larger than that only when it is alone), so at most ``queue_size // line`` records,
+        the newest, and never a record older than one that was written.
+        """
+        if not self.enqueue:
+            return 0
+        return max(1, self.queue_size // self.line_size)
 
     @property
     def in_flight(self) -> int:
@@ -257,6 +278,7 @@ class StressConfig:
             max_age=self.max_age,
             max_total_bytes=self.max_total_bytes,
             enqueue=self.enqueue,
+            **({"queue_size": self.queue_size} if self.enqueue else {}),
         )
         fmt = "%(created).6f %(message)s" if self.when else "%(message)s"
         handler.setFormatter(logging.Formatter(fmt))
@@ -278,8 +300,20 @@ class StressConfig:
         if self.max_total_bytes:
             parts.append(f"max_total_bytes={self.max_total_bytes}")
         if self.enqueue:
-            parts.append("enqueue")
+            parts.append(f"enqueue queue_size={self.queue_size}")
+        if self.kill:
+            parts.append(f"kill -9 of {self.kill} workers")
         return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Killed:
+    """A worker process killed with SIGKILL: its writers' counts of records ``emit`` accepted
+    (read after the kill) and how many of those are not in the files."""
+
+    process: int
+    accepted: tuple[int, ...]
+    unwritten: int
 
 
 @dataclass(frozen=True)
@@ -290,14 +324,20 @@ class StressResult:
     exit_codes: list[int | None]
     logging_errors: int = 0
     retention_problems: tuple[str, ...] = ()
+    killed: tuple[Killed, ...] = ()
 
     @property
     def ok(self) -> bool:
+        victims = {k.process for k in self.killed}
         return (
             self.verdict.ok
             and not self.logging_errors
             and not self.retention_problems
-            and all(code == 0 for code in self.exit_codes)
+            and all(
+                code == (-signal.SIGKILL if i in victims else 0)
+                for i, code in enumerate(self.exit_codes)
+            )
+            and all(k.unwritten <= self.config.at_risk for k in self.killed)
         )
 
     def report(self) -> str:
@@ -311,11 +351,28 @@ class StressResult:
             c.size_rule(),
             self.verdict.summary(),
         ]
+        if self.killed:
+            bound = self.config.at_risk
+            unwritten = [k.unwritten for k in self.killed]
+            over = [k for k in self.killed if k.unwritten > bound]
+            rule = (
+                f"at most queue_size // line = {self.config.queue_size} // "
+                f"{self.config.line_size} = {bound} records per process, the newest"
+                if self.config.enqueue
+                else "none: a record is in the file when emit returns"
+            )
+            lines.append(
+                f"{'FAIL' if over else 'ok'}: killed {len(self.killed)} worker processes with "
+                f"SIGKILL mid-run; records their emit had accepted but not in the files: "
+                f"{', '.join(map(str, unwritten))} (allowed: {rule}); every older record is "
+                "there (checked above)"
+            )
         for problem in self.retention_problems:
             lines.append(f"FAIL: {problem}")
         if self.logging_errors:
             lines.append(f"FAIL: {self.logging_errors} records reported through handleError")
-        bad = [code for code in self.exit_codes if code != 0]
+        victims = {k.process for k in self.killed}
+        bad = [code for i, code in enumerate(self.exit_codes) if code != 0 and i not in victims]
         if bad:
             lines.append(f"FAIL: {len(bad)} worker processes exited abnormally: {bad}")
         return "\n".join(lines)
@@ -350,9 +407,10 @@ def _worker(
 
     def write(writer: int) -> None:
         started = time.monotonic()
+        every = 0 if config.kill else 255  # exact counts when a kill must be judged
         for seq in range(config.records):
             logger.info(make_line(writer, seq, config.record_size))
-            if seq & 255 == 255:
+            if seq & every == every:
                 progress[writer] = seq + 1
             if pace:
                 ahead = started + (seq + 1) * pace - time.monotonic()
@@ -426,6 +484,12 @@ def run_stress(
         )
     if config.mode == "server" and not config.server_address:
         return _run_through_server(config, on_progress)
+    if config.kill and (config.kill >= config.processes or not config.complete):
+        raise ValueError(
+            f"kill={config.kill}: kill fewer than the {config.processes} processes, and keep "
+            "every backup (no backup_count, max_age or max_total_bytes), so every record a "
+            "survivor logged can be counted"
+        )
     if config.precreate:
         precreate(config)
     ctx: Any = multiprocessing.get_context(config.start_method)
@@ -455,11 +519,25 @@ def run_stress(
             "their error output above says why"
         ) from None
     start = time.perf_counter()
+    # Victims, and the record count of their first writer at which each is killed.
+    rng = random.Random(config.seed)
+    kill_at = {
+        i: rng.randint(config.records // 10, max(config.records // 10, config.records * 7 // 10))
+        for i in rng.sample(range(config.processes), config.kill)
+    }
+    killed: dict[int, tuple[int, ...]] = {}
     while any(worker.is_alive() for worker in workers):
         if on_progress is not None:
             on_progress(sum(progress), time.perf_counter() - start)
+        for i, at in list(kill_at.items()):
+            if progress[i * config.threads] >= at and workers[i].is_alive():
+                os.kill(workers[i].pid or 0, signal.SIGKILL)
+                workers[i].join()
+                first = i * config.threads
+                killed[i] = tuple(progress[first : first + config.threads])  # after the kill
+                del kill_at[i]
         for worker in workers:
-            worker.join(timeout=0.2)
+            worker.join(timeout=0.005 if kill_at else 0.2)
             if worker.is_alive():
                 break
     seconds = time.perf_counter() - start
@@ -471,6 +549,14 @@ def run_stress(
     if config.when:
         exact = config.when.upper() == "S"
         timed = TimedCheck(window=config.window, interval=config.interval if exact else None)
+    written = None
+    if killed:
+        # A survivor's records must all be there. A victim's too, without enqueue; with it,
+        # only the records before its newest one found (a lost suffix is judged below).
+        written = [config.records] * config.writers
+        for i, accepted in killed.items():
+            for t, count in enumerate(accepted):
+                written[i * config.threads + t] = 0 if config.enqueue else count
     verdict = verify(
         config.directory,
         BASENAME,
@@ -480,7 +566,19 @@ def run_stress(
         backup_count=config.backups(),
         size_allowance=config.size_allowance,
         complete=config.complete,
+        written=written,
         timed=timed,
+    )
+    victims = tuple(
+        Killed(
+            i,
+            accepted,
+            sum(
+                max(0, count - (verdict.newest[i * config.threads + t] + 1))
+                for t, count in enumerate(accepted)
+            ),
+        )
+        for i, accepted in sorted(killed.items())
     )
     return StressResult(
         config,
@@ -489,6 +587,7 @@ def run_stress(
         [w.exitcode for w in workers],
         sum(errors),
         tuple(retention_problems(config)),
+        victims,
     )
 
 
@@ -608,6 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  safe-rotating-stress --start-method fork     handler built before fork (preload)\n"
             "  safe-rotating-stress --handler stdlib        the same run through the stdlib class\n"
             "  safe-rotating-stress --enqueue               queued mode (a writer thread each)\n"
+            "  safe-rotating-stress --enqueue --kill 3      ... and kill -9 three workers mid-run\n"
             "  safe-rotating-stress --django                Django under gunicorn, uWSGI, Celery\n"
             "  safe-rotating-stress --when S --max-bytes 16KiB --compress gzip --precreate 100\n"
             "  safe-rotating-stress --dir /var/log/test -p 16 -n 50000 --max-bytes 1MiB\n"
@@ -645,6 +745,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="--handler safe with enqueue=True: emit queues, a writer thread per process writes",
     )
     add(
+        "--queue-size",
+        type=_size,
+        default=DEFAULT_QUEUE_SIZE,
+        help="with --enqueue: the queue's bound in bytes (default 1MiB)",
+    )
+    add(
+        "--kill",
+        type=int,
+        default=0,
+        metavar="N",
+        help="SIGKILL N random workers mid-run; judge what each lost against the mode's "
+        "guarantee (none in sync mode; with --enqueue at most what fits in --queue-size)",
+    )
+    add(
         "--lock-timeout",
         type=float,
         default=0.25,
@@ -680,7 +794,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._django_stress import main as django_main
 
         return django_main([a for a in argv if a != "--django"])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.kill and (
+        args.kill >= args.processes or args.backup_count or args.max_age or args.max_total_bytes
+    ):
+        parser.error(
+            f"--kill {args.kill}: kill fewer than --processes, and keep every backup (no "
+            "--backup-count, --max-age or --max-total-bytes), so that every record is counted"
+        )
+    if args.kill and args.mode == "server":
+        parser.error("--kill is for file mode (server mode's client spools; see the tests)")
     own_dir = args.dir is None
     directory = tempfile.mkdtemp(prefix="safe-rotating-stress-") if own_dir else args.dir
     os.makedirs(directory, exist_ok=True)
@@ -706,6 +830,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_age=args.max_age,
         max_total_bytes=args.max_total_bytes,
         enqueue=args.enqueue,
+        queue_size=args.queue_size,
+        kill=args.kill,
         mode=args.mode,
     )
     print(

@@ -197,6 +197,7 @@ class Verdict:
     latest: float = 0.0  # the largest such lateness, seconds
     misplaced_sample: str = ""
     preexisting: int = 0  # lines of writer 9999 (backups made before the run) still present
+    newest: list[int] = field(default_factory=list)  # per writer: newest seq found, -1: none
 
     @property
     def expected(self) -> int:
@@ -360,6 +361,7 @@ def verify(
                 verdict.order_breaks += 1
             last[writer] = max(last[writer], seq)
 
+    verdict.newest = last
     for writer, marks in enumerate(seen):
         if written is not None:
             limit = max(written[writer], marks.rfind(1) + 1)
