@@ -28,9 +28,10 @@ from . import _options
 from ._compress import parse_compression
 from ._lock import SidecarLock
 from ._logfile import LogFile
-from ._queue import HandlerStats, Queue
+from ._queue import Queue
 from ._rotation import Retention
 from ._schedule import Schedule
+from ._stats import HandlerStats
 from .exceptions import RecordsLost, SafeRotatingWarning
 
 __all__ = ["HandlerStats", "SafeRotatingFileHandler", "SafeTimedRotatingFileHandler"]
@@ -267,15 +268,23 @@ class _Facade(logging.handlers.BaseRotatingHandler):
         self._report(_writer_record(), problem)
 
     def stats(self) -> HandlerStats:
-        """Counters of this handler in this process: records and bytes written, rotations done,
+        """Counters of this handler in this process: records and bytes written, rotations done
+        and followed, waits for the rotation lock, the largest overshoot past ``maxBytes``,
         queue depth and peak, records dropped and records that failed (see
-        :class:`HandlerStats`). Plain integers kept without locks, cheap to read."""
-        rotations = self._file.rotations
-        if self._queue is not None:
-            return self._queue.stats(rotations, self._errors)
-        return HandlerStats(
-            records=self._records, bytes=self._bytes, rotations=rotations, errors=self._errors
+        :class:`HandlerStats`). Plain numbers kept without locks, cheap to read."""
+        file = self._file
+        engine = HandlerStats(
+            records=self._records,
+            bytes=self._bytes,
+            rotations=file.rotations,
+            errors=self._errors,
+            rotations_seen=file.rotations_seen,
+            lock_waits=file.lock_waits.summary(),
+            largest_overshoot=file.largest_overshoot,
         )
+        if self._queue is not None:
+            return self._queue.stats(engine, self._errors)
+        return engine
 
     # -- reporting -------------------------------------------------------------------------------
     def _report(self, record: logging.LogRecord, problem: BaseException) -> None:

@@ -59,6 +59,7 @@ from ._rotation import (
 )
 from ._schedule import Schedule, parse_timed_name
 from ._staging import INLINE
+from ._stats import WaitHistogram
 from .exceptions import LockTimeout, RotationError
 
 __all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile"]
@@ -186,7 +187,14 @@ class LogFile:
         self._torn = False  # the last record was cut short: the next one starts a new line
         self._trouble: _RotationTrouble | None = None
         self._warned: set[str] = set()
-        self.rotations = 0  # rotations done by this process (a plain counter, for stats)
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        """The counters behind ``stats()``: plain numbers, changed under the handler's lock."""
+        self.rotations = 0  # rotations done by this process
+        self.rotations_seen = 0  # rotations by other processes that this one followed
+        self.lock_waits = WaitHistogram()  # how long each rotation waited for the lock
+        self.largest_overshoot = 0  # the most bytes past max_bytes seen in the current file
 
     @property
     def lock(self) -> SidecarLock:
@@ -246,8 +254,10 @@ class LogFile:
             if self._warn is not None:
                 self._warn(message)
 
-    def _open_current(self) -> None:
-        """Open the path as it is now; remember the generation read *before* opening."""
+    def _open_current(self, own: bool = False) -> None:
+        """Open the path as it is now; remember the generation read *before* opening.
+
+        ``own``: after this process's own rotation (else a new generation is another's)."""
         lock = self._lock
         lock.open()  # a no-op unless closed, or inherited through a fork of any kind
         if self._registered_pid != os.getpid():
@@ -266,6 +276,8 @@ class LogFile:
         fd = self._open_path()
         self._truncate_next_open = False
         old, self._fd = self._fd, fd
+        if old >= 0 and generation != self._gen and not own:
+            self.rotations_seen += 1
         self._gen = generation
         try:
             if old >= 0 and self._unconfirmed and os.fstat(old).st_nlink == 0 and self._lost():
@@ -461,6 +473,8 @@ class LogFile:
         self._last_write = now
         end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
         if policy.enabled and end >= policy.max_bytes:
+            if end - policy.max_bytes > self.largest_overshoot:
+                self.largest_overshoot = end - policy.max_bytes
             problem = self._try_rollover(1) or problem
         return problem
 
@@ -591,11 +605,11 @@ class LogFile:
         def rotated_elsewhere() -> bool:
             return lock.read_generation() != seen
 
-        if not lock.acquire(timeout, abandon=rotated_elsewhere, announce=True):
+        if not self._acquire(timeout, abandon=rotated_elsewhere):
             self._open_current()  # another process rotated while we waited
             if due < self._rollover_at:
                 return
-            lock.acquire(timeout, announce=True)
+            self._acquire(timeout)
         try:
             if not self._is_current():
                 self._open_current()
@@ -623,7 +637,7 @@ class LogFile:
         def rotated_elsewhere() -> bool:
             return lock.read_generation() != seen
 
-        if not lock.acquire(timeout, abandon=None if force else rotated_elsewhere, announce=True):
+        if not self._acquire(timeout, abandon=None if force else rotated_elsewhere):
             self._open_current()  # another process rotated while we waited
             return
         try:
@@ -640,6 +654,14 @@ class LogFile:
                 self._rotate_locked()
         finally:
             lock.release()
+
+    def _acquire(self, timeout: float, abandon: Callable[[], bool] | None = None) -> bool:
+        """Take the rotation lock (see :meth:`SidecarLock.acquire`), counting the wait."""
+        started = _monotonic()
+        try:
+            return self._lock.acquire(timeout, abandon=abandon, announce=True)
+        finally:
+            self.lock_waits.add(_monotonic() - started)
 
     def _keep(self) -> int:
         """How many backups a rotation keeps: ours, or more if a running process keeps more."""
@@ -669,7 +691,7 @@ class LogFile:
             self._rotated = True
             self.rotations += 1
             self._lock.bump_generation()
-            self._open_current()
+            self._open_current(own=True)
             return
         if self._staged is not None and self._lock.extended:
             self._rotate_staged(self._staged)
@@ -694,7 +716,7 @@ class LogFile:
         self._rotated = True
         self.rotations += 1
         self._lock.bump_generation()
-        self._open_current()
+        self._open_current(own=True)
 
     def _rotate_staged(self, staged: StagedSet) -> None:
         """Move the current file to a pending name (one rename, whatever the number of
@@ -722,7 +744,7 @@ class LogFile:
         self.rotations += 1
         self._staged_busy = not state.at_rest
         lock.bump_generation()
-        self._open_current()
+        self._open_current(own=True)
 
     def _remove_any(self, name: str) -> None:
         remove_any(name)
@@ -760,6 +782,8 @@ class LogFile:
             # The true end now, not as of our last write: the batch is cut to the room that is
             # really left, so what others wrote meanwhile does not push a file far past the limit.
             self._end = os.fstat(self._fd).st_size
+            if self._end - policy.max_bytes > self.largest_overshoot:
+                self.largest_overshoot = self._end - policy.max_bytes
         if self._schedule is not None:
             at = self._clock() if when is None else when
             if at >= self._rollover_at:
@@ -795,6 +819,8 @@ class LogFile:
         else:
             end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
         if end >= policy.max_bytes:
+            if end - policy.max_bytes > self.largest_overshoot:
+                self.largest_overshoot = end - policy.max_bytes
             problem = self._try_rollover(1) or problem
         return problem
 
@@ -849,7 +875,7 @@ class LogFile:
     def after_fork_in_child(self) -> None:
         # The log descriptor may stay shared (O_APPEND writes are atomic); the lock may not.
         self._lock.reopen_after_fork()
-        self.rotations = 0
+        self._reset_counters()
 
     def forget_parent(self) -> None:
         """In a forked child: the records written since the last check are the parent's to
@@ -857,4 +883,4 @@ class LogFile:
         only: a thread of the parent may have been changing the old ones at the fork."""
         self._unconfirmed = []
         self._next_check = 0.0
-        self.rotations = 0
+        self._reset_counters()

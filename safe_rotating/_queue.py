@@ -31,6 +31,7 @@ earlier. Records still queued at interpreter exit are written by an ``atexit`` h
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import sys
@@ -38,16 +39,16 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from ._pid import PID_CELL, current_pid
+from ._stats import HandlerStats
 from .exceptions import QueueOverflow
 
 if TYPE_CHECKING:
     from ._logfile import LogFile
 
-__all__ = ["HandlerStats", "Queue", "QueueOverflow"]
+__all__ = ["Queue", "QueueOverflow"]
 
 # Longest sleep of a writer thread with nothing queued: a safety net only (emit wakes it). Long,
 # so that an idle writer does not take the GIL ten times a second: a fork done in C at such a
@@ -58,27 +59,6 @@ _JOIN_TIMEOUT: Final = 1.0  # longest wait at close() for the writer thread to e
 _ROOM_SLICE: Final = 0.05  # on_full="block": re-check for room at least this often
 _T = TypeVar("_T")
 _monotonic = time.monotonic
-
-
-@dataclass(frozen=True)
-class HandlerStats:
-    """Counters of one handler in this process (a child process starts from zero).
-
-    ``records`` / ``bytes``: records (and their encoded bytes) written to the file by this
-    process; ``rotations``: rotations this process did; ``queue_depth`` / ``queue_bytes``:
-    records (bytes) queued and not yet written (always 0 without ``enqueue``);
-    ``queue_peak_bytes``: the most bytes queued at once; ``dropped``: records given up because
-    the queue was full (``on_full``); ``errors``: records that could not be formatted or written.
-    """
-
-    records: int = 0
-    bytes: int = 0
-    rotations: int = 0
-    queue_depth: int = 0
-    queue_bytes: int = 0
-    queue_peak_bytes: int = 0
-    dropped: int = 0
-    errors: int = 0
 
 
 class _State:
@@ -388,15 +368,16 @@ class Queue:
         self.flush()  # anything that slipped in meanwhile
         _LIVE.discard(self)
 
-    def stats(self, rotations: int, format_errors: int) -> HandlerStats:
-        """The counters of this process (a child that has not logged yet: zero)."""
+    def stats(self, engine: HandlerStats, format_errors: int) -> HandlerStats:
+        """``engine``'s counters with this process's queue counters (a child that has not
+        logged yet: zero)."""
         state = self._state
         if state is None or state.pid != current_pid():
-            return HandlerStats(rotations=rotations, errors=format_errors)
-        return HandlerStats(
+            return dataclasses.replace(engine, errors=format_errors)
+        return dataclasses.replace(
+            engine,
             records=state.written_records,
             bytes=state.written_bytes,
-            rotations=rotations,
             queue_depth=len(state.items) + state.inflight,
             queue_bytes=state.put_bytes - state.taken_bytes,
             queue_peak_bytes=state.peak,
