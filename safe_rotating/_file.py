@@ -11,6 +11,7 @@ per handler and process hands them to the same engine in batches (see :mod:`._qu
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import logging.handlers
@@ -272,15 +273,8 @@ class _Facade(logging.handlers.BaseRotatingHandler):
         and followed, waits for the rotation lock, the largest overshoot past ``maxBytes``,
         queue depth and peak, records dropped and records that failed (see
         :class:`HandlerStats`). Plain numbers kept without locks, cheap to read."""
-        file = self._file
-        engine = HandlerStats(
-            records=self._records,
-            bytes=self._bytes,
-            rotations=file.rotations,
-            errors=self._errors,
-            rotations_seen=file.rotations_seen,
-            lock_waits=file.lock_waits.summary(),
-            largest_overshoot=file.largest_overshoot,
+        engine = dataclasses.replace(
+            self._file.stats(), records=self._records, bytes=self._bytes, errors=self._errors
         )
         if self._queue is not None:
             return self._queue.stats(engine, self._errors)

@@ -59,7 +59,7 @@ from ._rotation import (
 )
 from ._schedule import Schedule, parse_timed_name
 from ._staging import INLINE
-from ._stats import WaitHistogram
+from ._stats import HandlerStats, WaitHistogram
 from .exceptions import LockTimeout, RotationError
 
 __all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile"]
@@ -195,6 +195,15 @@ class LogFile:
         self.rotations_seen = 0  # rotations by other processes that this one followed
         self.lock_waits = WaitHistogram()  # how long each rotation waited for the lock
         self.largest_overshoot = 0  # the most bytes past max_bytes seen in the current file
+
+    def stats(self) -> HandlerStats:
+        """The engine's counters (``records``, ``bytes`` and the queue are the callers')."""
+        return HandlerStats(
+            rotations=self.rotations,
+            rotations_seen=self.rotations_seen,
+            lock_waits=self.lock_waits.summary(),
+            largest_overshoot=self.largest_overshoot,
+        )
 
     @property
     def lock(self) -> SidecarLock:

@@ -29,22 +29,25 @@ class LockWaits:
     p50: float = 0.0
     p99: float = 0.0
     longest: float = 0.0
+    total: float = 0.0
 
 
 class WaitHistogram:
     """Durations in power-of-two buckets of microseconds; one writer at a time."""
 
-    __slots__ = ("buckets", "count", "longest")
+    __slots__ = ("buckets", "count", "longest", "total")
 
     def __init__(self) -> None:
         self.buckets = [0] * _BUCKETS
         self.count = 0
         self.longest = 0.0
+        self.total = 0.0
 
     def add(self, seconds: float) -> None:
         micros = int(seconds * 1e6)
         self.buckets[min(micros.bit_length(), _BUCKETS - 1)] += 1
         self.count += 1
+        self.total += seconds
         if seconds > self.longest:
             self.longest = seconds
 
@@ -61,7 +64,9 @@ class WaitHistogram:
         return self.longest
 
     def summary(self) -> LockWaits:
-        return LockWaits(self.count, self.quantile(0.5), self.quantile(0.99), self.longest)
+        return LockWaits(
+            self.count, self.quantile(0.5), self.quantile(0.99), self.longest, self.total
+        )
 
 
 @dataclass(frozen=True)

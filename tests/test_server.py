@@ -254,6 +254,12 @@ def test_file_shared_with_a_file_mode_handler(tmp_path: Path) -> None:
             client.acked(seq)
         client.close()
         assert other.wait(60) == 0
+        # The engine's counters of the file, as handler.stats() has them, on /metrics.
+        metrics = server.metrics()
+        label = f'{{file="{tmp_path / "app.log"}"}}'
+        assert metrics[f"lock_wait_seconds_count{label}"] >= metrics["rotations_total"] >= 1
+        assert f"rotations_seen_total{label}" in metrics
+        assert f"largest_overshoot_bytes{label}" in metrics
         assert server.stop() == 0
     # One record per concurrent writer of overshoot is the engine's documented rule; the
     # server writes a round per write, so allow one round of records.

@@ -306,7 +306,9 @@ class Server:
 
     # -- running ---------------------------------------------------------------------------
     def metrics_page(self) -> str:
-        page = render(self.stats, self.queue.records, len(self.connections))
+        page = render(
+            self.stats, self.queue.records, len(self.connections), self.writer.file_stats()
+        )
         return page + (self.forwarding.metrics() if self.forwarding is not None else "")
 
     def request_stop(self) -> None:

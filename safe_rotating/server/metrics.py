@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from .._stats import HandlerStats
 
 __all__ = ["Stats", "render", "serve_metrics"]
 
@@ -52,11 +54,17 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(stats: Stats, queue_depth: int, connections: int) -> str:
-    """The Prometheus text exposition of ``stats`` and the two gauges."""
+def render(
+    stats: Stats,
+    queue_depth: int,
+    connections: int,
+    files: Mapping[str, HandlerStats] | None = None,
+) -> str:
+    """The Prometheus text exposition of ``stats``, the two gauges, and the engine's counters
+    of each output file (``files``: the same :class:`HandlerStats` as ``handler.stats()``)."""
     out: list[str] = []
 
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, int]]) -> None:
+    def metric(name: str, kind: str, help_text: str, samples: Sequence[tuple[str, float]]) -> None:
         out.append(f"# HELP {PREFIX}{name} {help_text}")
         out.append(f"# TYPE {PREFIX}{name} {kind}")
         out.extend(f"{PREFIX}{name}{labels} {value}" for labels, value in samples)
@@ -97,7 +105,50 @@ def render(stats: Stats, queue_depth: int, connections: int) -> str:
     counter("connections_total", "Connections accepted.", stats.connections_total)
     metric("queue_depth", "gauge", "Records waiting for the writer.", [("", queue_depth)])
     metric("connections", "gauge", "Open connections.", [("", connections)])
+    if files:
+        _render_files(metric, files)
     return "\n".join(out) + "\n"
+
+
+def _render_files(
+    metric: Callable[[str, str, str, Sequence[tuple[str, float]]], None],
+    files: Mapping[str, HandlerStats],
+) -> None:
+    items = sorted(files.items())
+
+    def per_file(
+        name: str, kind: str, help_text: str, value: Callable[[HandlerStats], float]
+    ) -> None:
+        metric(name, kind, help_text, [(f'{{file="{_label(p)}"}}', value(s)) for p, s in items])
+
+    per_file(
+        "rotations_seen_total",
+        "counter",
+        "Rotations done by other processes sharing the file, followed by the server.",
+        lambda s: s.rotations_seen,
+    )
+    per_file(
+        "largest_overshoot_bytes",
+        "gauge",
+        "The most bytes past --max-bytes the server saw a current file hold.",
+        lambda s: s.largest_overshoot,
+    )
+    samples: list[tuple[str, float]] = []
+    for path, s in items:
+        label = f'file="{_label(path)}"'
+        waits = s.lock_waits
+        samples += [
+            (f'{{{label},quantile="0.5"}}', waits.p50),
+            (f'{{{label},quantile="0.99"}}', waits.p99),
+            (f'{{{label},quantile="1"}}', waits.longest),
+        ]
+        samples += [(f"_sum{{{label}}}", waits.total), (f"_count{{{label}}}", waits.count)]
+    metric(
+        "lock_wait_seconds",
+        "summary",
+        "Waits of rotations for the file's rotation lock (quantiles within a factor of two).",
+        samples,
+    )
 
 
 async def _answer(

@@ -33,6 +33,7 @@ from typing import Any, Final
 from .._compress import parse_compression
 from .._logfile import LogFile
 from .._rotation import Retention
+from .._stats import HandlerStats
 from .._wire import to_log_record
 from .config import ServerConfig
 from .metrics import Stats
@@ -193,6 +194,10 @@ class Writer:
                 compression=parse_compression(config.compress) if config.compress else None,
             )
         return log_file
+
+    def file_stats(self) -> dict[str, HandlerStats]:
+        """The engine's counters of each output file (as ``handler.stats()`` has them)."""
+        return {path: log_file.stats() for path, log_file in self._files.items()}
 
     def _rotate(self, source: str, dest: str) -> None:
         os.rename(source, dest)
