@@ -50,6 +50,8 @@ from typing import Any
 
 from peers import BASELINE, HANDLERS, WRITES_NOTHING, build
 
+from safe_rotating import HandlerStats, SafeRotatingFileHandler
+from safe_rotating._stats import summarize
 from safe_rotating.verify import Verdict, make_line, verify
 
 BASENAME = "app.log"
@@ -67,8 +69,9 @@ class Config:
     handlers: tuple[str, ...]
 
 
-# What a worker sends back: index, start ns, end ns, latencies (array('q') bytes), errors.
-WorkerReport = tuple[int, int, int, bytes, int]
+# What a worker sends back: index, start ns, end ns, latencies (array('q') bytes), errors, and
+# the handler's stats() for ours (None for the peers).
+WorkerReport = tuple[int, int, int, bytes, int, HandlerStats | None]
 
 
 def _worker(
@@ -111,7 +114,8 @@ def _worker(
     handler.flush()  # a queued handler's records are written only now: part of its time
     end = clock()
     handler.close()
-    report: WorkerReport = (index, start, end, latencies.tobytes(), errors)
+    stats = handler.stats() if isinstance(handler, SafeRotatingFileHandler) else None
+    report: WorkerReport = (index, start, end, latencies.tobytes(), errors, stats)
     results.put(report)
 
 
@@ -132,6 +136,7 @@ class Run:
     problems: tuple[str, ...]
     summary: str
     seconds: float
+    stats: tuple[HandlerStats, ...] = ()
 
 
 # How far past maxBytes each handler's files may grow, by its own documentation: ours by one record
@@ -256,6 +261,7 @@ def run_once(kind: str, processes: int, repeat: int, config: Config, scratch: st
             problems=_problem_kinds(verdict),
             summary=verdict.summary(),
             seconds=time.perf_counter() - began,
+            stats=tuple(r[5] for r in reports if r[5] is not None),
         )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -519,6 +525,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stats_lines(config: Config, cells: dict[tuple[str, int], Cell]) -> list[str]:
+    """``handler.stats()`` of our handlers at the largest P, from the last repeat."""
+    top = max(config.processes)
+    out = []
+    for kind in ("safe", "queued"):
+        cell = cells.get((kind, top))
+        if cell is not None and cell.runs and cell.runs[-1].stats:
+            out.append(f"stats() of {cell.label} at P={top}: {summarize(cell.runs[-1].stats)}")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM: exit through the cleanup below, and let multiprocessing stop the workers.
@@ -556,9 +573,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = targets_line(config, cells)
     if targets:
         print(targets)
+    stats = stats_lines(config, cells)
+    for line in stats:
+        print(line)
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write(f"{describe(config)}\n\n{markdown_table(rows)}\n")
+            if stats:
+                f.write("\n" + "\n".join(f"- {line}" for line in stats) + "\n")
     if args.chart:
         write_chart(args.chart, config, cells)
     failed = [c for c in cells.values() if c.kind in ("safe", "queued") and c.verdict != "PASS"]

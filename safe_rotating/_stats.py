@@ -12,9 +12,10 @@ against one of 40 ms needs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["HandlerStats", "LockWaits", "WaitHistogram"]
+__all__ = ["HandlerStats", "LockWaits", "WaitHistogram", "summarize"]
 
 _BUCKETS: Final = 40  # 2**39 µs is six days: every real wait fits
 
@@ -96,3 +97,29 @@ class HandlerStats:
     rotations_seen: int = 0
     lock_waits: LockWaits = field(default_factory=LockWaits)
     largest_overshoot: int = 0
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds >= 0.001 else f"{seconds * 1e6:.0f} µs"
+
+
+def summarize(stats: Sequence[HandlerStats]) -> str:
+    """One line for the ``stats()`` of several processes' handlers on one file (sums; the
+    worst of the lock waits, overshoots and queue peaks)."""
+    if not stats:
+        return "no stats (no process reported)"
+    waits = [s.lock_waits for s in stats]
+    parts = [
+        f"{len(stats)} processes: {sum(s.records for s in stats)} records",
+        f"{sum(s.rotations for s in stats)} rotations done, "
+        f"{sum(s.rotations_seen for s in stats)} followed",
+        f"lock waits {sum(w.count for w in waits)} (worst p99 <= "
+        f"{_ms(max(w.p99 for w in waits))}, longest {_ms(max(w.longest for w in waits))})",
+        f"largest overshoot {max(s.largest_overshoot for s in stats)} B",
+    ]
+    peak = max(s.queue_peak_bytes for s in stats)
+    if peak:
+        parts.append(f"queue peak {peak} B")
+    parts.append(f"dropped {sum(s.dropped for s in stats)}")
+    parts.append(f"errors {sum(s.errors for s in stats)}")
+    return "; ".join(parts)

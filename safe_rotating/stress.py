@@ -43,6 +43,7 @@ from typing import Any
 
 from ._file import DEFAULT_QUEUE_SIZE
 from ._rotation import parse_age, parse_size
+from ._stats import HandlerStats, summarize
 from .verify import PREEXISTING, TimedCheck, Verdict, make_line, ordered_files, verify
 
 __all__ = ["HANDLERS", "StressConfig", "StressResult", "main", "run_stress"]
@@ -325,6 +326,7 @@ class StressResult:
     logging_errors: int = 0
     retention_problems: tuple[str, ...] = ()
     killed: tuple[Killed, ...] = ()
+    stats: tuple[HandlerStats, ...] = ()  # handler.stats() of each process that finished
 
     @property
     def ok(self) -> bool:
@@ -351,6 +353,8 @@ class StressResult:
             c.size_rule(),
             self.verdict.summary(),
         ]
+        if self.stats:
+            lines.append(f"stats(): {summarize(self.stats)}")
         if self.killed:
             bound = self.config.at_risk
             unwritten = [k.unwritten for k in self.killed]
@@ -385,6 +389,7 @@ def _worker(
     errors: Any,
     ready: Any,
     inherited: logging.Handler | None,
+    stats_out: Any,
 ) -> None:
     """One worker process: ``threads`` writers sharing one handler (built here or inherited)."""
     handler = inherited or config.handler_for(os.path.join(config.directory, BASENAME))
@@ -426,6 +431,9 @@ def _worker(
     for thread in threads:
         thread.join()
     handler.close()
+    stats = getattr(handler, "stats", None)
+    if config.handler == "safe" and config.mode == "file" and stats is not None:
+        stats_out.put(stats())
 
 
 def _run_through_server(
@@ -496,13 +504,16 @@ def run_stress(
     progress = ctx.Array("q", config.writers, lock=False)
     errors = ctx.Array("q", config.processes, lock=False)
     ready = ctx.Barrier(config.processes + 1)
+    stats_out = ctx.SimpleQueue()
     inherited = None
     if config.start_method == "fork":
         # "preload": the handler (descriptor, lock file) exists before the workers are forked.
         inherited = config.handler_for(os.path.join(config.directory, BASENAME))
     workers = [
         ctx.Process(
-            target=_worker, args=(config, i, progress, errors, ready, inherited), daemon=True
+            target=_worker,
+            args=(config, i, progress, errors, ready, inherited, stats_out),
+            daemon=True,
         )
         for i in range(config.processes)
     ]
@@ -541,6 +552,9 @@ def run_stress(
             if worker.is_alive():
                 break
     seconds = time.perf_counter() - start
+    stats = []
+    while not stats_out.empty():
+        stats.append(stats_out.get())
     if on_progress is not None:
         on_progress(sum(progress), seconds)
     if inherited is not None:
@@ -588,6 +602,7 @@ def run_stress(
         sum(errors),
         tuple(retention_problems(config)),
         victims,
+        tuple(stats),
     )
 
 
