@@ -12,8 +12,9 @@ while safe_rotating (and concurrent-log-handler) stop at the first name that doe
 
 Table 3 (``--stall``) is the stall under load: P processes write through each handler into a set
 that starts with N existing backups (0, 100, 1000), gzip off and on, concurrent-log-handler next
-to safe_rotating in the same run. Reported: records/s over the whole run and the longest single
-``logger.info`` call of any process (the stall a rotation can cause).
+to safe_rotating in the same run. Reported: records/s from the start to the last record logged,
+the longest single ``logger.info`` call of any process (the stall a rotation can cause), and the
+longest ``close()`` (where work left for it is done: renumbering, the last compression).
 
 Usage (from the repository root)::
 
@@ -39,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from peers import HANDLERS, build
@@ -206,7 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--stall", action="store_true", help="measure table 3 (the stall under load) instead")
     add("--processes", type=_counts, default=(2, 64), help="table 3 writers (default 2,64)")
     add("--stall-backups", type=_counts, default=(0, 100, 1000), help="(default 0,100,1000)")
-    add("--stall-records", type=int, default=40_000, help="records per run, all processes")
+    add(
+        "--stall-seconds",
+        type=float,
+        default=4.0,
+        help="each process logs for this long (default 4: long enough for the background "
+        "compression of a 1 s grace to run during the run, not after it)",
+    )
     add("--stall-max-bytes", type=int, default=16 * 1024, help="maxBytes (default 16384)")
     add("--repeat-stall", type=int, default=3, help="runs per cell (default 3)")
     return parser
@@ -219,10 +226,13 @@ def _stall_worker(
     max_bytes: int,
     backup_count: int,
     compress: str | None,
-    records: int,
+    seconds: float,
     record_size: int,
     go: Any,
     out: Any,
+    ends: Any,
+    counts: Any,
+    closes: Any,
     index: int,
 ) -> None:
     handler = FACTORIES[kind](path, max_bytes, backup_count, 10.0, compress=compress)
@@ -231,16 +241,26 @@ def _stall_worker(
     logger.propagate = False
     logger.handlers = [handler]
     logger.setLevel(logging.INFO)
-    messages = [make_line(index, seq, record_size) for seq in range(records)]
-    clock = time.perf_counter_ns
+    messages = [make_line(index, seq, record_size) for seq in range(1000)]
+    clock = time.monotonic_ns  # one clock for every process
     worst = 0
+    count = 0
     go.wait()
-    for message in messages:
-        before = clock()
-        logger.info(message)
-        worst = max(worst, clock() - before)
+    deadline = clock() + int(seconds * 1e9)
+    before = clock()
+    while before < deadline:
+        for message in messages:
+            logger.info(message)
+            after = clock()
+            worst = max(worst, after - before)
+            before = after
+        count += len(messages)
+    ends[index] = before
+    counts[index] = count
     out[index] = worst
-    handler.close()
+    before = clock()
+    handler.close()  # renumbering left for close, compression under way: timed apart
+    closes[index] = clock() - before
 
 
 def _precreate(directory: str, count: int, compress: str | None, record_size: int) -> None:
@@ -263,6 +283,7 @@ class StallRow:
     compress: str | None
     rates: list[float]
     worst_ms: list[float]
+    close_ms: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -272,18 +293,22 @@ class StallRow:
     def worst(self) -> float:
         return max(self.worst_ms)
 
+    @property
+    def close(self) -> float:
+        return max(self.close_ms)
+
 
 def stall_once(
     kind: str,
     processes: int,
     existing: int,
     compress: str | None,
-    records: int,
+    seconds: float,
     record_size: int,
     max_bytes: int,
     scratch: str,
-) -> tuple[float, float]:
-    """Records/s and the longest emit (ms) of one run."""
+) -> tuple[float, float, float]:
+    """Records/s, the longest emit (ms) and the longest close (ms) of one run."""
     directory = tempfile.mkdtemp(prefix=f"stall-{kind}-", dir=scratch)
     try:
         _precreate(directory, existing, compress, record_size)
@@ -291,7 +316,10 @@ def stall_once(
         ctx: Any = multiprocessing.get_context("fork")
         go = ctx.Barrier(processes + 1)
         out = ctx.Array("q", processes, lock=False)
-        backup_count = existing + 2 * processes * records * record_size // max_bytes + 16
+        ends = ctx.Array("q", processes, lock=False)
+        counts = ctx.Array("q", processes, lock=False)
+        closes = ctx.Array("q", processes, lock=False)
+        backup_count = existing + 100_000  # nothing is deleted during the run
         workers = [
             ctx.Process(
                 target=_stall_worker,
@@ -301,10 +329,13 @@ def stall_once(
                     max_bytes,
                     backup_count,
                     compress,
-                    records,
+                    seconds,
                     record_size,
                     go,
                     out,
+                    ends,
+                    counts,
+                    closes,
                     i,
                 ),
             )
@@ -313,11 +344,12 @@ def stall_once(
         for worker in workers:
             worker.start()
         go.wait()
-        started = time.perf_counter()
+        started = time.monotonic_ns()
         for worker in workers:
             worker.join()
-        seconds = time.perf_counter() - started
-        return processes * records / seconds, max(out) / 1e6
+        # Throughput: from the start to the last record logged; close() is timed apart.
+        took = (max(ends) - started) / 1e9
+        return sum(counts) / took, max(out) / 1e6, max(closes) / 1e6
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -327,16 +359,15 @@ def run_stall(args: argparse.Namespace, scratch: str) -> list[StallRow]:
     kinds = ["safe", "clh"]
     for r in range(max(1, args.repeat_stall)):
         for processes in args.processes:
-            records = max(200, args.stall_records // processes)
             for existing in args.stall_backups:
                 for compress in (None, "gzip"):
                     for kind in kinds if r % 2 == 0 else kinds[::-1]:
-                        rate, worst = stall_once(
+                        rate, worst, close = stall_once(
                             kind,
                             processes,
                             existing,
                             compress,
-                            records,
+                            args.stall_seconds,
                             args.record_size,
                             args.stall_max_bytes,
                             scratch,
@@ -347,6 +378,7 @@ def run_stall(args: argparse.Namespace, scratch: str) -> list[StallRow]:
                         )
                         row.rates.append(rate)
                         row.worst_ms.append(worst)
+                        row.close_ms.append(close)
                     print(
                         f"stall repeat {r + 1}: {processes} processes, {existing} backups, "
                         f"gzip {'on' if compress else 'off'} done",
@@ -356,7 +388,15 @@ def run_stall(args: argparse.Namespace, scratch: str) -> list[StallRow]:
     return list(rows.values())
 
 
-STALL_COLUMNS = ("handler", "processes", "existing backups", "gzip", "records/s", "longest emit ms")
+STALL_COLUMNS = (
+    "handler",
+    "processes",
+    "existing backups",
+    "gzip",
+    "records/s",
+    "longest emit ms",
+    "longest close ms",
+)
 
 
 def stall_table(rows: Sequence[StallRow]) -> list[list[str]]:
@@ -368,6 +408,7 @@ def stall_table(rows: Sequence[StallRow]) -> list[list[str]]:
             "on" if row.compress else "off",
             f"{row.rate:,.0f}",
             f"{row.worst:,.2f}",
+            f"{row.close:,.1f}",
         ]
         for row in sorted(rows, key=lambda r: (r.processes, r.existing, bool(r.compress), r.kind))
     ]

@@ -41,6 +41,13 @@ __all__ = ["Janitor", "StagedSet", "janitor_path", "move_any", "remove_any", "ta
 _MUTEXES: dict[str, threading.Lock] = {}
 _MUTEXES_GUARD = threading.Lock()
 _LOCK_WAIT = 2.0  # seconds a janitor waits for the rotation lock for one short step
+# Renumbering waits until no rotation happened for this long: while writers rotate busily the
+# new backups keep their pending names (one rename each), and the set is brought back to the
+# stdlib's names in one pass once they pause, or at close.
+QUIET = 1.0
+# A pass looks only at backups newer than those it found settled (compressed, or failed); a
+# full look, which also clears temporary files a crashed janitor left, runs this often.
+_FULL_SCAN_EVERY = 60.0
 _TEMP_MARK = ".compressing."
 # Test hook: called with the name of each step of the janitor's work (see tests/test_janitor.py).
 STEP_HOOK: Callable[[str], None] | None = None
@@ -192,7 +199,11 @@ class StagedSet:
         lock.set_flags(STAGED | DIRTY)
         _step("staged:rotate")
         rotate(self.path, self.name(Slot("n", 1)))
-        state = normal(replace(state, a=top + 1, b=top + 2, c=top + 1))
+        # lo and hi move on together (no pending file): ``hi`` counts every rotation, which
+        # keeps :attr:`_Found.ident` and :meth:`Janitor._find` right for inline rotations too.
+        state = normal(
+            replace(state, a=top + 1, b=top + 2, c=top + 1, lo=state.lo + 1, hi=state.hi + 1)
+        )
         lock.set_state(STAGED, state.counters())
         return state
 
@@ -242,6 +253,12 @@ class _Found:
     hi: int = 0  # ... and the pending counter then: rank + (hi now - hi) is its place now
 
     @property
+    def ident(self) -> int:
+        """Size-rotated sets: a number that stays with the backup through renumbering (every
+        rotation adds one to ``hi`` and one to every backup's rank); -1 otherwise."""
+        return self.hi - 1 - self.rank if self.rank >= 0 else -1
+
+    @property
     def path(self) -> str:
         return self.name + self.suffix
 
@@ -281,6 +298,11 @@ class Janitor:
         self._state = threading.Lock()
         self._again = False
         self._closing = False
+        self._wakeup = threading.Event()  # set by close(): a sleeping thread stops at once
+        self._settled = -1  # every backup with an ident up to this one is done (compressed)
+        self._full_scan_at = -_FULL_SCAN_EVERY  # monotonic time of the last full pass
+        self._seen_hi = 0  # the pending counter when last read, and when it last changed
+        self._seen_hi_at = 0.0
         self._failed: set[tuple[int, int]] = set()
         self._doomed_snapshot: list[_Found] = []
         self._doomed_hi = 0
@@ -354,7 +376,7 @@ class Janitor:
                 if wait is None:  # busy: the holder looks for new work before it stops
                     return
                 if wait > 0:
-                    time.sleep(min(wait, 1.0))
+                    self._wakeup.wait(min(wait, 1.0))
                 elif not again:
                     return
         except Exception as exc:  # never let a background problem pass silently
@@ -366,8 +388,10 @@ class Janitor:
         with self._state:
             self._closing = True
             thread = self._thread if self._thread_pid == os.getpid() else None
+        self._wakeup.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        self._full_scan_at = -_FULL_SCAN_EVERY  # look at everything once more
         with contextlib.suppress(Exception):
             self.renumber()
         with contextlib.suppress(Exception):
@@ -375,6 +399,7 @@ class Janitor:
         self._lock.close()
         with self._state:
             self._closing = False
+            self._wakeup = threading.Event()
 
     # -- one pass --------------------------------------------------------------------------------
     def run(self, compress: bool = True) -> float | None:
@@ -422,13 +447,43 @@ class Janitor:
 
     def _work(self, compress: bool) -> float:
         self._lock.open()
-        self.renumber()
-        self._remove_temporaries()
-        self._resolve_pairs()
+        busy = self._rotating_for() if compress else 0.0  # close() renumbers at once
+        if not busy:
+            self.renumber()
+        now = time.monotonic()
+        full = now - self._full_scan_at >= _FULL_SCAN_EVERY
+        if full:
+            self._full_scan_at = now
+            self._remove_temporaries()
+        listed = self.backups(None if full else self._settled)
+        self._resolve_pairs(listed)
         self._apply_retention()
-        if not (compress and self.compression):
+        wait = self._compress_all(listed) if compress and self.compression else 0.0
+        if busy:
+            wait = busy if not wait else min(wait, busy)
+        return wait
+
+    def _rotating_for(self) -> float:
+        """0.0 if the set may be renumbered now, else seconds until rotations have paused for
+        :data:`QUIET` (as far as can be told now). Time-named sets are never renumbered."""
+        if self._staged is None or not self._lock.extended:
             return 0.0
-        return self._compress_all()
+        # Read without the lock (writers need it more): the counters only serve to tell
+        # whether rotations go on; renumber() reads them again under the lock.
+        try:
+            flags, counters = self._lock.state()
+        except (OSError, ValueError):  # a damaged table: renumber() repairs it under the lock
+            return 0.0
+        if not flags & STAGED:
+            return 0.0
+        state = IndexState(*counters)
+        now = time.monotonic()
+        if state.hi != self._seen_hi:
+            self._seen_hi, self._seen_hi_at = state.hi, now
+        if state.at_rest:
+            return 0.0
+        left = self._seen_hi_at + QUIET - now
+        return left if left > 0 else 0.0
 
     # -- listing ---------------------------------------------------------------------------------
     def _variant(self, name: str) -> _Found | None:
@@ -439,8 +494,9 @@ class Janitor:
                 return _Found(name, suffix)
         return None
 
-    def backups(self) -> list[_Found]:
-        """The backups, oldest first."""
+    def backups(self, newer_than: int | None = None) -> list[_Found]:
+        """The backups, oldest first; of a size-rotated set, only those whose
+        :attr:`_Found.ident` is above ``newer_than``."""
         if self._schedule is not None:
             pattern = self._schedule.stamp_pattern
             parsed = []
@@ -465,7 +521,8 @@ class Janitor:
         # Looked up after the lock is released, so that writers never wait for a thousand
         # lookups: a backup renumbered meanwhile is missed now and found next time.
         out = []
-        for rank in range(state.total - 1, -1, -1):
+        top = state.total if newer_than is None else min(state.total, state.hi - 1 - newer_than)
+        for rank in range(top - 1, -1, -1):
             slot = state.slot(rank)
             assert slot is not None
             variant = self._variant(staged.name(slot))
@@ -483,12 +540,12 @@ class Janitor:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(self.directory, entry))
 
-    def _resolve_pairs(self) -> None:
+    def _resolve_pairs(self, listed: list[_Found]) -> None:
         """A backup both plain and compressed: the compressed one is whole (it was renamed into
         place complete), so the plain one is removed — under the rotation lock."""
         if self.compression is None:
             return
-        pairs = [b.name for b in self.backups() if not b.suffix and self._has_compressed(b)]
+        pairs = [b.name for b in listed if not b.suffix and self._has_compressed(b)]
         if not pairs:
             return
         with self._locked() as held:
@@ -567,37 +624,46 @@ class Janitor:
                     os.remove(backup.name)
 
     # -- compression -----------------------------------------------------------------------------
-    def _compress_all(self) -> float:
-        """Compress every plain backup old enough; return seconds until the next one is."""
+    def _compress_all(self, listed: list[_Found]) -> float:
+        """Compress every plain backup of ``listed`` old enough; return seconds until the next
+        one is. Moves :attr:`_settled` past the oldest run of backups that are done."""
         compression = self.compression
         assert compression is not None
         wait = 0.0
-        for found in self.backups():
+        settling = True  # every backup looked at so far is done
+        for found in listed:
             with self._state:
                 if self._closing:
                     return 0.0
-            if found.suffix:
-                continue
-            try:
-                st = os.stat(found.name)
-            except FileNotFoundError:
-                continue
-            if (st.st_dev, st.st_ino) in self._failed:
-                continue
-            age = self._clock() - st.st_mtime
-            if age < compression.grace:
-                left = compression.grace - age
-                wait = left if not wait else min(wait, left)
-                continue
-            self._compress_one(found, compression)
+            done = bool(found.suffix)
+            if not done:
+                try:
+                    st = os.stat(found.name)
+                except FileNotFoundError:
+                    st = None
+                if st is None:
+                    done = False  # renumbered or removed meanwhile: looked at again next time
+                elif (st.st_dev, st.st_ino) in self._failed:
+                    done = True
+                else:
+                    age = self._clock() - st.st_mtime
+                    if age < compression.grace:
+                        left = compression.grace - age
+                        wait = left if not wait else min(wait, left)
+                    else:
+                        done = self._compress_one(found, compression)
+            settling = settling and done
+            if settling and found.ident >= 0:
+                self._settled = max(self._settled, found.ident)
         return wait
 
-    def _compress_one(self, found: _Found, compression: Compression) -> None:
+    def _compress_one(self, found: _Found, compression: Compression) -> bool:
+        """Compress one backup; True when it is done (compressed, or failed and reported)."""
         name = found.name
         try:
             source = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
-            return
+            return False
         temp = ""
         try:
             st = os.fstat(source)
@@ -617,17 +683,18 @@ class Janitor:
             _step("compress:written")
             with self._locked() as held:
                 if not held:
-                    return
+                    return False
                 now = os.fstat(source)
                 if now.st_size != read or now.st_nlink == 0:
-                    return  # written to or removed meanwhile: the next pass tries again
+                    return False  # written to or removed meanwhile: the next pass tries again
                 current = self._find(found, st)
                 if current is None or self._variant(current) != _Found(current, ""):
-                    return
+                    return False
                 os.rename(temp, current + compression.suffix)
                 temp = ""
                 _step("compress:published")
                 os.remove(current)
+                return True
         except Exception as exc:
             self._failed.add((st.st_dev, st.st_ino))
             self._warn_once(
@@ -635,6 +702,7 @@ class Janitor:
                 f"could not compress {name!r} ({compression.kind}): {exc}. The backup is kept "
                 "uncompressed; later failures of this kind are not reported again",
             )
+            return True
         finally:
             os.close(source)
             if temp:

@@ -11,8 +11,8 @@ against one of 40 ms needs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = ["HandlerStats", "LockWaits", "WaitHistogram", "summarize"]

@@ -66,8 +66,11 @@ def test_staged_files_count_towards_backup_count(tmp_path: Path) -> None:
     assert verdict.preexisting == 30  # the ten oldest made room for the ten new backups
 
 
-def _die_at_step(path: str, progress: str, step: str, skip: int, backup_count: int) -> None:
-    """Write through rotations; SIGKILL this process at the ``skip``-th ``step``."""
+def _die_at_step(
+    path: str, progress: str, step: str, skip: int, backup_count: int, pause: float
+) -> None:
+    """Write through rotations; SIGKILL this process at the ``skip``-th ``step``. ``pause``:
+    seconds to stay open after writing (the background janitor renumbers once writers pause)."""
     seen = [0]
 
     def hook(name: str) -> None:
@@ -89,22 +92,25 @@ def _die_at_step(path: str, progress: str, step: str, skip: int, backup_count: i
             with open(progress + "-new", "w") as f:
                 f.write(str(seq + 1))
             os.replace(progress + "-new", progress)
+    time.sleep(pause)
+    Path(progress + "-closing").touch()
     handler.close()
 
 
 @pytest.mark.multiprocess
 @pytest.mark.parametrize(
-    ("step", "skip"),
+    ("step", "skip", "pause"),
     [
-        ("staged:rotate", 3),  # a small set: the stdlib's shift, killed in the rotator call
-        ("staged:rotate", 25),  # past 16 backups: killed while staging
-        ("staged:move", 5),
-        ("staged:move", 200),  # in the middle of a background renumbering pass
-        ("staged:remove", 2),
+        ("staged:rotate", 3, 0.0),  # a small set: the stdlib's shift, killed in the rotator call
+        ("staged:rotate", 25, 0.0),  # past 16 backups: killed while staging
+        ("staged:move", 5, 0.0),
+        ("staged:move", 20, 0.0),  # in the middle of the renumbering pass of close()
+        ("staged:move", 20, 5.0),  # ... of the background pass, once the writer paused
+        ("staged:remove", 2, 0.0),
     ],
 )
 def test_a_process_killed_at_any_step_is_completed_by_the_next(
-    tmp_path: Path, step: str, skip: int
+    tmp_path: Path, step: str, skip: int, pause: float
 ) -> None:
     (tmp_path / "side").mkdir()
     progress = str(tmp_path / "side" / "progress")
@@ -114,11 +120,13 @@ def test_a_process_killed_at_any_step_is_completed_by_the_next(
     # Enough backups to keep every record, except where removal is the step under test.
     keep = 30 if step == "staged:remove" else 60
     child = multiprocessing.get_context("spawn").Process(
-        target=_die_at_step, args=(path, progress, step, skip, keep)
+        target=_die_at_step, args=(path, progress, step, skip, keep, pause)
     )
     child.start()
     child.join(60)
     assert child.exitcode == -signal.SIGKILL, "the hook must have fired"
+    if pause:  # killed by the background janitor's pass, while the writer paused
+        assert not Path(progress + "-closing").exists()
     written = int(Path(progress).read_text())
     # The next process: writes, rotates, and closes.
     handler = SafeRotatingFileHandler(path, maxBytes=10 * RECORD, backupCount=keep)
