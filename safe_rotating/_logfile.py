@@ -69,6 +69,9 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 # process is followed within this long, and a record after an idle spell always looks first.
 CHECK_EVERY = 0.001
 AUDIT_EVERY = 1.0  # seconds between checks that the paths still name the files we hold open
+# A rotation that finds another process rotated while it waited, and the new file already full,
+# tries again on that file, at most this many times in all.
+_FOLLOWS = 8
 _REMIND_EVERY = 60.0  # seconds between reminders while rotation keeps failing
 # A lock holder that is running (not stopped, not stuck in I/O) but slow — a loaded machine —
 # delays rotation quietly for this long before it is reported; writers never wait for it.
@@ -182,6 +185,7 @@ class LogFile:
         self._next_check = 0.0
         self._next_audit = 0.0
         self._unconfirmed: list[bytes] = []  # written since the last check, see check()
+        self._rewrite = b""  # of those, the ones whose file was removed: to write again
         self._registered_pid = 0
         self._truncate_next_open = truncate
         self._torn = False  # the last record was cut short: the next one starts a new line
@@ -287,12 +291,14 @@ class LogFile:
         old, self._fd = self._fd, fd
         if old >= 0 and generation != self._gen and not own:
             self.rotations_seen += 1
-        self._gen = generation
+        previous, self._gen = self._gen, generation
         try:
-            if old >= 0 and self._unconfirmed and os.fstat(old).st_nlink == 0 and self._lost():
+            if old >= 0 and self._unconfirmed and self._lost(os.fstat(old), previous, generation):
                 # Records written since the last check went into a file that has since been
-                # rotated away and removed (or deleted by hand): write them again, in order.
-                self._write_all(fd, b"".join(self._unconfirmed))
+                # rotated away and removed (or deleted by hand): they are written again, in
+                # order, ahead of the next record — through the size check, so that several
+                # processes doing this at once cannot push the new file past the limit.
+                self._rewrite += b"".join(self._unconfirmed)
         finally:
             self._unconfirmed.clear()
             self._end = os.fstat(fd).st_size
@@ -302,18 +308,31 @@ class LogFile:
         if self._rotated and not self._lock.held:
             self._wake_janitor()
 
-    def _lost(self) -> bool:
-        """Were records in a removed file lost, rather than kept in its compressed copy?
+    def _lost(self, old: os.stat_result, previous: bytes, generation: bytes) -> bool:
+        """Were the records written since the last check into ``old``, a file now removed,
+        lost — rather than kept in its compressed copy, or deleted by retention with it?
 
-        A backup is compressed only once nobody wrote to it for ``grace`` seconds, after which
-        its plain file is removed. Records written less than half of that ago cannot be in a
-        compressed copy: their file was deleted (by retention or by hand) and they are written
-        again. Older ones were either compressed with their file, or deleted with the oldest
-        backup by retention, as documented.
+        * Removed by hand (fewer rotations since our last look than ``backupCount``): written
+          again.
+        * Removed by retention: records written before that went with their file, oldest first,
+          as retention means. Only a record written *after* the removal (a writer held up
+          between its look and its write while the set rotated past it) is lost; then the file
+          was written after its last rename or unlink, which its times tell (``mtime`` not
+          older than ``ctime``; equal counts as after).
+        * Compressed: a backup is compressed once nobody wrote to it for ``grace`` seconds, and
+          records written less than half of that ago cannot be in the compressed copy.
         """
-        if self._compression is None:
-            return True
-        return _monotonic() - self._last_write < self._compression.grace / 2
+        if old.st_nlink:
+            return False
+        if self._compression is not None and (
+            _monotonic() - self._last_write >= self._compression.grace / 2
+        ):
+            return False
+        if len(generation) == 8 and len(previous) == 8:
+            rotations = int.from_bytes(generation, "little") - int.from_bytes(previous, "little")
+            if rotations % (1 << 64) > max(self.backup_count, 1):
+                return old.st_mtime_ns >= old.st_ctime_ns
+        return True
 
     def _register(self) -> None:
         """Record our settings in the sidecar; warn once when another process differs."""
@@ -474,8 +493,12 @@ class LogFile:
             at = self._clock() if when is None else when
             if at >= self._rollover_at:
                 problem = self._try_rollover(0, at)
+        if self._rewrite:  # records to write again (see _open_current): ahead of this one
+            problem = self._write_again() or problem
         if policy.enabled and self._end + len(data) > policy.max_bytes:
-            problem = self._try_rollover(len(data))
+            problem = self._try_rollover(len(data)) or problem
+            if self._rewrite:  # the rotation followed to a new file, and found ours removed
+                problem = self._write_again() or problem
         fd = self._fd
         self._write_all(fd, data)
         self._unconfirmed.append(data)
@@ -494,6 +517,7 @@ class LogFile:
         When nothing changed, the records written since the last check are known to be in the
         current file and are forgotten; otherwise :meth:`_open_current` finds out where they went.
         """
+        external = now is None  # from flush or close, not from a write
         if now is None:
             now = _monotonic()
         self._next_check = now + CHECK_EVERY
@@ -503,6 +527,10 @@ class LogFile:
             self._open_current()
         else:
             self._unconfirmed.clear()
+        if external and self._rewrite:
+            problem = self._write_again()
+            if problem is not None:
+                raise problem
 
     def _audit(self, now: float) -> None:
         """Do the paths still name the files we hold? Follow a deleted or replaced file."""
@@ -640,6 +668,15 @@ class LogFile:
             lock.release()
 
     def _rollover(self, incoming: int, timeout: float, force: bool = False) -> None:
+        for _ in range(_FOLLOWS):
+            if self._rollover_once(incoming, timeout, force):
+                return
+            # Another process rotated while we waited, and the file we followed it to is full
+            # already (a slow lock holder on a loaded machine): rotate that one in turn.
+
+    def _rollover_once(self, incoming: int, timeout: float, force: bool) -> bool:
+        """One attempt: False if another process rotated meanwhile and the file we then
+        followed it to is already full (never when forced)."""
         lock = self._lock
         seen = self._gen
 
@@ -648,7 +685,7 @@ class LogFile:
 
         if not self._acquire(timeout, abandon=None if force else rotated_elsewhere):
             self._open_current()  # another process rotated while we waited
-            return
+            return force or not self._policy.full(self._end, incoming)
         try:
             rotated_meanwhile = lock.read_generation() != seen
             if not self._is_current():
@@ -663,6 +700,7 @@ class LogFile:
                 self._rotate_locked()
         finally:
             lock.release()
+        return True
 
     def _acquire(self, timeout: float, abandon: Callable[[], bool] | None = None) -> bool:
         """Take the rotation lock (see :meth:`SidecarLock.acquire`), counting the wait."""
@@ -810,6 +848,35 @@ class LogFile:
             size += len(record)
         return self._write_chunk(chunk) or problem
 
+    def _write_again(self) -> Exception | None:
+        """Write the records of :attr:`_rewrite` (see :meth:`_open_current`) under the rotation
+        lock, rotating first if they do not fit: several processes doing this at once after a
+        burst of rotations would otherwise each add many records past ``max_bytes``, where a
+        lock-free writer adds at most one. Rare, so the lock costs nothing that matters.
+        Returns (does not raise) a rotation problem; the records are written all the same."""
+        data, self._rewrite = self._rewrite, b""
+        problem: Exception | None = None
+        held = False
+        try:
+            held = self._acquire(self.lock_timeout)
+        except Exception as exc:  # a stuck holder: write anyway, and say why the file may grow
+            problem = exc
+        try:
+            if held:
+                if not self._is_current():
+                    self._open_current()
+                self._end = os.fstat(self._fd).st_size
+                if self._policy.full(self._end, len(data)):
+                    self._rotate_locked()
+            self._write_all(self._fd, data)
+            self._unconfirmed.append(data)
+            self._last_write = _monotonic()
+            self._end = os.lseek(self._fd, 0, os.SEEK_CUR)
+        finally:
+            if held:
+                self._lock.release()
+        return problem
+
     def _write_chunk(self, chunk: Sequence[bytes], last: bool = False) -> Exception | None:
         """Write ``chunk`` in one ``write``. ``last``: no other chunk of this batch follows, so
         the end is not asked for (the next batch starts with an ``fstat``): the end we keep
@@ -817,8 +884,12 @@ class LogFile:
         data = b"".join(chunk)
         policy = self._policy
         problem: Exception | None = None
+        if self._rewrite:  # older records, from a file found removed since the batch began
+            problem = self._write_again()
         if self._end + len(data) > policy.max_bytes:
-            problem = self._try_rollover(len(data))
+            problem = self._try_rollover(len(data)) or problem
+            if self._rewrite:
+                problem = self._write_again() or problem
         fd = self._fd
         self._write_all(fd, data)
         self._unconfirmed.append(data)

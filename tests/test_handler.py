@@ -183,6 +183,30 @@ def test_a_record_in_flight_into_a_removed_file_is_written_again(
     assert (tmp_path / "app.log.1").read_text() == "between\n"
 
 
+def test_records_that_expired_with_their_file_are_not_written_again(
+    tmp_path: Path, logger: Any
+) -> None:
+    """A record written *before* other writers rotated its file out of the set went with that
+    file, as retention means: it is not written again. (Writing such records again is what let
+    eight overloaded processes push a file far past maxBytes at once.)"""
+    path = tmp_path / "app.log"
+    rotator = SafeRotatingFileHandler(path, maxBytes=10**6, backupCount=1)
+    writer = SafeRotatingFileHandler(path, maxBytes=10**6, backupCount=1)
+    attach(logger, writer)
+    try:
+        logger.info("early")
+        rotator.emit(logging.makeLogRecord({"msg": "first"}))
+        rotator.doRollover()
+        time.sleep(0.02)  # the file's last write is clearly older than its removal
+        rotator.emit(logging.makeLogRecord({"msg": "between"}))
+        rotator.doRollover()  # the file of "early" and "first" is removed (backupCount=1)
+        logger.info("later")
+    finally:
+        rotator.close()
+    assert path.read_text() == "later\n"
+    assert (tmp_path / "app.log.1").read_text() == "between\n"
+
+
 def test_an_interrupted_rotation_is_completed(tmp_path: Path, logger: Any) -> None:
     """State left by a process killed after renaming .1 to .2 but before moving the current
     file: the next rotation fills the gap instead of overwriting or skipping."""
