@@ -64,7 +64,10 @@ from .exceptions import LockTimeout, RotationError
 
 __all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile"]
 
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+# Read access too, for one look at a file's last byte per batch (see _ends_a_line); a file we
+# may only write is opened write-only.
+_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+_WRITE_ONLY = ~(os.O_RDWR | os.O_WRONLY)
 # Seconds between two looks at the shared generation (one pread): a rotation done by another
 # process is followed within this long, and a record after an idle spell always looks first.
 CHECK_EVERY = 0.001
@@ -189,6 +192,7 @@ class LogFile:
         self._registered_pid = 0
         self._truncate_next_open = truncate
         self._torn = False  # the last record was cut short: the next one starts a new line
+        self._glue = False  # the open file ends inside a line another process left cut short
         self._trouble: _RotationTrouble | None = None
         self._warned: set[str] = set()
         self._reset_counters()
@@ -245,14 +249,20 @@ class LogFile:
         return flags
 
     def _open_path(self) -> int:
+        try:
+            return self._open_with(self._create_flags())
+        except PermissionError:  # writable but not readable (mode 0o220): no tail look then
+            return self._open_with(self._create_flags() & _WRITE_ONLY | os.O_WRONLY)
+
+    def _open_with(self, flags: int) -> int:
         path = self.path
         try:
             if self._chmod is None and self._owner is None:
-                return os.open(path, self._create_flags(), 0o666)
+                return os.open(path, flags, 0o666)
             try:  # we must know whether we created it, to set mode and owner
-                fd = os.open(path, self._create_flags() | os.O_EXCL, 0o600)
+                fd = os.open(path, flags | os.O_EXCL, 0o600)
             except FileExistsError:
-                return os.open(path, self._create_flags() & ~os.O_CREAT)
+                return os.open(path, flags & ~os.O_CREAT)
             if self._chmod is not None:
                 os.fchmod(fd, self._chmod)
             if self._owner is not None:
@@ -289,6 +299,7 @@ class LogFile:
         fd = self._open_path()
         self._truncate_next_open = False
         old, self._fd = self._fd, fd
+        self._glue = False
         if old >= 0 and generation != self._gen and not own:
             self.rotations_seen += 1
         previous, self._gen = self._gen, generation
@@ -831,6 +842,8 @@ class LogFile:
             self._end = os.fstat(self._fd).st_size
             if self._end - policy.max_bytes > self.largest_overshoot:
                 self.largest_overshoot = self._end - policy.max_bytes
+        if self._end and not self._ends_a_line():
+            self._glue = True  # the batch starts with a newline, if it goes to this file
         if self._schedule is not None:
             at = self._clock() if when is None else when
             if at >= self._rollover_at:
@@ -847,6 +860,26 @@ class LogFile:
             chunk.append(record)
             size += len(record)
         return self._write_chunk(chunk) or problem
+
+    def _ends_a_line(self) -> bool:
+        """Does the file end with a newline? A process killed (SIGKILL) in the middle of a
+        large write leaves the part written so far, which can end inside a record; the next
+        batch then starts on a new line, so no record of ours is glued to that tail. One
+        ``pread`` per batch (a single record's ``write`` is not cut this way: see the README)."""
+        newline = self._newline
+        try:
+            tail = os.pread(self._fd, len(newline), self._end - len(newline))
+        except OSError:
+            return True
+        if not tail or tail == newline:
+            return True
+        self._warn_once(
+            "partial-line",
+            f"{self.path!r} ended in the middle of a line, most likely left by a process killed "
+            "while writing a batch: the part it had written is kept, and the next records start "
+            "on a new line",
+        )
+        return False
 
     def _write_again(self) -> Exception | None:
         """Write the records of :attr:`_rewrite` (see :meth:`_open_current`) under the rotation
@@ -891,6 +924,9 @@ class LogFile:
             if self._rewrite:
                 problem = self._write_again() or problem
         fd = self._fd
+        if self._glue and not self._torn:
+            data = self._newline + data
+        self._glue = False
         self._write_all(fd, data)
         self._unconfirmed.append(data)
         self._last_write = _monotonic()
