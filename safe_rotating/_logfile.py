@@ -75,6 +75,9 @@ AUDIT_EVERY = 1.0  # seconds between checks that the paths still name the files 
 # A rotation that finds another process rotated while it waited, and the new file already full,
 # tries again on that file, at most this many times in all.
 _FOLLOWS = 8
+# A file found ending inside a line is looked at again after this long before it is taken for
+# the tail a killed process left (rather than another process's write under way).
+_TAIL_SETTLE = 0.002
 _REMIND_EVERY = 60.0  # seconds between reminders while rotation keeps failing
 # A lock holder that is running (not stopped, not stuck in I/O) but slow — a loaded machine —
 # delays rotation quietly for this long before it is reported; writers never wait for it.
@@ -869,9 +872,14 @@ class LogFile:
         newline = self._newline
         try:
             tail = os.pread(self._fd, len(newline), self._end - len(newline))
+            if not tail or tail == newline:
+                return True
+            # Or another process's large write is under way (the size grows page by page, and
+            # its write ends with a whole record): a cut tail stays as it is. Look again.
+            time.sleep(_TAIL_SETTLE)
+            if os.fstat(self._fd).st_size != self._end:
+                return True
         except OSError:
-            return True
-        if not tail or tail == newline:
             return True
         self._warn_once(
             "partial-line",
