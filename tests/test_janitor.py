@@ -186,3 +186,9 @@ def test_writers_never_wait_for_the_janitor(tmp_path: Path) -> None:
     log.close()
     assert worst < 0.05
     assert isinstance(Retention(), Retention)
+
+
+def test_compression_levels_are_the_fast_ones() -> None:
+    """Backups are compressed beside the writers, on their CPUs: gzip level 1, zstd level 3."""
+    assert parse_compression("gzip") == Compression("gzip", 1)
+    assert parse_compression(None, use_gzip=True) == Compression("gzip", 1)
