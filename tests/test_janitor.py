@@ -192,3 +192,55 @@ def test_compression_levels_are_the_fast_ones() -> None:
     """Backups are compressed beside the writers, on their CPUs: gzip level 1, zstd level 3."""
     assert parse_compression("gzip") == Compression("gzip", 1)
     assert parse_compression(None, use_gzip=True) == Compression("gzip", 1)
+
+
+def _die_at_retention(path: str, timed: bool) -> None:
+    """Open a handler whose retention has old backups to delete; SIGKILL at the first one."""
+
+    def hook(name: str) -> None:
+        if name == "retention:remove":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    _janitor.STEP_HOOK = hook
+    if timed:
+        SafeTimedRotatingFileHandler(path, when="D", max_age="2d").close()
+    else:
+        SafeRotatingFileHandler(path, maxBytes=1000, backupCount=10, max_age="2d").close()
+
+
+def _old_backups(directory: Path, timed: bool) -> list[str]:
+    """Five backups 3 to 7 days old and one written now, oldest last in stdlib order."""
+    now = time.time()
+    names = []
+    for n in range(1, 7):
+        age = 0 if n == 1 else (n + 1) * 86400
+        if timed:
+            name = "app.log." + time.strftime("%Y-%m-%d", time.localtime(now - n * 86400))
+        else:
+            name = f"app.log.{n}"
+        (directory / name).write_text(make_line(0, 6 - n) + "\n")
+        os.utime(directory / name, (now - age, now - age))
+        names.append(name)
+    return names
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("timed", [False, True], ids=["size-named", "time-named"])
+def test_retention_killed_mid_way_is_finished_by_the_next_process(
+    tmp_path: Path, timed: bool
+) -> None:
+    names = _old_backups(tmp_path, timed)
+    path = str(tmp_path / "app.log")
+    child = multiprocessing.get_context("spawn").Process(
+        target=_die_at_retention, args=(path, timed)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL, "the hook must have fired"
+    if timed:
+        SafeTimedRotatingFileHandler(path, when="D", max_age="2d").close()
+    else:
+        SafeRotatingFileHandler(path, maxBytes=1000, backupCount=10, max_age="2d").close()
+    left = sorted(p for p in os.listdir(tmp_path) if not p.startswith("."))
+    assert left == sorted(["app.log", names[0]])  # the recent backup, nothing half done
+    assert (tmp_path / names[0]).read_text() == make_line(0, 5) + "\n"
