@@ -48,6 +48,8 @@ QUIET = 1.0
 # A pass looks only at backups newer than those it found settled (compressed, or failed); a
 # full look, which also clears temporary files a crashed janitor left, runs this often.
 _FULL_SCAN_EVERY = 60.0
+# Rotations that never pause for QUIET do not keep pending names longer than this.
+_LONGEST_DEFERRAL = 60.0
 _TEMP_MARK = ".compressing."
 # Test hook: called with the name of each step of the janitor's work (see tests/test_janitor.py).
 STEP_HOOK: Callable[[str], None] | None = None
@@ -303,6 +305,7 @@ class Janitor:
         self._full_scan_at = -_FULL_SCAN_EVERY  # monotonic time of the last full pass
         self._seen_hi = 0  # the pending counter when last read, and when it last changed
         self._seen_hi_at = 0.0
+        self._deferred_since = 0.0  # 0.0: renumbering is not being put off
         self._failed: set[tuple[int, int]] = set()
         self._doomed_snapshot: list[_Found] = []
         self._doomed_hi = 0
@@ -356,6 +359,8 @@ class Janitor:
                 self._again = True
                 return
             self._again = False
+            if self._thread_pid != os.getpid():
+                self._wakeup = threading.Event()  # never one inherited through a fork
             thread = threading.Thread(
                 target=self._loop, name=f"safe_rotating janitor {self.base}", daemon=True
             )
@@ -388,6 +393,8 @@ class Janitor:
         with self._state:
             self._closing = True
             thread = self._thread if self._thread_pid == os.getpid() else None
+        if thread is None:
+            self._wakeup = threading.Event()  # an inherited one may have been held at a fork
         self._wakeup.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -454,6 +461,7 @@ class Janitor:
         full = now - self._full_scan_at >= _FULL_SCAN_EVERY
         if full:
             self._full_scan_at = now
+            self._settled = -1  # worked out again from everything
             self._remove_temporaries()
         listed = self.backups(None if full else self._settled)
         self._resolve_pairs(listed)
@@ -478,12 +486,20 @@ class Janitor:
             return 0.0
         state = IndexState(*counters)
         now = time.monotonic()
+        if state.hi < self._seen_hi:  # the table was rebuilt: what was settled is unknown
+            self._settled = -1
         if state.hi != self._seen_hi:
             self._seen_hi, self._seen_hi_at = state.hi, now
-        if state.at_rest:
-            return 0.0
         left = self._seen_hi_at + QUIET - now
-        return left if left > 0 else 0.0
+        if state.at_rest or left <= 0:
+            self._deferred_since = 0.0
+            return 0.0
+        if not self._deferred_since:
+            self._deferred_since = now
+        elif now - self._deferred_since > _LONGEST_DEFERRAL:
+            self._deferred_since = 0.0
+            return 0.0  # rotations never pause: renumber anyway, in holds writers may cut short
+        return left
 
     # -- listing ---------------------------------------------------------------------------------
     def _variant(self, name: str) -> _Found | None:

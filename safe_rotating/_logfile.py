@@ -251,25 +251,32 @@ class LogFile:
             flags |= os.O_TRUNC
         return flags
 
-    def _open_path(self) -> int:
+    @staticmethod
+    def _os_open(path: str, flags: int, mode: int) -> int:
+        """Read-write if allowed (for :meth:`_ends_a_line`), else write-only (mode 0o220)."""
         try:
-            return self._open_with(self._create_flags())
-        except PermissionError:  # writable but not readable (mode 0o220): no tail look then
-            return self._open_with(self._create_flags() & _WRITE_ONLY | os.O_WRONLY)
+            return os.open(path, flags, mode)
+        except PermissionError:
+            return os.open(path, flags & _WRITE_ONLY | os.O_WRONLY, mode)
 
-    def _open_with(self, flags: int) -> int:
+    def _open_path(self) -> int:
         path = self.path
+        flags = self._create_flags()
         try:
             if self._chmod is None and self._owner is None:
-                return os.open(path, flags, 0o666)
+                return self._os_open(path, flags, 0o666)
             try:  # we must know whether we created it, to set mode and owner
-                fd = os.open(path, flags | os.O_EXCL, 0o600)
+                fd = self._os_open(path, flags | os.O_EXCL, 0o600)
             except FileExistsError:
-                return os.open(path, flags & ~os.O_CREAT)
-            if self._chmod is not None:
-                os.fchmod(fd, self._chmod)
-            if self._owner is not None:
-                os.fchown(fd, *self._owner)
+                return self._os_open(path, flags & ~os.O_CREAT, 0o600)
+            try:
+                if self._chmod is not None:
+                    os.fchmod(fd, self._chmod)
+                if self._owner is not None:
+                    os.fchown(fd, *self._owner)
+            except OSError:
+                os.close(fd)
+                raise
             return fd
         except OSError as exc:
             raise _explain(exc, "open the log file", path) from None
@@ -556,8 +563,9 @@ class LogFile:
             self._open_current()
 
     def _write_all(self, fd: int, data: bytes) -> None:
-        if self._torn:  # the previous record was cut short: start on a new line
+        if self._torn or self._glue:  # a line was cut short (by us, or by a killed process)
             data = self._newline + data
+        self._glue = False
         try:
             written = os.write(fd, data)
         except OSError as exc:
@@ -675,7 +683,7 @@ class LogFile:
                 else:  # nothing to keep: an empty file just starts the next period
                     self._set_shared_at(following)
                     self._lock.bump_generation()
-                    self._open_current()
+                    self._open_current(own=True)
             else:
                 self._rollover_at = at
         finally:
@@ -899,16 +907,19 @@ class LogFile:
         problem: Exception | None = None
         held = False
         try:
-            held = self._acquire(self.lock_timeout)
+            held = self._acquire(self.lock_timeout if self._trouble is None else 0.0)
         except Exception as exc:  # a stuck holder: write anyway, and say why the file may grow
             problem = exc
         try:
             if held:
-                if not self._is_current():
-                    self._open_current()
-                self._end = os.fstat(self._fd).st_size
-                if self._policy.full(self._end, len(data)):
-                    self._rotate_locked()
+                try:
+                    if not self._is_current():
+                        self._open_current()
+                    self._end = os.fstat(self._fd).st_size
+                    if self._policy.full(self._end, len(data)):
+                        self._rotate_locked()
+                except Exception as exc:  # a failed rename, rotator or namer: write anyway
+                    problem = exc
             self._write_all(self._fd, data)
             self._unconfirmed.append(data)
             self._last_write = _monotonic()
@@ -932,9 +943,6 @@ class LogFile:
             if self._rewrite:
                 problem = self._write_again() or problem
         fd = self._fd
-        if self._glue and not self._torn:
-            data = self._newline + data
-        self._glue = False
         self._write_all(fd, data)
         self._unconfirmed.append(data)
         self._last_write = _monotonic()
@@ -1000,11 +1008,15 @@ class LogFile:
         # The log descriptor may stay shared (O_APPEND writes are atomic); the lock may not.
         self._lock.reopen_after_fork()
         self._reset_counters()
+        self._rewrite = b""  # the parent's records: the parent writes them again if need be
+        self._glue = False
 
     def forget_parent(self) -> None:
         """In a forked child: the records written since the last check are the parent's to
         write again if need be, not this process's; counters start from zero. New objects
         only: a thread of the parent may have been changing the old ones at the fork."""
         self._unconfirmed = []
+        self._rewrite = b""
+        self._glue = False
         self._next_check = 0.0
         self._reset_counters()

@@ -45,6 +45,17 @@ PID_CELL: Final[memoryview] = _CELL[0]
 WIPED_ON_FORK: Final[bool] = _CELL[1]  # True when the kernel clears the cell in every child
 
 
+def _forget() -> None:
+    # Python's own forks: also clear the cell here, in case a signal handler forked between
+    # another thread's look-up and its store (the kernel's wipe covers forks done in C).
+    if WIPED_ON_FORK:
+        PID_CELL[0] = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget)
+
+
 def current_pid() -> int:
     """``os.getpid()``, remembered until the next fork of any kind."""
     pid = PID_CELL[0]

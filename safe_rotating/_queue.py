@@ -252,7 +252,8 @@ class Queue:
             return state
 
     def _run(self, state: _State) -> None:
-        items = state.items
+        # With a time schedule a record counts once its time is queued too (appended last).
+        items = state.times if self._timed else state.items
         wake = state.wake
         while True:
             if not items:
@@ -263,8 +264,12 @@ class Queue:
                     wake.acquire(True, IDLE_WAIT)
                 state.idle = False
                 continue
-            with state.io:
-                self._drain(state)
+            try:
+                with state.io:
+                    self._drain(state)
+            except Exception as exc:  # never let the writer die: report, and go on
+                self._report(exc)
+                time.sleep(_ROOM_SLICE)  # a failure that repeats must not spin
 
     def _drain(self, state: _State) -> None:
         """Write everything queued now, in order (under ``state.io``)."""
@@ -291,6 +296,9 @@ class Queue:
             state.written_records += written
             state.written_bytes += size if written == count else 0
             state.errors += count - written
+        except Exception:
+            state.errors += count  # reported by the caller
+            raise
         finally:
             state.inflight = 0
             state.taken_records += count

@@ -547,22 +547,25 @@ def run_stress(
         for i in rng.sample(range(config.processes), config.kill)
     }
     killed: dict[int, tuple[int, ...]] = {}
+    stats: list[HandlerStats] = []
     while any(worker.is_alive() for worker in workers):
         if on_progress is not None:
             on_progress(sum(progress), time.perf_counter() - start)
+        while not stats_out.empty():  # read as they come: a full pipe would block the workers
+            stats.append(stats_out.get())
         for i, at in list(kill_at.items()):
-            if progress[i * config.threads] >= at and workers[i].is_alive():
+            first = i * config.threads
+            if at <= progress[first] < config.records and workers[i].is_alive():
                 os.kill(workers[i].pid or 0, signal.SIGKILL)
                 workers[i].join()
-                first = i * config.threads
-                killed[i] = tuple(progress[first : first + config.threads])  # after the kill
+                if workers[i].exitcode == -signal.SIGKILL:  # not if it finished just before
+                    killed[i] = tuple(progress[first : first + config.threads])  # after the kill
                 del kill_at[i]
         for worker in workers:
             worker.join(timeout=0.005 if kill_at else 0.2)
             if worker.is_alive():
                 break
     seconds = time.perf_counter() - start
-    stats = []
     while not stats_out.empty():
         stats.append(stats_out.get())
     if on_progress is not None:

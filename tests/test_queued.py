@@ -500,3 +500,31 @@ def test_a_batch_never_glues_a_record_to_a_line_left_cut_short(tmp_path: Path) -
     assert [parse_line(line) for line in lines] == [(5, 0), None] + [(0, s) for s in range(5)]
     assert len(warnings) == 1
     assert "ended in the middle of a line" in warnings[0]
+
+
+def test_the_writer_thread_survives_a_failure_and_goes_on(
+    tmp_path: Path, logger: logging.Logger
+) -> None:
+    """Anything that escapes a batch is reported through handleError; the thread lives on."""
+    handler = queued(tmp_path / "app.log", logger)
+    assert handler._queue is not None
+    write = handler._queue._write
+    calls = [0]
+
+    def fails_once(batch: list[bytes], when: float | None) -> int:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("something unforeseen")
+        return write(batch, when)
+
+    handler._queue._write = fails_once  # type: ignore[method-assign]
+    logger.info(make_line(0, 0))
+    deadline = time.monotonic() + 5
+    while not handler.failures and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [str(f) for f in handler.failures] == ["something unforeseen"]
+    logger.info(make_line(0, 1))
+    handler.flush()
+    assert found_lines(tmp_path) == {0: [1]}  # the batch that failed is reported, not retried
+    assert handler.stats().errors == 1
+    handler.close()
