@@ -517,7 +517,7 @@ def test_the_writer_thread_survives_a_failure_and_goes_on(
             raise RuntimeError("something unforeseen")
         return write(batch, when)
 
-    handler._queue._write = fails_once  # type: ignore[method-assign]
+    handler._queue._write = fails_once
     logger.info(make_line(0, 0))
     deadline = time.monotonic() + 5
     while not handler.failures and time.monotonic() < deadline:
