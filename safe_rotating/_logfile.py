@@ -41,7 +41,7 @@ import os
 import time
 import weakref
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ._compress import Compression
@@ -896,6 +896,21 @@ class LogFile:
             "on a new line",
         )
         return False
+
+    def periods(
+        self, records: Sequence[bytes], times: Sequence[float]
+    ) -> Iterator[tuple[Sequence[bytes], float]]:
+        """Cut a batch where a record's time (``times``, as ``LogRecord.created``) reaches the
+        next rollover: ``(part, time of its first record)``, each to be written with
+        :meth:`append_batch` before the next is cut (the rollover time moves on as it rotates),
+        so that every record goes to the file of its period."""
+        start = 0
+        for index, created in enumerate(times):
+            if index > start and created >= self.rollover_at:
+                yield records[start:index], times[start]
+                start = index
+        if start < len(records):
+            yield records[start:], times[start]
 
     def _write_again(self) -> Exception | None:
         """Write the records of :attr:`_rewrite` (see :meth:`_open_current`) under the rotation

@@ -308,16 +308,10 @@ class Queue:
                     state.room.notify_all()
 
     def _write_timed(self, batch: list[bytes], stamps: list[float]) -> int:
-        """Cut the batch where a record's time reaches the next rollover: each part is written
-        with the time of its first record, so records go to the file of their period."""
-        written = 0
-        start = 0
-        for index, created in enumerate(stamps):
-            if index > start and created >= self.file.rollover_at:
-                written += self._write(batch[start:index], stamps[start])
-                start = index
-        written += self._write(batch[start:], stamps[start])
-        return written
+        """Each part of the batch in the file of its period (:meth:`LogFile.periods`)."""
+        return sum(
+            self._write(list(part), first) for part, first in self.file.periods(batch, stamps)
+        )
 
     # -- control -------------------------------------------------------------------------------
     def _own_state(self) -> _State | None:

@@ -11,11 +11,12 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from safe_rotating.verify import make_line, verify
+from safe_rotating.verify import TimedCheck, make_line, verify
 
 from .logserver import NativeClient, eventually, run_server, server_command
 
@@ -445,3 +446,36 @@ def test_check_config_shows_compression_and_retention(tmp_path: Path) -> None:
     assert 'compress = "gzip"' in done.stdout
     assert "max_age = 1209600" in done.stdout
     assert f"max_total_bytes = {5 * 1024**3}" in done.stdout
+
+
+def test_time_rotation_cuts_each_batch_at_the_boundary(tmp_path: Path) -> None:
+    """--when S: the server's writer puts every record in the file of its period, cutting a
+    batch whose records straddle a boundary (the same engine and schedule as file mode)."""
+    args = ["--format", "%(created).6f %(message)s", "--when", "S", "--backup-count", "100"]
+    with run_server(tmp_path, *args) as server:
+        client = NativeClient(("127.0.0.1", server.port))
+        client.hello("t" * 32)
+        boundary = float(int(time.time()) + 2)
+        time.sleep(max(0.0, boundary - 0.5 - time.time()))
+        client.batch(1, [make_line(0, 0, 100)])  # in the period before the boundary
+        client.acked(1)
+        time.sleep(max(0.0, boundary + 0.1 - time.time()))
+        created = [boundary - 0.04, boundary - 0.02, boundary + 0.01, boundary + 0.03]
+        records = [
+            {"created": t, "name": "tests.native", "levelno": 20, "levelname": "INFO",
+             "msg": make_line(0, n + 1, 100), "process": 4242}
+            for n, t in enumerate(created)
+        ]  # fmt: skip
+        client.send({"type": "batch", "seq": 2, "records": records})
+        client.acked(2)
+        client.close()
+        assert server.stop() == 0
+    names = sorted(p.name for p in tmp_path.glob("app.log*"))
+    assert len(names) == 2, names  # one backup, for the period before the boundary
+    verdict = verify(str(tmp_path), "app.log", 1, 5, timed=TimedCheck(window=0.5, interval=1))
+    assert verdict.ok, verdict.summary()
+    assert verdict.late == 0  # not merely tolerated: each record is in its own period's file
+    backup = (tmp_path / names[1]).read_text().splitlines()
+    assert [line.split()[0] for line in backup] == [
+        f"{t:.6f}" for t in [float(backup[0].split()[0]), boundary - 0.04, boundary - 0.02]
+    ]

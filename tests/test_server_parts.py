@@ -63,6 +63,8 @@ def test_settings_are_checked(tmp_path: Path) -> None:
         ({"file": log_file, "route": ["a=x.log", "a=y.log"]}, "twice"),
         ({"file": log_file, "allow_remote_pickle": "yes"}, "true or false"),
         ({"file": log_file, "bogus": 1}, "unknown"),
+        ({"file": log_file, "when": "fortnight"}, "when: when='fortnight' is not one of"),
+        ({"file": log_file, "when": "h", "interval": 0}, "interval"),
     ]
     for bad, message in cases:
         with pytest.raises(ConfigError, match=message):
@@ -74,8 +76,20 @@ def test_described_settings_read_back(tmp_path: Path) -> None:
 
     log_file = str(tmp_path / "app.log")
     config = build(
-        {"file": log_file, "route": ["a=a.log"], "token": "secret", "listen": ["unix:/x.sock"]}
+        {
+            "file": log_file,
+            "route": ["a=a.log"],
+            "token": "secret",
+            "listen": ["unix:/x.sock"],
+            "when": "midnight",
+            "interval": 2,
+            "utc": True,
+        }
     )
+    assert config.when == "MIDNIGHT"
+    schedule = config.schedule()
+    assert schedule is not None
+    assert (schedule.when, schedule.utc) == ("MIDNIGHT", True)
     text = config.describe()
     assert "secret" not in text
     saved = tmp_path / "saved.toml"

@@ -84,6 +84,16 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--max-total-bytes", metavar="SIZE", help="also keep the whole set under: 5GiB"
     )
+    out.add_argument(
+        "--when",
+        metavar="WHEN",
+        help="also rotate by time, on one schedule shared with file-mode handlers: S, M, H, D, "
+        "MIDNIGHT, W0-W6 (backups named PATH.2026-11-27 etc., as the stdlib names them)",
+    )
+    out.add_argument("--interval", metavar="N", type=int, help="periods of --when per file (1)")
+    out.add_argument(
+        "--utc", action="store_const", const=True, help="--when boundaries in UTC, not local time"
+    )
     out.add_argument("--format", metavar="FMT", help="logging %%-style format of each line")
     out.add_argument(
         "--route",

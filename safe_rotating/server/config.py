@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from .._compress import parse_compression
 from .._rotation import parse_age, parse_size
+from .._schedule import Schedule
 from .._wire import DEFAULT_MAX_FRAME
 
 __all__ = [
@@ -113,6 +114,9 @@ class ServerConfig:
     compress: str | None = None
     max_age: float | None = None
     max_total_bytes: int | None = None
+    when: str | None = None  # also rotate by time: the stdlib's S, M, H, D, MIDNIGHT, W0-W6
+    interval: int = 1
+    utc: bool = False
     format: str = DEFAULT_FORMAT
     routes: tuple[tuple[str, str], ...] = ()  # (logger-name prefix, absolute path), longest first
     max_frame: int = DEFAULT_MAX_FRAME
@@ -133,6 +137,11 @@ class ServerConfig:
     forward_ca: str | None = None
     forward_facility: int = 1  # user
     forward_queue: int = DEFAULT_FORWARD_QUEUE
+
+    def schedule(self) -> Schedule | None:
+        """The time schedule of ``when``/``interval``/``utc``, shared with file-mode handlers
+        through the lock file; ``None`` without ``when``."""
+        return Schedule.parse(self.when, self.interval, self.utc) if self.when else None
 
     @property
     def journal_path(self) -> str:
@@ -163,6 +172,9 @@ class ServerConfig:
             f"compress = {quote(self.compress or '')}",
             f"max_age = {self.max_age or 0}",
             f"max_total_bytes = {self.max_total_bytes or 0}",
+            f"when = {quote(self.when or '')}",
+            f"interval = {self.interval}",
+            f"utc = {quote(self.utc)}",
             f"format = {quote(self.format)}",
             f"max_frame = {self.max_frame}",
             f"read_timeout = {self.read_timeout}",
@@ -221,6 +233,9 @@ KEYS: Final = frozenset(
         "compress",
         "max_age",
         "max_total_bytes",
+        "when",
+        "interval",
+        "utc",
         "format",
         "route",
         "max_frame",
@@ -467,6 +482,14 @@ def build(settings: Mapping[str, Any]) -> ServerConfig:
         raise ConfigError("forward_tls needs at least one forward address")
     if forward_ca and not forward_tls:
         raise ConfigError("forward_ca (the relay's CA) needs forward_tls")
+    when = str(settings.get("when") or "") or None
+    interval = _int(settings.get("interval", 1), "interval", 1)
+    utc = _bool(settings.get("utc", False), "utc")
+    if when is not None:
+        try:
+            when = Schedule.parse(when, interval, utc).when
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"when: {exc}") from None
     state_dir = os.path.abspath(str(settings.get("state_dir") or os.path.dirname(log_file)))
     if not os.path.isdir(state_dir):
         raise ConfigError(f"state_dir: {state_dir!r} is not a directory")
@@ -485,6 +508,9 @@ def build(settings: Mapping[str, Any]) -> ServerConfig:
             if settings.get("max_total_bytes")
             else None
         ),
+        when=when,
+        interval=interval,
+        utc=utc,
         format=_format(settings.get("format") or DEFAULT_FORMAT),
         routes=_routes(settings.get("route"), log_file),
         max_frame=_size(settings.get("max_frame", DEFAULT_MAX_FRAME), "max_frame", 1024),

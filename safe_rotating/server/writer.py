@@ -139,9 +139,18 @@ class _Episode:
     attempts: int = 1
 
 
+def _created(flat: dict[str, Any]) -> float:
+    """A record's ``created`` time (the time it was received, if it has none that is usable)."""
+    created = flat.get("created")
+    if isinstance(created, int | float) and not isinstance(created, bool) and created == created:
+        return float(created)
+    return time.time()
+
+
 @dataclass
 class _Round:
     lines: dict[str, list[bytes]] = field(default_factory=dict)  # path -> formatted records
+    times: dict[str, list[float]] = field(default_factory=dict)  # with --when: their times
     seqs: dict[str, int] = field(default_factory=dict)  # client -> highest new seq
     records: int = 0
     flats: list[dict[str, Any]] = field(default_factory=list)  # for --forward only
@@ -160,6 +169,7 @@ class Writer:
         self._formatter = logging.Formatter(config.format)
         self._fallback = logging.Formatter(FALLBACK_FORMAT)
         self._files: dict[str, LogFile] = {}
+        self._schedule = config.schedule()
         self._episode: _Episode | None = None
         self.give_up_at: float | None = None  # set at shutdown: stop retrying after this
         # --forward: gets the records of each round once written; returns at once, never waits.
@@ -192,6 +202,7 @@ class Writer:
                 warn=self.log.warning,
                 retention=retention,
                 compression=parse_compression(config.compress) if config.compress else None,
+                schedule=self._schedule,
             )
         return log_file
 
@@ -267,6 +278,8 @@ class Writer:
             for flat in work.records:
                 path = self.path_for(flat.get("name"))
                 round_.lines.setdefault(path, []).append(self.format(flat))
+                if self._schedule is not None:
+                    round_.times.setdefault(path, []).append(_created(flat))
                 round_.records += 1
             if self.forward is not None:
                 round_.flats.extend(work.records)
@@ -276,7 +289,8 @@ class Writer:
         round_ = self._prepare(works)
         unwritten = 0
         for path, lines in round_.lines.items():
-            if unwritten or not await self._retry(path, self._appending(path, lines)):
+            action = self._appending(path, lines, round_.times.get(path))
+            if unwritten or not await self._retry(path, action):
                 unwritten += len(lines)
         if unwritten:
             self.stats.dropped["not written at shutdown"] += unwritten
@@ -301,9 +315,17 @@ class Writer:
             if work.done is not None:
                 work.done()
 
-    def _appending(self, path: str, lines: list[bytes]) -> Callable[[], None]:
+    def _appending(
+        self, path: str, lines: list[bytes], times: list[float] | None
+    ) -> Callable[[], None]:
         def append() -> None:
-            problem = self._file(path).append_batch(lines)
+            log_file = self._file(path)
+            if times is None:
+                problem = log_file.append_batch(lines)
+            else:  # each part in the file of its period
+                problem = None
+                for part, first in log_file.periods(lines, times):
+                    problem = log_file.append_batch(part, first) or problem
             self.stats.written += len(lines)
             self.stats.bytes_written += sum(len(line) for line in lines)
             if problem is not None:
