@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
 
 
 def free_port() -> int:
@@ -29,3 +40,87 @@ def wait_until_serving(
         except OSError:
             time.sleep(0.1)
     raise AssertionError(f"{name} did not start listening within {timeout:g} s")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def find_uwsgi() -> str | None:
+    """The ``uwsgi`` beside this interpreter (the venv's), else one on PATH."""
+    beside = Path(sys.executable).parent / "uwsgi"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("uwsgi")
+
+
+UWSGI = find_uwsgi()
+
+
+def require_uwsgi() -> str:
+    """The uwsgi binary, or a skip (in the test, not a mark: under CI=true a skip fails)."""
+    if UWSGI is None:
+        pytest.skip(
+            "uWSGI is not installed (no uwsgi beside sys.executable nor on PATH): install it "
+            "with .venv/bin/pip install 'uwsgi>=2.0.22' (needs gcc and the Python headers)"
+        )
+    return UWSGI
+
+
+def uwsgi_command(port: int, workers: int, module: str, lazy: bool) -> list[str]:
+    """uWSGI with a master and ``workers`` processes serving ``module`` over HTTP; its default
+    mode (the app loaded in the master, workers forked from C) unless ``lazy``."""
+    return [
+        require_uwsgi(),
+        "--strict",
+        "--master",
+        "--processes", str(workers),
+        "--http-socket", f"127.0.0.1:{port}",
+        "--home", sys.prefix,  # the venv: safe_rotating, portalocker
+        "--pythonpath", str(ROOT),  # the tests package
+        "--module", module,
+        "--need-app",
+        "--disable-logging",
+        *(["--lazy-apps"] if lazy else []),
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def running_uwsgi(
+    command: list[str], env: dict[str, str], directory: Path, port: int
+) -> Iterator[None]:
+    """Run uWSGI until the block ends, then stop it with SIGINT (uWSGI 2.0 takes SIGTERM as
+    "reload"), and fail unless it exits 0. Its output is shown when anything fails; a hung
+    worker is killed with the whole process group, and the test fails."""
+    output = directory / "uwsgi.out"
+    with output.open("wb") as out:
+        server = subprocess.Popen(
+            command, env=env, cwd=directory, stdout=out, stderr=out, start_new_session=True
+        )
+    try:
+        wait_until_serving(port, server, "uwsgi")
+        yield
+    except BaseException:
+        print(output.read_text(errors="replace")[-4000:])  # shown with the failure
+        raise
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            code = server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+            raise
+    assert code == 0, f"uwsgi exited with {code}:\n{output.read_text(errors='replace')[-4000:]}"
+
+
+def request_all(port: int, requests: int, query: str, threads: int, timeout: float) -> set[str]:
+    """GET ``/log?writer=N&<query>`` for N in ``range(requests)``, ``threads`` at a time; the
+    set of answers (the pids of the workers that served them)."""
+
+    def get(writer: int) -> str:
+        url = f"http://127.0.0.1:{port}/log?writer={writer}&{query}"
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return str(response.read().decode().strip())
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return set(pool.map(get, range(requests)))

@@ -10,19 +10,13 @@ it. Without that, this test hangs its workers about one run in three.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port, wait_until_serving
+from tests.servers import free_port, request_all, running_uwsgi, uwsgi_command
 from tests.test_client import writers_of
-from tests.test_uwsgi import ROOT, UWSGI
 from tests.wire_peer import WirePeer
 
 pytestmark = pytest.mark.multiprocess
@@ -32,11 +26,6 @@ AT_IMPORT = 999  # the writer id of the record tests/apps/wsgi_client.py logs at
 
 @pytest.mark.parametrize("lazy", [False, True], ids=["default-mode", "lazy-apps"])
 def test_uwsgi_workers_deliver_everything_once(tmp_path: Path, lazy: bool) -> None:
-    if UWSGI is None:  # skipped in the test, not by a mark: under CI=true this is a failure
-        pytest.skip(
-            "uWSGI is not installed (no uwsgi beside sys.executable nor on PATH): install it "
-            "with .venv/bin/pip install 'uwsgi>=2.0.22' (needs gcc and the Python headers)"
-        )
     workers, requests, per_request = 4, 32, 300
     port = free_port()
     with WirePeer().start() as peer:
@@ -45,51 +34,15 @@ def test_uwsgi_workers_deliver_everything_once(tmp_path: Path, lazy: bool) -> No
             "SAFE_ROTATING_TEST_ADDRESS": peer.address,
             "SAFE_ROTATING_TEST_SPOOL": str(tmp_path / "spool"),
         }
-        command = [
-            UWSGI,
-            "--strict",
-            "--master",
-            "--processes", str(workers),
-            "--http-socket", f"127.0.0.1:{port}",
-            "--home", sys.prefix,
-            "--pythonpath", str(ROOT),
-            "--module", "tests.apps.wsgi_client:app",
-            "--need-app",
-            "--disable-logging",
-            *(["--lazy-apps"] if lazy else []),
-        ]  # fmt: skip
-        output = tmp_path / "uwsgi.out"
-        with output.open("wb") as out:
-            server = subprocess.Popen(
-                command, env=env, cwd=tmp_path, stdout=out, stderr=out, start_new_session=True
-            )
-        try:
-            wait_until_serving(port, server, "uwsgi")
-
-            def get(writer: int) -> str:
-                url = f"http://127.0.0.1:{port}/log?writer={writer}&n={per_request}&sleep=0.05"
-                with urllib.request.urlopen(url, timeout=20) as response:
-                    return str(response.read().decode().strip())
-
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                pids = set(pool.map(get, range(requests)))
+        command = uwsgi_command(port, workers, "tests.apps.wsgi_client:app", lazy)
+        with running_uwsgi(command, env, tmp_path, port):
+            query = f"n={per_request}&sleep=0.05"
+            pids = request_all(port, requests, query, threads=8, timeout=20)
             at_import = workers if lazy else 1  # lazy: every worker imports the app
             expected = requests * per_request + at_import
             deadline = time.monotonic() + 20
             while peer.count() < expected and time.monotonic() < deadline:
                 time.sleep(0.05)
-        except BaseException:
-            print(output.read_text(errors="replace")[-4000:])  # shown with the failure
-            raise
-        finally:
-            server.send_signal(signal.SIGINT)  # uWSGI 2.0: SIGINT stops master and workers
-            try:
-                code = server.wait(30)
-            except subprocess.TimeoutExpired:  # a hung worker: end them all, then fail
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
-                raise
-        assert code == 0, output.read_text(errors="replace")[-4000:]
         assert len(pids) == workers, "every worker serves requests (none hangs after the fork)"
         found = writers_of(peer.messages())
         for writer in range(requests):

@@ -6,14 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from safe_rotating.verify import verify
-from tests.servers import free_port, wait_until_serving
+from tests.servers import free_port, request_all, wait_until_serving
 
 pytest.importorskip("gunicorn")
 pytestmark = pytest.mark.multiprocess
@@ -44,13 +42,7 @@ def test_gunicorn_workers_lose_nothing(tmp_path: Path, preload: bool) -> None:
     try:
         wait_until_serving(port, server, "gunicorn")
 
-        def get(writer: int) -> str:
-            url = f"http://127.0.0.1:{port}/log?writer={writer}&n={per_request}"
-            with urllib.request.urlopen(url, timeout=60) as response:
-                return str(response.read().decode().strip())
-
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            pids = set(pool.map(get, range(requests)))
+        pids = request_all(port, requests, f"n={per_request}", threads=16, timeout=60)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)

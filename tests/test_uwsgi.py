@@ -11,43 +11,20 @@ when it can: ``.venv/bin/pip install 'uwsgi>=2.0.22'`` (needs a C compiler and P
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from safe_rotating.verify import verify
-from tests.servers import free_port, wait_until_serving
+from tests.servers import free_port, request_all, running_uwsgi, uwsgi_command
 
 pytestmark = pytest.mark.multiprocess
 
-ROOT = Path(__file__).resolve().parent.parent
 MAX_BYTES = 8192
-
-
-def find_uwsgi() -> str | None:
-    """The ``uwsgi`` beside this interpreter (the venv's), else one on PATH."""
-    beside = Path(sys.executable).parent / "uwsgi"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which("uwsgi")
-
-
-UWSGI = find_uwsgi()
 
 
 @pytest.mark.parametrize("lazy", [False, True], ids=["default-mode", "lazy-apps"])
 def test_uwsgi_workers_lose_nothing(tmp_path: Path, lazy: bool) -> None:
-    if UWSGI is None:  # skipped in the test, not by a mark: under CI=true this is a failure
-        pytest.skip(
-            "uWSGI is not installed (no uwsgi beside sys.executable nor on PATH): install it "
-            "with .venv/bin/pip install 'uwsgi>=2.0.22' (needs gcc and the Python headers)"
-        )
     workers, requests, per_request = 8, 64, 300
     port = free_port()
     env = {
@@ -55,45 +32,9 @@ def test_uwsgi_workers_lose_nothing(tmp_path: Path, lazy: bool) -> None:
         "SAFE_ROTATING_TEST_LOG": str(tmp_path / "app.log"),
         "SAFE_ROTATING_TEST_MAX_BYTES": str(MAX_BYTES),
     }
-    command = [
-        UWSGI,
-        "--strict",
-        "--master",
-        "--processes", str(workers),
-        "--http-socket", f"127.0.0.1:{port}",
-        "--home", sys.prefix,  # the venv: safe_rotating, portalocker
-        "--pythonpath", str(ROOT),  # the tests package
-        "--module", "tests.apps.wsgi_logger:app",
-        "--need-app",
-        "--disable-logging",
-        *(["--lazy-apps"] if lazy else []),
-    ]  # fmt: skip
-    output = tmp_path / "uwsgi.out"
-    with output.open("wb") as out:
-        server = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=out, stderr=out)
-    try:
-        wait_until_serving(port, server, "uwsgi")
-
-        def get(writer: int) -> str:
-            url = f"http://127.0.0.1:{port}/log?writer={writer}&n={per_request}"
-            with urllib.request.urlopen(url, timeout=60) as response:
-                return str(response.read().decode().strip())
-
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            pids = set(pool.map(get, range(requests)))
-    except BaseException:
-        print(output.read_text(errors="replace")[-4000:])  # shown with the failure
-        raise
-    finally:
-        # uWSGI 2.0 takes SIGTERM as "reload"; SIGINT shuts the master and workers down.
-        server.send_signal(signal.SIGINT)
-        try:
-            code = server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-            raise
-    assert code == 0, f"uwsgi exited with {code}:\n{output.read_text(errors='replace')[-4000:]}"
+    command = uwsgi_command(port, workers, "tests.apps.wsgi_logger:app", lazy)
+    with running_uwsgi(command, env, tmp_path, port):
+        pids = request_all(port, requests, f"n={per_request}", threads=16, timeout=60)
     assert len(pids) > 1, "the load must be spread over several workers"
     verdict = verify(
         str(tmp_path),
