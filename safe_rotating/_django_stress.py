@@ -56,8 +56,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _django_site as site
+from ._cli import positive_arg, size_arg
 from ._django_site.logsetup import LINE_PREFIX, SERVER_FORMAT, longest_prefix
-from ._rotation import parse_size
 from .verify import RequestVerdict, verify_requests
 
 __all__ = [
@@ -968,20 +968,6 @@ def _rates(timeline: Sequence[tuple[float, int]], step: float = 0.5) -> tuple[li
 # --- command line ----------------------------------------------------------------------------
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _scenarios(text: str) -> tuple[str, ...]:
     names = tuple(SCENARIOS) if text == "all" else tuple(n.strip() for n in text.split(","))
     unknown = [n for n in names if n not in SCENARIOS]
@@ -1036,12 +1022,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="both",
         help="where safe_rotating's records go: see modes below (default both)",
     )
-    add("--workers", type=_positive, default=8, help="gunicorn/uWSGI workers (default 8)")
-    add("--celery-concurrency", type=_positive, default=4, help="prefork processes (default 4)")
-    add("--requests", type=_positive, default=2000, help="requests (or tasks) per run (2000)")
-    add("--records-per-request", type=_positive, default=50, help="records each logs (50)")
-    add("--max-bytes", type=_size, default=64 * 1024, help="rotate at this size (default 64KiB)")
-    add("--clients", type=_positive, default=16, help="concurrent client threads (default 16)")
+    add("--workers", type=positive_arg, default=8, help="gunicorn/uWSGI workers (default 8)")
+    add("--celery-concurrency", type=positive_arg, default=4, help="prefork processes (default 4)")
+    add("--requests", type=positive_arg, default=2000, help="requests (or tasks) per run (2000)")
+    add("--records-per-request", type=positive_arg, default=50, help="records each logs (50)")
+    add("--max-bytes", type=size_arg, default=64 * 1024, help="rotate at this size (default 64KiB)")
+    add("--clients", type=positive_arg, default=16, help="concurrent client threads (default 16)")
     add("--time-limit", type=float, default=60.0, help="seconds of load per run at most (60)")
     add("--json", metavar="PATH", help="write every run's figures to PATH")
     add("--plot", metavar="PATH", help="write a PNG chart (needs matplotlib)")

@@ -41,8 +41,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._cli import age_arg, positive_arg, size_arg
 from ._file import DEFAULT_QUEUE_SIZE
-from ._rotation import parse_age, parse_size
 from ._stats import HandlerStats, summarize
 from .verify import PREEXISTING, TimedCheck, Verdict, make_line, ordered_files, verify
 
@@ -700,27 +700,6 @@ class ProgressBar:
         self.stream.flush()
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _age(text: str) -> float:
-    try:
-        return parse_age(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="safe-rotating-stress",
@@ -744,13 +723,23 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
-    add("-p", "--processes", type=_positive, default=8, help="worker processes (default 8)")
-    add("-t", "--threads", type=_positive, default=1, help="writer threads per process (default 1)")
+    add("-p", "--processes", type=positive_arg, default=8, help="worker processes (default 8)")
     add(
-        "-n", "--records", type=_positive, default=10_000, help="records per writer (default 10000)"
+        "-t",
+        "--threads",
+        type=positive_arg,
+        default=1,
+        help="writer threads per process (default 1)",
     )
-    add("--record-size", type=_positive, default=120, help="bytes per line (default 120)")
-    add("--max-bytes", type=_size, default=64 * 1024, help="rotate at this size (default 64KiB)")
+    add(
+        "-n",
+        "--records",
+        type=positive_arg,
+        default=10_000,
+        help="records per writer (default 10000)",
+    )
+    add("--record-size", type=positive_arg, default=120, help="bytes per line (default 120)")
+    add("--max-bytes", type=size_arg, default=64 * 1024, help="rotate at this size (default 64KiB)")
     add(
         "--backup-count",
         type=int,
@@ -774,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--queue-size",
-        type=_size,
+        type=size_arg,
         default=DEFAULT_QUEUE_SIZE,
         help="with --enqueue: the queue's bound in bytes (default 1MiB)",
     )
@@ -793,7 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest wait for the rotation lock, seconds (default 0.25, the handler's)",
     )
     add("--when", type=str.upper, help="also rotate by time: S, M, H, D, MIDNIGHT, W0-W6")
-    add("--interval", type=_positive, default=1, help="periods of --when per file (default 1)")
+    add("--interval", type=positive_arg, default=1, help="periods of --when per file (default 1)")
     add(
         "--duration",
         type=float,
@@ -803,8 +792,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--compress", choices=("gzip", "zstd"), help="compress backups in the background")
     add("--precreate", type=int, default=0, metavar="N", help="start with N existing backups")
-    add("--max-age", type=_age, help="also delete backups older than this (e.g. 30s, 12h, 14d)")
-    add("--max-total-bytes", type=_size, help="also keep the whole set under this size (5GiB)")
+    add("--max-age", type=age_arg, help="also delete backups older than this (e.g. 30s, 12h, 14d)")
+    add("--max-total-bytes", type=size_arg, help="also keep the whole set under this size (5GiB)")
     add("--dir", help="directory for the log files (default: a temporary one, removed after)")
     add("--keep", action="store_true", help="keep the temporary directory for inspection")
     add(
