@@ -30,6 +30,7 @@ Progress goes to stderr, one line per finished run; the table goes to stdout.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import logging.handlers
 import math
@@ -221,17 +222,20 @@ def run_once(kind: str, processes: int, repeat: int, config: Config, scratch: st
         wall_ns = max(r[2] for r in reports) - min(r[1] for r in reports)
         total = processes * config.records
         rotating = kind != BASELINE
+        measured = functools.partial(
+            Run,
+            kind=kind,
+            processes=processes,
+            repeat=repeat,
+            records_per_second=total / (wall_ns / 1e9),
+            p50_us=_percentile(ordered, 0.50) / 1000,
+            p99_us=_percentile(ordered, 0.99) / 1000,
+            max_us=ordered[-1] / 1000,
+            errors=sum(r[4] for r in reports),
+        )
         if kind in WRITES_NOTHING:
-            return Run(
-                kind=kind,
-                processes=processes,
-                repeat=repeat,
-                records_per_second=total / (wall_ns / 1e9),
-                p50_us=_percentile(ordered, 0.50) / 1000,
-                p99_us=_percentile(ordered, 0.99) / 1000,
-                max_us=ordered[-1] / 1000,
+            return measured(
                 lost=0,
-                errors=sum(r[4] for r in reports),
                 verified=True,
                 problems=(),
                 summary="writes nothing: not verified",
@@ -247,16 +251,8 @@ def run_once(kind: str, processes: int, repeat: int, config: Config, scratch: st
             size_allowance=SIZE_ALLOWANCE[kind](processes, config.record_size, config.max_bytes),
             complete=True,
         )
-        return Run(
-            kind=kind,
-            processes=processes,
-            repeat=repeat,
-            records_per_second=total / (wall_ns / 1e9),
-            p50_us=_percentile(ordered, 0.50) / 1000,
-            p99_us=_percentile(ordered, 0.99) / 1000,
-            max_us=ordered[-1] / 1000,
+        return measured(
             lost=verdict.lost,
-            errors=sum(r[4] for r in reports),
             verified=verdict.ok,
             problems=_problem_kinds(verdict),
             summary=verdict.summary(),
