@@ -22,6 +22,7 @@ import pytest
 from safe_rotating import QueueOverflow, SafeRotatingFileHandler, SafeTimedRotatingFileHandler
 from safe_rotating.stress import StressConfig, run_stress
 from safe_rotating.verify import make_line, ordered_files, parse_line
+from tests.support import Recording
 from tests.test_fork_libc import FORKS
 
 pytestmark = [
@@ -30,19 +31,6 @@ pytestmark = [
 ]
 
 KIB16 = 16 * 1024
-
-
-class Recording(SafeRotatingFileHandler):
-    """Keeps what went to ``handleError`` (the exception active at that moment)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.failures: list[BaseException] = []
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        failure = sys.exc_info()[1]
-        assert failure is not None
-        self.failures.append(failure)
 
 
 def queued(path: Path, logger: logging.Logger, **kwargs: Any) -> Recording:
