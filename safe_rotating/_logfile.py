@@ -196,6 +196,7 @@ class LogFile:
         self._truncate_next_open = truncate
         self._torn = False  # the last record was cut short: the next one starts a new line
         self._glue = False  # the open file ends inside a line another process left cut short
+        self._own_end = -1  # where our last batch ended the open file (-1: unknown)
         self._trouble: _RotationTrouble | None = None
         self._warned: set[str] = set()
         self._reset_counters()
@@ -310,6 +311,7 @@ class LogFile:
         self._truncate_next_open = False
         old, self._fd = self._fd, fd
         self._glue = False
+        self._own_end = -1
         if old >= 0 and generation != self._gen and not own:
             self.rotations_seen += 1
         previous, self._gen = self._gen, generation
@@ -565,7 +567,7 @@ class LogFile:
     def _write_all(self, fd: int, data: bytes) -> None:
         if self._torn or self._glue:  # a line was cut short (by us, or by a killed process)
             data = self._newline + data
-        self._glue = False
+            self._glue = False
         try:
             written = os.write(fd, data)
         except OSError as exc:
@@ -853,7 +855,8 @@ class LogFile:
             self._end = os.fstat(self._fd).st_size
             if self._end - policy.max_bytes > self.largest_overshoot:
                 self.largest_overshoot = self._end - policy.max_bytes
-        if self._end and not self._ends_a_line():
+        # Unless the file still ends where our own last batch ended it (then with a newline).
+        if self._end and self._end != self._own_end and not self._ends_a_line():
             self._glue = True  # the batch starts with a newline, if it goes to this file
         if self._schedule is not None:
             at = self._clock() if when is None else when
@@ -965,6 +968,7 @@ class LogFile:
             end = self._end = self._end + len(data)
         else:
             end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
+        self._own_end = end
         if end >= policy.max_bytes:
             if end - policy.max_bytes > self.largest_overshoot:
                 self.largest_overshoot = end - policy.max_bytes
