@@ -16,6 +16,7 @@ from .exceptions import (
     SafeRotatingError,
     SafeRotatingWarning,
     ServerUnavailable,
+    UnsafeFileError,
 )
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "SafeRotatingWarning",
     "SafeTimedRotatingFileHandler",
     "ServerUnavailable",
+    "UnsafeFileError",
     "__version__",
 ]
 

@@ -17,6 +17,7 @@ __all__ = [
     "SafeRotatingError",
     "SafeRotatingWarning",
     "ServerUnavailable",
+    "UnsafeFileError",
 ]
 
 
@@ -26,6 +27,13 @@ class SafeRotatingError(Exception):
 
 class LockError(SafeRotatingError, OSError):
     """The inter-process lock could not be used (not contention: a real failure)."""
+
+
+class UnsafeFileError(SafeRotatingError, OSError):
+    """A file safe_rotating keeps beside a log (lock, temporary, journal, spool, a backup to
+    compress, or the log path after a rotation) is a symbolic link, a FIFO or anything else than
+    the regular file it created: somebody who may write that directory could have planted it, so
+    it is not followed. The message names the file, what is there and what to do."""
 
 
 class LockTimeout(SafeRotatingError, TimeoutError):

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 # ci_skips: under CI=true a skipped test (a missing install) fails instead; see that module.
-pytest_plugins = ["pytester", "tests.ci_skips"]
+pytest_plugins = ["pytester", "tests.ci_skips", "tests.neighbour"]
 
 
 @pytest.fixture
