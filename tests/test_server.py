@@ -119,7 +119,7 @@ def test_native_batches_acks_and_duplicates(tmp_path: Path) -> None:
         client.close()
         assert "four again" not in server.text()
     journal = (tmp_path / ".app.log.journal").read_text().split()
-    assert journal[:2] == ["c" * 32, "3"]
+    assert journal[:2] == ["c" * 32 + "@lo/-", "3"]  # the id, bound to this host, no token
 
 
 def test_format_message_only(tmp_path: Path) -> None:

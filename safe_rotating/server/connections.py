@@ -22,7 +22,7 @@ from .._pickle import decode_pickle
 from .._syslog import SyslogFramer
 from .._syslog import parse as parse_syslog
 from .._wire import LENGTH, ProtocolError, decode, encode
-from .state import CLIENT_ID
+from .state import CLIENT_ID, journal_key, peer_origin
 from .writer import Work
 
 if TYPE_CHECKING:
@@ -276,14 +276,24 @@ class LogConnection(_Connection):
                 given.encode("utf-8"), token.encode("utf-8")
             ):
                 raise Refused("bad token", "a hello without the right token")
-        self.client = client
+        origin = peer_origin(self.peer, self.writer.get_extra_info("socket"))
+        key = journal_key(client, origin, token)  # an id is bound to its peer and token
+        if not server.journal.admits(key):
+            server.stats.refused["journal full"] += 1
+            server.note(
+                "journal full",
+                f"{self.describe()}: its client id is not journaled (the journal holds "
+                f"{len(server.journal)} ids, none idle for long): its batches are written, but "
+                "one sent again after a reconnect may be written twice",
+            )
+        self.client = key
         self.native_host = _text(message.get("host"), self.host)
         self.app = _text(message.get("app"))
         welcome = {
             "type": "welcome",
             "server": SERVER_NAME,
             "max_frame": server.config.max_frame,
-            "last_seq": server.journal.last_seq(client),
+            "last_seq": server.journal.last_seq(key),
         }
         self.writer.write(encode(welcome))
 
@@ -315,7 +325,9 @@ class LogConnection(_Connection):
             writer.write(encode({"type": "ack", "seq": seq}))
 
         assert self.client is not None
-        await server.queue.put(Work(flats, size, self.client, seq, acknowledge))
+        # A batch without records has nothing to deduplicate: it never makes a journal entry.
+        client = self.client if flats else None
+        await server.queue.put(Work(flats, size, client, seq, acknowledge))
 
 
 class SyslogConnection(_Connection):
