@@ -408,14 +408,11 @@ class LogFile:
             self._rollover_at = self._local_at
             return
         at, signature = lock.schedule()
-        if not at:
+        if not schedule.plausible(at, self._clock()):
             lock.acquire(max(self.lock_timeout, 1.0))
-            try:
-                at, signature = lock.schedule()
-                if not at:
-                    at = schedule.first_rollover(self._file_mtime(), self._clock())
-                    signature = schedule.signature
-                    lock.set_schedule(at, signature)
+            try:  # read again under the lock: another process may have set it meanwhile
+                at = self._shared_at()
+                _, signature = lock.schedule()
             finally:
                 lock.release()
         if signature != schedule.signature:
@@ -435,14 +432,28 @@ class LogFile:
             return None
 
     def _shared_at(self) -> float:
-        """The next rollover time from the table (under the lock), or our own."""
+        """The next rollover time from the table (under the lock), or our own.
+
+        None yet (0), or a value no clock could have set (``inf``, ``NaN``, the year 9999 that
+        an older release let a record's time write; see :meth:`Schedule.plausible`): computed
+        again from the file's time, as at a first start, and recorded.
+        """
         if not self._lock.extended:
             return self._local_at
+        schedule = self._schedule
+        assert schedule is not None
         at, _ = self._lock.schedule()
-        if not at:
-            assert self._schedule is not None
-            at = self._schedule.first_rollover(self._file_mtime(), self._clock())
-            self._lock.set_schedule(at, self._schedule.signature)
+        now = self._clock()
+        if not schedule.plausible(at, now):
+            if at:
+                self._warn_once(
+                    "implausible-schedule",
+                    f"the rotation lock file {self._lock.path!r} said the next time rotation of "
+                    f"{self.path!r} is at {at!r}, which no clock reaches (a record dated in the "
+                    "future, with an older safe_rotating?); it is computed again as at a first start",
+                )
+            at = schedule.first_rollover(self._file_mtime(), now)
+            self._lock.set_schedule(at, schedule.signature)
         return at
 
     def _set_shared_at(self, at: float) -> None:
@@ -659,7 +670,16 @@ class LogFile:
         Under the lock the shared time is read again: the process that finds the boundary still
         due rotates and records the next one; every other process finds the new time, later
         than its record, and only follows to the new file.
+
+        Only the clock moves the schedule: a record dated later than the clock (a wrong
+        ``created``, the year 9999) counts as written now, so it neither rotates before the
+        boundary nor sets the next boundary from its own time.
         """
+        now = self._clock()
+        if due > now:
+            due = now
+            if due < self._rollover_at:
+                return
         lock = self._lock
         seen = self._gen
 
@@ -679,7 +699,7 @@ class LogFile:
                 self._end = os.fstat(self._fd).st_size
                 now = self._clock()
                 assert self._schedule is not None
-                following = self._schedule.next_rollover(max(now, due))
+                following = self._schedule.next_rollover(now)
                 if self._end > 0:
                     self._rotate_locked(boundary=at, now=now, next_at=following)
                 else:  # nothing to keep: an empty file just starts the next period
@@ -906,7 +926,8 @@ class LogFile:
         """Cut a batch where a record's time (``times``, as ``LogRecord.created``) reaches the
         next rollover: ``(part, time of its first record)``, each to be written with
         :meth:`append_batch` before the next is cut (the rollover time moves on as it rotates),
-        so that every record goes to the file of its period."""
+        so that every record goes to the file of its period (a record dated after the clock: to
+        the file of the clock's period, see :meth:`_timed_rollover`)."""
         start = 0
         for index, created in enumerate(times):
             if index > start and created >= self.rollover_at:

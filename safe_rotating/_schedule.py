@@ -17,6 +17,12 @@ Clock jumps are the stdlib's too. A wall clock set back delays the next rollover
 lasts longer); one set forward makes the next record rotate, and the boundary after that is
 computed from the new time, skipping the periods jumped over (no empty files are made for them).
 
+The next rollover time is shared through the lock file, where any process (or an older release that
+let a record's own time move it) may have left a value no clock could reach. :meth:`Schedule.plausible`
+tells one apart: infinite, NaN, or later than the next boundary a rotation done now would set, plus
+an hour (a daylight-saving change, a clock stepped back a little). Such a value is recomputed,
+never believed: otherwise one record dated 9999 would stop time rotation for every process.
+
 Several files of one period (time *and* size rotation) are named ``<base>.<stamp>``, then
 ``<base>.<stamp>.1``, ``<base>.<stamp>.2``…, oldest first; :func:`order_key` sorts them.
 """
@@ -24,6 +30,7 @@ Several files of one period (time *and* size rotation) are named ``<base>.<stamp
 from __future__ import annotations
 
 import datetime
+import math
 import re
 import time
 import zlib
@@ -32,6 +39,7 @@ from dataclasses import dataclass
 __all__ = ["COMPRESSED_SUFFIXES", "Schedule", "TimedName", "order_key", "parse_timed_name"]
 
 _DAY = 24 * 60 * 60
+_SLACK = 60 * 60  # how far past the furthest boundary from now a shared time may still be
 _UNITS: dict[str, tuple[int, str, str]] = {
     "S": (1, "%Y-%m-%d_%H-%M-%S", r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}"),
     "M": (60, "%Y-%m-%d_%H-%M", r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}"),
@@ -165,6 +173,25 @@ class Schedule:
             if dst_now != time.localtime(new).tm_isdst:
                 new += -3600 if not dst_now else 3600
         return new
+
+    def plausible(self, at: float, now: float) -> bool:
+        """Could a process on this schedule have set ``at`` as the next rollover by ``now``?
+
+        A boundary is computed from the time of the rotation that sets it, so none is later than
+        :meth:`next_rollover` of now, give or take a daylight-saving hour; the longest of that
+        and one interval, plus :data:`_SLACK`, is the bound. Past times are plausible (they are
+        simply due), but not zero or less (zero is the table's "none yet"). ``inf``, ``NaN`` and
+        the year 9999 are not.
+        """
+        if not (math.isfinite(at) and at > 0):
+            return False
+        if at <= now:
+            return True
+        try:
+            furthest = max(self.next_rollover(now), now + self.interval)
+        except (OverflowError, OSError, ValueError):  # a clock no time function takes
+            return False
+        return at <= furthest + _SLACK
 
 
 @dataclass(frozen=True)

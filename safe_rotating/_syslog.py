@@ -413,11 +413,13 @@ def format_rfc5424(
     levelno = record.get("levelno")
     severity = severity_of(levelno if isinstance(levelno, int) else logging.INFO)
     created = record.get("created")
+    stamp = _NIL
     if isinstance(created, int | float) and not isinstance(created, bool):
-        moment = datetime.fromtimestamp(created, timezone.utc)
-        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    else:
-        stamp = _NIL
+        try:
+            moment = datetime.fromtimestamp(created, timezone.utc)
+            stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        except (OverflowError, OSError, ValueError):  # inf, NaN, out of datetime's years
+            pass  # the NILVALUE: the receiver stamps it
     message = str(record.get("msg", ""))
     for key in ("exc_text", "stack_info"):
         if record.get(key):

@@ -13,6 +13,12 @@ task, on the event loop's thread: a write to the page cache takes microseconds, 
 no reader could make progress anyway. Then the round's batch sequence numbers go to the journal
 (one write), and only then is each batch acknowledged.
 
+Records are checked here, once, whatever listener they came from: a ``created`` time that is not
+a plausible number becomes the time the record was received (:func:`sane_created`), and each
+rendered line has its control characters escaped (:mod:`safe_rotating._escape`), so that no
+sender can crash the writer, stop time rotation or forge a line. With ``--when``, a record goes to
+the file of the period the server's clock is in when it is written.
+
 A write that fails (a full disk) is reported once, then retried every :data:`RETRY_EVERY`
 seconds with the same lines; nothing new is taken meanwhile, so the queue fills and clients are
 held back. When it works again, the recovery is reported with how long it failed. Nothing is
@@ -31,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .._compress import parse_compression
+from .._escape import encode_record
 from .._logfile import LogFile
 from .._rotation import Retention
 from .._stats import HandlerStats
@@ -39,12 +46,27 @@ from .config import ServerConfig
 from .metrics import Stats
 from .state import Journal
 
-__all__ = ["FALLBACK_FORMAT", "RETRY_EVERY", "ROUND_RECORDS", "Work", "WorkQueue", "Writer"]
+__all__ = [
+    "EARLIEST",
+    "FALLBACK_FORMAT",
+    "FUTURE",
+    "RETRY_EVERY",
+    "ROUND_RECORDS",
+    "Work",
+    "WorkQueue",
+    "Writer",
+    "sane_created",
+]
 
 RETRY_EVERY: Final = 0.5
 ROUND_RECORDS: Final = 4096  # records formatted and written per round at most
 QUEUE_BYTES: Final = 32 * 1024 * 1024  # payload bytes queued at most, whatever queue_size says
 FALLBACK_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# A record's ``created`` is kept only between these: not before 2000-01-01 00:00 UTC, and at most
+# this many seconds after the server received it. Anything else (inf, NaN, a huge integer, the
+# year 9999, the epoch) is the time the server received it.
+EARLIEST: Final = 946_684_800.0
+FUTURE: Final = 3600.0
 _monotonic = time.monotonic
 
 
@@ -57,6 +79,7 @@ class Work:
     client: str | None = None  # a native batch: its client id and sequence number
     seq: int = 0
     done: Callable[[], None] | None = None  # called once written (or found a duplicate)
+    received: float = field(default_factory=time.time)  # the server's clock when it arrived
 
 
 class WorkQueue:
@@ -139,18 +162,40 @@ class _Episode:
     attempts: int = 1
 
 
-def _created(flat: dict[str, Any]) -> float:
-    """A record's ``created`` time (the time it was received, if it has none that is usable)."""
-    created = flat.get("created")
-    if isinstance(created, int | float) and not isinstance(created, bool) and created == created:
-        return float(created)
-    return time.time()
+def sane_created(created: Any, received: float) -> float:
+    """A record's ``created`` as the server keeps it: the sender's time if it is a number from
+    :data:`EARLIEST` to :data:`FUTURE` seconds after ``received``, else ``received``.
+
+    Every input (native batches, stock pickles over TCP or UDP, syslog) reaches the writer, which
+    applies this once per record before anything reads the time: so no sender's number can
+    overflow the formatter (``inf``, a 400-digit integer), and a record dated years ahead is
+    written with the time it arrived. Past times after 2000 are kept: a client that replays its
+    spool after an outage sends records hours or days old, and their own times are the truth.
+    """
+    if isinstance(created, int | float) and not isinstance(created, bool):
+        try:
+            value = float(created)
+        except OverflowError:  # an integer too large for a float
+            return received
+        if EARLIEST <= value <= received + FUTURE:  # False for NaN
+            return value
+    return received
+
+
+class _Formatter(logging.Formatter):
+    """``logging.Formatter`` whose ``asctime`` never raises (``time.localtime`` of a huge or
+    non-finite time does): such a time is written as the number it is."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        try:
+            return super().formatTime(record, datefmt)
+        except (OverflowError, OSError, ValueError):
+            return repr(record.created)
 
 
 @dataclass
 class _Round:
     lines: dict[str, list[bytes]] = field(default_factory=dict)  # path -> formatted records
-    times: dict[str, list[float]] = field(default_factory=dict)  # with --when: their times
     seqs: dict[str, int] = field(default_factory=dict)  # client -> highest new seq
     records: int = 0
     flats: list[dict[str, Any]] = field(default_factory=list)  # for --forward only
@@ -166,8 +211,9 @@ class Writer:
         self.stats = stats
         self.journal = journal
         self.log = log
-        self._formatter = logging.Formatter(config.format)
-        self._fallback = logging.Formatter(FALLBACK_FORMAT)
+        self._formatter = _Formatter(config.format)
+        self._fallback = _Formatter(FALLBACK_FORMAT)
+        self._escape = getattr(config, "escape_control_characters", True)
         self._files: dict[str, LogFile] = {}
         self._schedule = config.schedule()
         self._episode: _Episode | None = None
@@ -237,21 +283,26 @@ class Writer:
 
     # -- formatting ------------------------------------------------------------------------
     def format(self, flat: dict[str, Any]) -> bytes:
+        """One record's line: formatted, its control characters escaped (see
+        :mod:`safe_rotating._escape`; unless ``escape_control_characters`` is off), encoded.
+
+        ``flat["created"]`` must have been through :func:`sane_created` (``_prepare`` does it).
+        """
         added: dict[str, Any] = {"host": flat.get("host") or "-", "app": flat.get("app") or "-"}
         if not isinstance(flat.get("process"), int):
             added["process"] = "-"
         if not isinstance(flat.get("msg"), str):
             flat["msg"] = str(flat.get("msg", ""))
-        record = to_log_record(flat, **added)
         try:
+            record = to_log_record(flat, **added)
             text = self._formatter.format(record)
         except Exception:  # a field the format needs is missing or of the wrong type
             self.stats.format_errors += 1
             try:
-                text = self._fallback.format(record)
+                text = self._fallback.format(to_log_record(flat, **added))
             except Exception:  # cannot happen with to_log_record's types; never lose the record
                 text = repr(flat)[:65536]
-        return (text + "\n").encode("utf-8", "backslashreplace")
+        return encode_record(text, self._escape)
 
     # -- the task --------------------------------------------------------------------------
     async def run(self, queue: WorkQueue) -> None:
@@ -275,11 +326,13 @@ class Writer:
                     self.stats.duplicate_records += len(work.records)
                     continue
                 round_.seqs[work.client] = work.seq
+            received = work.received
             for flat in work.records:
+                # The one place every input's time is checked, before it is formatted or
+                # forwarded. Which file a record goes to is the server's clock's business.
+                flat["created"] = sane_created(flat.get("created"), received)
                 path = self.path_for(flat.get("name"))
                 round_.lines.setdefault(path, []).append(self.format(flat))
-                if self._schedule is not None:
-                    round_.times.setdefault(path, []).append(_created(flat))
                 round_.records += 1
             if self.forward is not None:
                 round_.flats.extend(work.records)
@@ -289,7 +342,7 @@ class Writer:
         round_ = self._prepare(works)
         unwritten = 0
         for path, lines in round_.lines.items():
-            action = self._appending(path, lines, round_.times.get(path))
+            action = self._appending(path, lines)
             if unwritten or not await self._retry(path, action):
                 unwritten += len(lines)
         if unwritten:
@@ -315,17 +368,12 @@ class Writer:
             if work.done is not None:
                 work.done()
 
-    def _appending(
-        self, path: str, lines: list[bytes], times: list[float] | None
-    ) -> Callable[[], None]:
+    def _appending(self, path: str, lines: list[bytes]) -> Callable[[], None]:
         def append() -> None:
-            log_file = self._file(path)
-            if times is None:
-                problem = log_file.append_batch(lines)
-            else:  # each part in the file of its period
-                problem = None
-                for part, first in log_file.periods(lines, times):
-                    problem = log_file.append_batch(part, first) or problem
+            # With --when, the file of the period the server's clock is in (the engine reads
+            # the clock when ``when`` is not given): a record's own time, which its sender
+            # chose, stays in its line and never moves the schedule shared through the lock.
+            problem = self._file(path).append_batch(lines)
             self.stats.written += len(lines)
             self.stats.bytes_written += sum(len(line) for line in lines)
             if problem is not None:
