@@ -96,6 +96,13 @@ def parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--format", metavar="FMT", help="logging %%-style format of each line")
     out.add_argument(
+        "--no-escape-control-characters",
+        dest="escape_control_characters",
+        action="store_const",
+        const=False,
+        help="write control characters from the network raw (default: escaped, one record a line)",
+    )
+    out.add_argument(
         "--route",
         action="append",
         metavar="PREFIX=FILE",

@@ -118,6 +118,7 @@ class ServerConfig:
     interval: int = 1
     utc: bool = False
     format: str = DEFAULT_FORMAT
+    escape_control_characters: bool = True  # see safe_rotating/_escape.py
     routes: tuple[tuple[str, str], ...] = ()  # (logger-name prefix, absolute path), longest first
     max_frame: int = DEFAULT_MAX_FRAME
     read_timeout: float = DEFAULT_READ_TIMEOUT
@@ -176,6 +177,7 @@ class ServerConfig:
             f"interval = {self.interval}",
             f"utc = {quote(self.utc)}",
             f"format = {quote(self.format)}",
+            f"escape_control_characters = {quote(self.escape_control_characters)}",
             f"max_frame = {self.max_frame}",
             f"read_timeout = {self.read_timeout}",
             f"queue_size = {self.queue_size}",
@@ -237,6 +239,7 @@ KEYS: Final = frozenset(
         "interval",
         "utc",
         "format",
+        "escape_control_characters",
         "route",
         "max_frame",
         "read_timeout",
@@ -512,6 +515,9 @@ def build(settings: Mapping[str, Any]) -> ServerConfig:
         interval=interval,
         utc=utc,
         format=_format(settings.get("format") or DEFAULT_FORMAT),
+        escape_control_characters=_bool(
+            settings.get("escape_control_characters", True), "escape_control_characters"
+        ),
         routes=_routes(settings.get("route"), log_file),
         max_frame=_size(settings.get("max_frame", DEFAULT_MAX_FRAME), "max_frame", 1024),
         read_timeout=_seconds(settings.get("read_timeout", DEFAULT_READ_TIMEOUT), "read_timeout"),

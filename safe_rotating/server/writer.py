@@ -213,7 +213,7 @@ class Writer:
         self.log = log
         self._formatter = _Formatter(config.format)
         self._fallback = _Formatter(FALLBACK_FORMAT)
-        self._escape = getattr(config, "escape_control_characters", True)
+        self._escape = config.escape_control_characters
         self._files: dict[str, LogFile] = {}
         self._schedule = config.schedule()
         self._episode: _Episode | None = None
