@@ -422,6 +422,8 @@ class Sender:
         self._next_scan = 0.0
         # No thread in a uWSGI master: its records go straight to the spool (write_direct).
         self.direct = in_uwsgi_master()
+        self.direct_ids: set[str] = set()  # ids write_direct left records under
+        self.direct_full = False  # write_direct's last refusal: spool_max_bytes was reached
 
     # -- caller side -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -438,7 +440,8 @@ class Sender:
     def write_direct(self, flat: dict[str, Any]) -> bool:
         """Without a sender thread: append one record to the spool right away, leaving the
         spool unlocked so that any other client on the directory (a worker) delivers it.
-        A local append, never network I/O. False if there is no spool to write to."""
+        A local append, never network I/O. False if there is no spool to write to, or no room
+        in it (:attr:`direct_full`): the master's records stay within ``spool_max_bytes``."""
         with self.lock:
             written = self._write_direct(flat)
         self._tell_problems()
@@ -459,12 +462,21 @@ class Sender:
                 )
             for _ in range(2):
                 frame = batch_frame(self.client, self.next_seq, [data])
-                if _spool.append_unlocked(self.spool_dir, self.client, frame, segment_bytes):
+                outcome = _spool.append_unlocked(
+                    self.spool_dir,
+                    self.client,
+                    frame,
+                    segment_bytes,
+                    config.spool_max_bytes,
+                    self.direct_ids,
+                )
+                self.direct_full = outcome == _spool.FULL
+                if outcome != _spool.BUSY:
                     break
                 # Someone is delivering this spool right now: go on under a new id.
                 self.client = uuid.uuid4().hex
                 self.next_seq = 1
-            else:
+            if outcome != _spool.APPENDED:
                 return False
         except OSError as exc:
             self._spool_retry_at = _monotonic() + _SPOOL_RETRY
@@ -1284,8 +1296,15 @@ class Sender:
     def _replay_dead(self) -> None:
         directory = self.spool_dir
         assert directory is not None
+        config = self.config
+        assert config.spool_root is not None
+        # Our own directory first, then any other of this address's (beside a squatted root).
+        others = _spool.spool_directories(
+            config.spool_root, _spool.address_key(config.address), config.spool_root_is_default
+        )
+        directories = [directory, *(d for d in others if d != directory)]
         try:
-            for dead in _spool.claim_dead(directory, {self.client}):
+            for dead in (d for path in directories for d in _spool.claim_dead(path, {self.client})):
                 self.replay_fds.add(dead.lock_fd)
                 done = False
                 try:

@@ -19,6 +19,15 @@ lock, replays its frames under the dead client's id, and removes it.
 
 The spool is in the page cache like any written file: it survives the death of the process
 (SIGKILL), not a crash of the machine.
+
+**Hostile neighbours.** The default root, ``/tmp/safe_rotating-<uid>``, has a predictable name in
+a directory anyone may write: another user can create it first. A root that is not a directory
+of ours closed to others is never used; the spool goes to a private directory beside it instead,
+``<root>.<16 hex digits>`` (mode 0700, owner checked), with one warning naming it. The next
+process finds that directory again by its name pattern (:func:`fallback_roots`), and dead spools
+are looked for in every such directory, so nothing is lost to the squatter. Every file in a spool
+directory is opened through :mod:`._safefs`: never through a link, regular files only, new ones
+created ``O_EXCL`` mode 0600 (temporaries with unpredictable names).
 """
 
 from __future__ import annotations
@@ -32,19 +41,36 @@ import re
 import secrets
 import stat
 import struct
+import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Final
 
-from . import _wire
+from . import _safefs, _wire
+from .exceptions import SafeRotatingWarning
 
-__all__ = ["DeadSpool", "OwnSpool", "claim_dead", "default_spool_root", "prepare_directory"]
+__all__ = [
+    "DeadSpool",
+    "OwnSpool",
+    "claim_dead",
+    "default_spool_root",
+    "fallback_roots",
+    "prepare_directory",
+    "spool_directories",
+]
 
 _LENGTH = struct.Struct(">I")
 _SEGMENT = re.compile(r"^([0-9a-f]{32})\.(\d{6,})\.spool$")
 _LOCK = re.compile(r"^([0-9a-f]{32})\.lock$")
 _TEMP = re.compile(r"^[0-9a-f]{32}\.lock\.\d+\.[0-9a-f]+\.tmp$")
-_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+_FALLBACK = re.compile(r"\.[0-9a-f]{16}")  # <root>.<this>: a private root beside a squatted one
+_warned: set[str] = set()  # fallback roots this process has warned about
+APPENDED: Final = "appended"  # outcomes of append_unlocked
+BUSY: Final = "busy"
+FULL: Final = "full"
 _STALE_TEMP = 60.0  # seconds after which a temporary lock file left by a crash is removed
 
 
@@ -95,17 +121,15 @@ def _check_private(path: str, st: os.stat_result) -> None:
 def prepare_directory(root: str, key: str, private_root: bool) -> str:
     """Create ``root/key`` (mode 0700) if needed and return it.
 
-    ``private_root``: ``root`` is the shared default under ``/tmp``, so it must be a real
-    directory owned by this user and writable by nobody else (not a planted symlink).
+    ``private_root``: ``root`` is the default under ``/tmp`` (or ``$XDG_RUNTIME_DIR``), so it must
+    be a real directory owned by this user and writable by nobody else; one that is not (a
+    squatter's directory, a planted link) is left alone and a private directory beside it is used
+    instead (see the module docstring).
     """
-    try:
-        os.makedirs(root, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise type(exc)(
-            exc.errno, f"cannot create the spool directory {root!r}: {exc.strerror}"
-        ) from None
     if private_root:
-        _check_private(root, os.lstat(root))
+        root = _private_root(root)
+    else:
+        _make_directories(root)
     path = os.path.join(root, key)
     try:
         os.mkdir(path, 0o700)
@@ -119,14 +143,106 @@ def prepare_directory(root: str, key: str, private_root: bool) -> str:
     return path
 
 
+def _make_directories(root: str) -> None:
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(
+            exc.errno, f"cannot create the spool directory {root!r}: {exc.strerror}"
+        ) from None
+
+
+def _is_private(path: str) -> bool:
+    try:
+        _check_private(path, os.lstat(path))
+    except OSError:
+        return False
+    return True
+
+
+def _private_root(root: str) -> str:
+    """``root`` if it is (or can be made) ours alone, else a private directory beside it."""
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+    except FileExistsError:
+        pass  # a file or a dangling link: squatted
+    except OSError as exc:
+        if not os.path.lexists(root):
+            raise type(exc)(
+                exc.errno, f"cannot create the spool directory {root!r}: {exc.strerror}"
+            ) from None
+    try:
+        _check_private(root, os.lstat(root))
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    else:
+        return root
+    found = fallback_roots(root)
+    if found:
+        chosen = found[0]
+    else:
+        created = f"{root}.{secrets.token_hex(8)}"
+        os.mkdir(created, 0o700)
+        _check_private(created, os.lstat(created))
+        # Another process may have made one at the same moment: all take the first by name.
+        chosen = fallback_roots(root)[0]
+        if chosen != created:
+            with contextlib.suppress(OSError):
+                os.rmdir(created)
+    if chosen not in _warned:
+        _warned.add(chosen)
+        _warn(
+            f"the default spool directory cannot be used: {why}. Another user may have created "
+            f"it to stop this user's spool; spooling in {chosen!r} instead (private, mode 0700). "
+            "Remove the squatted directory, or set spool_dir to a directory of this user"
+        )
+    return chosen
+
+
+def fallback_roots(root: str) -> list[str]:
+    """The private directories made beside a squatted default ``root`` (``<root>.<16 hex>``,
+    owned by this user, closed to others), sorted by name: the first is the one to use."""
+    parent, base = os.path.split(root)
+    try:
+        names = os.listdir(parent or ".")
+    except OSError:
+        return []
+    return sorted(
+        os.path.join(parent, name)
+        for name in names
+        if name.startswith(base)
+        and _FALLBACK.fullmatch(name[len(base) :])
+        and _is_private(os.path.join(parent, name))
+    )
+
+
+def spool_directories(root: str, key: str, private_root: bool) -> list[str]:
+    """Every spool directory of the address ``key`` under ``root`` and, for the default root,
+    under the private directories beside it: where spools of dead processes may be."""
+    roots = [root, *fallback_roots(root)] if private_root else [root]
+    return [
+        os.path.join(r, key)
+        for r in roots
+        if _is_private(os.path.join(r, key)) and (not private_root or _is_private(r))
+    ]
+
+
+def _warn(message: str) -> None:
+    """A warning that can never break logging (``-W error`` would otherwise raise here)."""
+    try:
+        warnings.warn(message, SafeRotatingWarning, stacklevel=2)
+    except Exception:
+        sys.stderr.write(f"safe_rotating: {message}\n")
+
+
 def _create_locked(path: str) -> int:
     """A new lock file at ``path``, already locked by us; ``FileExistsError`` if one exists."""
-    temp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    directory, name = os.path.split(path)
+    fd, temp = _safefs.create_temporary(directory, f"{name}.{os.getpid()}.", ".tmp")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(fd, f"pid {os.getpid()}\n".encode())
-        os.link(temp, path)
+        os.link(temp, path, follow_symlinks=False)
     except BaseException:
         os.close(fd)
         raise
@@ -192,7 +308,9 @@ class OwnSpool:
                 segment.size and segment.size + len(frames[start]) > self.segment_bytes
             ):
                 self.current += 1
-                fd = os.open(self.path_of(self.current), _OPEN_FLAGS, 0o600)
+                fd, _ = _safefs.open_or_create(
+                    self.path_of(self.current), _OPEN_FLAGS, mode=0o600, role="a spool file"
+                )
                 segment = self.segments[self.current] = _Segment(fd)
             end = start
             size = segment.size
@@ -291,10 +409,11 @@ class DeadSpool:
         """``(seq, records, frame)`` of every readable batch, in order."""
         for name in self.segments:
             try:
-                with open(os.path.join(self.directory, name), "rb") as f:
-                    data = f.read()
+                fd, _ = _safefs.open_to_read(os.path.join(self.directory, name), "a spool file")
             except FileNotFoundError:
                 continue
+            with open(fd, "rb") as f:
+                data = f.read()
             view = memoryview(data)
             offset = 0
             while offset + 4 <= len(data):
@@ -347,9 +466,9 @@ def _clean_temp(directory: str, name: str) -> None:
     """Remove a temporary lock file that a process left when it died while creating it."""
     path = os.path.join(directory, name)
     try:
-        if time.time() - os.stat(path).st_mtime < _STALE_TEMP:
+        if time.time() - os.lstat(path).st_mtime < _STALE_TEMP:
             return
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        fd = _safefs.open_existing(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return
     try:
@@ -361,13 +480,26 @@ def _clean_temp(directory: str, name: str) -> None:
         os.close(fd)
 
 
-def append_unlocked(directory: str, client: str, frame: bytes, segment_bytes: int) -> bool:
+def append_unlocked(
+    directory: str,
+    client: str,
+    frame: bytes,
+    segment_bytes: int,
+    max_bytes: int,
+    mine: set[str],
+) -> str:
     """Append ``frame`` to the spool of ``client`` holding its lock only meanwhile, so that the
     spool is free for any other client to deliver as soon as this returns.
 
     For a process that must not run a sender thread (a uWSGI master, whose workers are forked
-    from C). False if another process holds the lock (it is delivering this spool right now):
-    the caller continues under a new client id. Raises ``OSError``.
+    from C). ``mine``: every client id this process appended under before (it moves to a new id
+    whenever a worker is delivering its spool, so its records may be left under several); all
+    their segments together stay within ``max_bytes``, like an own spool. Ids whose segments are
+    all gone (delivered) are removed from ``mine``, and ``client`` is added once written to.
+
+    Returns :data:`APPENDED`; :data:`BUSY` if another process holds the lock (it is delivering
+    this spool right now: the caller continues under a new client id); :data:`FULL` if the
+    frame would take the spool past ``max_bytes`` (nothing written). Raises ``OSError``.
     """
     lock_path = os.path.join(directory, f"{client}.lock")
     fd = _lock_existing(lock_path)
@@ -375,29 +507,39 @@ def append_unlocked(directory: str, client: str, frame: bytes, segment_bytes: in
         try:
             fd = _create_locked(lock_path)
         except FileExistsError:
-            return False
+            return BUSY
     try:
-        numbers = [
-            int(m.group(2))
-            for name in os.listdir(directory)
-            if (m := _SEGMENT.match(name)) is not None and m.group(1) == client
-        ]
-        number = max(numbers, default=1)
+        held: dict[str, int] = {}  # bytes of segments, per id of ours
+        last = (1, 0)  # (number, size) of the newest segment of client
+        for name in os.listdir(directory):
+            match = _SEGMENT.match(name)
+            if match is None or (match.group(1) != client and match.group(1) not in mine):
+                continue
+            try:
+                size = os.lstat(os.path.join(directory, name)).st_size
+            except FileNotFoundError:
+                continue  # delivered meanwhile
+            owner = match.group(1)
+            held[owner] = held.get(owner, 0) + size
+            if owner == client:
+                last = max(last, (int(match.group(2)), size))
+        mine.intersection_update(held)
+        if sum(held.values()) + len(frame) > max_bytes:
+            return FULL
+        number, size = last
+        if size and size + len(frame) > segment_bytes:
+            number += 1
         path = os.path.join(directory, _segment_name(client, number))
-        try:
-            if os.stat(path).st_size + len(frame) > segment_bytes:
-                path = os.path.join(directory, _segment_name(client, number + 1))
-        except FileNotFoundError:
-            pass
-        segment = os.open(path, _OPEN_FLAGS, 0o600)
+        segment, _ = _safefs.open_or_create(path, _OPEN_FLAGS, mode=0o600, role="a spool file")
         try:
             if os.write(segment, frame) != len(frame):
                 raise OSError(errno.ENOSPC, f"the spool file {path!r} is full")
         finally:
             os.close(segment)
+        mine.add(client)
     finally:
         os.close(fd)
-    return True
+    return APPENDED
 
 
 def claim_dead(directory: str, skip: set[str]) -> Iterator[DeadSpool]:
@@ -450,12 +592,12 @@ def claim_dead(directory: str, skip: set[str]) -> Iterator[DeadSpool]:
 def _lock_existing(path: str) -> int | None:
     """Lock the existing lock file ``path`` without waiting; ``None`` if it is held or gone."""
     try:
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        fd = _safefs.open_existing(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0), "a spool lock")
     except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        here = os.stat(path)
+        here = os.lstat(path)
         mine = os.fstat(fd)
     except OSError:  # held by a live owner, or removed by the previous claimant
         os.close(fd)

@@ -211,9 +211,10 @@ class LogServerHandler(logging.Handler):
     ``spool_dir``
         Where batches wait on disk while the server is away or slow. Default ``None``: a
         directory of this user, ``$XDG_RUNTIME_DIR/safe_rotating`` or
-        ``/tmp/safe_rotating-<uid>`` (mode 0700); ``False``: no spool. Each server address
-        gets its own subdirectory. A spool left by a process that died is delivered by the
-        next client that starts on the same directory.
+        ``/tmp/safe_rotating-<uid>`` (mode 0700); if another user created that one first, a
+        private ``/tmp/safe_rotating-<uid>.<random>`` beside it, with a warning. ``False``: no
+        spool. Each server address gets its own subdirectory. A spool left by a process that
+        died is delivered by the next client that starts on the same directory.
     ``spool_max_bytes``
         Bound of this process's spool (default 256 MiB).
     ``queue_size``
@@ -246,7 +247,7 @@ class LogServerHandler(logging.Handler):
     id, queue, connection, spool and sender thread on its first use of the handler; it never
     sends what its parent had queued. In a uWSGI master (where the app is loaded before the
     workers are forked from C) no thread is started: records are appended to the spool at once
-    and the workers deliver them.
+    (within ``spool_max_bytes``, then dropped and reported) and the workers deliver them.
     """
 
     def __init__(
@@ -344,11 +345,12 @@ class LogServerHandler(logging.Handler):
 
     @property
     def spool_directory(self) -> str | None:
-        """Where this handler spools (``None`` with ``spool_dir=False``)."""
+        """Where this handler spools (``None`` with ``spool_dir=False``): the directory in use
+        once one is, which is beside the default root if another user squatted it."""
         root = self._config.spool_root
         if root is None:
             return None
-        return os.path.join(root, _spool.address_key(self.address))
+        return self._sender.spool_dir or os.path.join(root, _spool.address_key(self.address))
 
     def _new_sender(self) -> Sender:
         fallback = self._write_fallback if self._fallback_handler is not None else None
@@ -419,6 +421,12 @@ class LogServerHandler(logging.Handler):
                 "this is a uWSGI master, where no sender thread may run (its workers are forked "
                 "from C), and spool_dir=False leaves records nowhere to wait for a worker to "
                 "deliver them; allow a spool or run uWSGI with --lazy-apps"
+            )
+        if self._sender.direct_full:
+            return (
+                f"the spool of this uWSGI master is full (spool_max_bytes="
+                f"{self._config.spool_max_bytes}); its workers deliver it once the server takes "
+                "records again"
             )
         return "the spool cannot be written in this uWSGI master (see the error reported before)"
 

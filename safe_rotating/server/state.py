@@ -15,14 +15,14 @@ same key, and the batches the server already wrote are not written twice.
 passes empty batches without a client): a hello, an empty batch or a refused frame leaves no
 trace.
 
-**Bound.** At most ``max_entries`` keys (:data:`MAX_ENTRIES`, 100 000 by default: about 12 MB of
-journal and 25 MB of memory). When a new key finds the table full, the keys idle longer than
-:data:`KEEP_SECONDS` (their retention) are evicted, least recently written first. If none is,
-the new key is *not* journaled — counted in :attr:`Journal.untracked` and reported by the
-connection (``refused_frames_total{reason="journal full"}``): its batches are still written and
-acknowledged, but one sent again after a lost acknowledgement may be written twice. Live entries
-are never evicted to make room, so a flood of new ids can cost duplicates to the flood, never to
-the clients already known.
+**Bound.** At most ``max_entries`` keys (:data:`MAX_ENTRIES`, 100 000 by default: about 12 MB
+of journal and 25 MB of memory). When a new key finds the table full, the keys idle longer than
+``keep_seconds`` (their retention, :data:`KEEP_SECONDS`: 30 days) are evicted, least recently
+written first. If none is, the new key is *not* journaled — counted in :attr:`Journal.untracked`
+and reported by the connection (``refused_frames_total{reason="journal full"}``): its batches
+are still written and acknowledged, but one sent again after a lost acknowledgement may be
+written twice. Live entries are never evicted to make room, so a flood of new ids can cost
+duplicates to the flood, never to the clients already known.
 
 **File.** A text file of lines ``KEY SEQ UNIXTIME``, appended with one ``O_APPEND`` write per
 round of batches (after their records are written, before they are acknowledged). The newest
@@ -121,10 +121,12 @@ class Journal:
         self,
         path: str,
         max_entries: int = MAX_ENTRIES,
+        keep_seconds: int = KEEP_SECONDS,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         self.path = path
         self.max_entries = max_entries
+        self.keep_seconds = keep_seconds
         self.untracked = 0  # writes of a new key the full journal had no room for
         self._warn = warn or logging.getLogger("safe_rotating.server").warning
         # key -> (seq, unix time of its last write), least recently written first
@@ -161,7 +163,7 @@ class Journal:
             old = loaded.get(key)
             if old is None or seq >= old[0]:
                 loaded[key] = (seq, stamp)
-        cutoff = int(time.time()) - KEEP_SECONDS
+        cutoff = int(time.time()) - self.keep_seconds
         fresh = sorted((e[1], k) for k, e in loaded.items() if e[1] >= cutoff)
         self._last = OrderedDict((k, loaded[k]) for _, k in fresh[-self.max_entries :])
         self._remove_leftovers()
@@ -202,7 +204,7 @@ class Journal:
 
     def compact(self) -> None:
         """Rewrite the journal with one line per key, atomically (see the module docstring)."""
-        cutoff = int(time.time()) - KEEP_SECONDS
+        cutoff = int(time.time()) - self.keep_seconds
         self._evict(cutoff, len(self._last))
         data = "".join(f"{k} {seq} {stamp}\n" for k, (seq, stamp) in self._last.items()).encode()
         directory, base = os.path.split(self.path)
@@ -262,7 +264,7 @@ class Journal:
         ``wanted`` needs: O(1) when nothing is evictable)."""
         free = self.max_entries - len(self._last)
         if free < wanted:
-            free += self._evict(int(now) - KEEP_SECONDS, wanted - free)
+            free += self._evict(int(now) - self.keep_seconds, wanted - free)
         return free
 
     def record(self, entries: Iterable[tuple[str, int]]) -> None:
