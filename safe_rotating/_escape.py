@@ -6,8 +6,8 @@ feed lets one record forge another: ``"ok\\n2024-05-01 … CRITICAL … FORGED"`
 records. The server therefore applies one rule to each *rendered* record (the whole line its
 format produced: every field at once), like rsyslog's ``$EscapeControlCharactersOnReceive``:
 
-* **Escaped** (written as visible ASCII): the C0 control characters U+0000–U+001F except TAB and
-  LF, DEL (U+007F), the C1 control characters U+0080–U+009F (NEL, CSI…) and the Unicode line and
+* **Escaped** (written as visible ASCII): the C0 control characters U+0000-U+001F except TAB and
+  LF, DEL (U+007F), the C1 control characters U+0080-U+009F (NEL, CSI…) and the Unicode line and
   paragraph separators U+2028/U+2029. Carriage return is written ``\\r``; the others as
   ``\\xHH`` (two lower-case hex digits, e.g. ESC is ``\\x1b``) or ``\\uHHHH`` for U+2028/U+2029.
 * **A line feed inside a record** is kept, so a traceback stays readable, and is followed by

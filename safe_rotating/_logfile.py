@@ -450,7 +450,7 @@ class LogFile:
                     "implausible-schedule",
                     f"the rotation lock file {self._lock.path!r} said the next time rotation of "
                     f"{self.path!r} is at {at!r}, which no clock reaches (a record dated in the "
-                    "future, with an older safe_rotating?); it is computed again as at a first start",
+                    "future, with an older safe_rotating?); it is computed again, as at a start",
                 )
             at = schedule.first_rollover(self._file_mtime(), now)
             self._lock.set_schedule(at, schedule.signature)

@@ -17,11 +17,12 @@ Clock jumps are the stdlib's too. A wall clock set back delays the next rollover
 lasts longer); one set forward makes the next record rotate, and the boundary after that is
 computed from the new time, skipping the periods jumped over (no empty files are made for them).
 
-The next rollover time is shared through the lock file, where any process (or an older release that
-let a record's own time move it) may have left a value no clock could reach. :meth:`Schedule.plausible`
-tells one apart: infinite, NaN, or later than the next boundary a rotation done now would set, plus
-an hour (a daylight-saving change, a clock stepped back a little). Such a value is recomputed,
-never believed: otherwise one record dated 9999 would stop time rotation for every process.
+The next rollover time is shared through the lock file, where any process (or an older release
+that let a record's own time move it) may have left a value no clock could reach.
+:meth:`Schedule.plausible` tells one apart: infinite, NaN, or later than the next boundary a
+rotation done now would set, plus an hour (a daylight-saving change, a clock stepped back a
+little). Such a value is recomputed, never believed: otherwise one record dated 9999 would stop
+time rotation for every process.
 
 Several files of one period (time *and* size rotation) are named ``<base>.<stamp>``, then
 ``<base>.<stamp>.1``, ``<base>.<stamp>.2``…, oldest first; :func:`order_key` sorts them.

@@ -213,12 +213,13 @@ def test_the_handler_keeps_the_stdlib_attributes(tmp_path: Path) -> None:
 
 
 def test_backup_count_keeps_the_newest_time_named_files(tmp_path: Path) -> None:
-    handler = SafeTimedRotatingFileHandler(tmp_path / "app.log", when="S", backupCount=3)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    start = handler.rolloverAt
-    for i in range(8):
-        handler.handle(logging.makeLogRecord({"msg": f"r{i}", "created": start + i}))
-    handler.close()
+    start = time.mktime((2026, 11, 27, 10, 0, 0, 0, 0, -1))
+    clock = Clock(start)
+    log = engine(tmp_path, clock, backup_count=3)
+    for i in range(8):  # the clock moves the schedule, not a record's time: it moves too
+        clock.now = start + i
+        log.append(f"r{i}\n".encode(), when=clock.now)
+    log.close()
     kept = names(tmp_path)
     assert len(kept) == 4, kept
     assert (tmp_path / "app.log").read_text() == "r7\n"
