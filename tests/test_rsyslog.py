@@ -1,9 +1,11 @@
 """Interoperability with a real rsyslog, both ways, through a private ``rsyslogd`` per test.
 
 (a) ``--forward`` to rsyslog's imtcp input: rsyslog writes each message (``%msg%``) to a file,
-    which must equal the server's own file written with ``--format %(message)s``.
+    which must equal the server's own file written with ``--format %(message)s`` (and
+    ``--no-escape-control-characters``: the relay gets each record as it was sent).
 (b) rsyslog's omfwd (TCP, ``TCP_Framing="octet-counted"``, ``RSYSLOG_SyslogProtocol23Format``)
-    to the server's ``--syslog-tcp``: what rsyslog was given arrives intact in the server's file.
+    to the server's ``--syslog-tcp``: what rsyslog was given arrives intact in the server's file,
+    escaped by the server's rule (a traceback's lines marked as continuations).
 
 Each test starts its own ``rsyslogd -n -f <conf> -i <pid>`` with its work directory and files in
 the test's temporary directory: no system daemon, no ``/dev/log``.
@@ -25,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from safe_rotating._escape import escape
 from safe_rotating._syslog import format_rfc5424, octet_frame
 
 from .logserver import eventually, run_server
@@ -121,7 +124,8 @@ template(name="header" type="string" string="%pri% %pri-text% %hostname% %app-na
     count = 300
     with rsyslogd(tmp_path / "rsyslog", port, rules, templates) as rsyslog:
         args = ["--forward", f"127.0.0.1:{port}", "--forward-facility", "local4"]
-        with run_server(tmp_path, *args, "--format", "%(message)s") as server:
+        raw = ("--format", "%(message)s", "--no-escape-control-characters")
+        with run_server(tmp_path, *args, *raw) as server:
             handler = logging.handlers.SocketHandler("127.0.0.1", server.port)
             log = logging.getLogger("tests.rsyslog.out")
             log.propagate = False
@@ -191,8 +195,9 @@ def test_rsyslog_forwards_to_the_server(tmp_path: Path) -> None:
             for r in records:
                 sock.sendall(octet_frame(format_rfc5424(r)))
         expected = "".join(
-            f"{logging.getLevelName(r['levelno'])} billing web-7 77|{r['msg']}\n" for r in records
+            escape(f"{logging.getLevelName(r['levelno'])} billing web-7 77|{r['msg']}") + "\n"
+            for r in records
         )
         eventually(lambda: server.text() == expected, 15, "every message in the server's file")
         assert server.stop() == 0
-    assert "Traceback (most recent call last):\n  File" in expected
+    assert "Traceback (most recent call last):\n\t  File" in expected

@@ -48,7 +48,7 @@ def test_syslog_over_udp_and_tcp(tmp_path: Path) -> None:
         text = server.text()
         assert f"WARNING myapp [{host}/myapp:-] via SOCK_DGRAM" in text
         assert f"WARNING myapp [{host}/myapp:-] via SOCK_STREAM" in text
-        assert f"ERROR myapp [{host}/myapp:-] line one\nline two\n" in text
+        assert f"ERROR myapp [{host}/myapp:-] line one\n\tline two\n" in text  # marked
 
 
 def test_bad_syslog_connections_are_refused(tmp_path: Path) -> None:
