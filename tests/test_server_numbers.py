@@ -30,6 +30,7 @@ from safe_rotating import SafeTimedRotatingFileHandler
 from safe_rotating._syslog import format_rfc5424, octet_frame
 from safe_rotating.exceptions import SafeRotatingWarning
 from safe_rotating.server.writer import EARLIEST, FUTURE, sane_created
+from safe_rotating.server.writer import _Formatter as LineFormatter
 
 from .logserver import LogServer, NativeClient, eventually, run_server
 from .servers import free_port
@@ -82,6 +83,15 @@ def test_a_plausible_time_is_kept() -> None:
     for created in (EARLIEST, received - 3 * 86400, received, received + FUTURE, int(received)):
         assert sane_created(created, received) == float(created)
     assert sane_created(received + FUTURE + 1, received) == received
+
+
+@pytest.mark.parametrize("created", [1e300, math.inf, math.nan, -1e300])
+def test_the_servers_formatter_never_raises_on_a_time(created: float) -> None:
+    """Behind ``sane_created``, and should a time ever get past it: ``asctime`` of a time that
+    ``time.localtime`` cannot take is written as the number."""
+    formatter = LineFormatter("%(asctime)s %(message)s")
+    record = logging.makeLogRecord({"msg": "m", "created": created, "msecs": 0.0})
+    assert formatter.format(record) == f"{created!r} m"
 
 
 # -- a real server -------------------------------------------------------------------------------
