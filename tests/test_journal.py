@@ -129,6 +129,33 @@ def test_the_journal_is_bounded_and_evicts_only_ids_idle_past_their_retention(
     again.close()
 
 
+def test_a_full_journal_refuses_new_ids_counted_and_keeps_every_live_one(tmp_path: Path) -> None:
+    """100 000 ids written to within their retention fill the journal: a new id is served (its
+    records written) but not journaled, counted as ``journal full``; no live entry is evicted."""
+    now = int(time.time())
+    keys = [journal_key(f"{n:032x}", "lo", None) for n in range(100_000)]
+    text = "".join(f"{key} 7 {now - 60}\n" for key in keys)
+    (tmp_path / ".app.log.journal").write_text(text)
+    with run_server(tmp_path, "--format", "%(message)s") as server:
+        newcomer = NativeClient(("127.0.0.1", server.port))
+        assert newcomer.hello(CLIENT)["last_seq"] == 0
+        newcomer.batch(1, ["from a new id"])
+        newcomer.acked(1)
+        newcomer.close()
+        server.assert_lands("from a new id")
+        assert server.refused("journal full") == 1
+        known = NativeClient(("127.0.0.1", server.port))
+        assert known.hello(f"{0:032x}")["last_seq"] == 7  # the oldest entry is still there
+        known.batch(8, ["from a known id"])
+        known.acked(8)
+        known.close()
+        server.assert_lands("from a known id")
+        assert server.refused("journal full") == 1
+    lines = _journal_lines(tmp_path)
+    assert len({line.split()[0] for line in lines}) == 100_000
+    assert not any(line.startswith(CLIENT) for line in lines)
+
+
 _DYING = """
 import logging, sys
 from safe_rotating.client import LogServerHandler
