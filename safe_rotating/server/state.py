@@ -15,14 +15,15 @@ same key, and the batches the server already wrote are not written twice.
 passes empty batches without a client): a hello, an empty batch or a refused frame leaves no
 trace.
 
-**Bound.** At most ``max_entries`` keys (:data:`MAX_ENTRIES`, 100 000 by default: about 12 MB
-of journal and 25 MB of memory). When a new key finds the table full, the keys idle longer than
-``keep_seconds`` (their retention, :data:`KEEP_SECONDS`: 30 days) are evicted, least recently
-written first. If none is, the new key is *not* journaled — counted in :attr:`Journal.untracked`
-and reported by the connection (``refused_frames_total{reason="journal full"}``): its batches
-are still written and acknowledged, but one sent again after a lost acknowledgement may be
-written twice. Live entries are never evicted to make room, so a flood of new ids can cost
-duplicates to the flood, never to the clients already known.
+**Bound.** At most ``max_entries`` keys (:data:`MAX_ENTRIES`, 100 000 by default: about 8 MB
+of journal, a line being 70 to 150 bytes, and 25 MB of memory). When a new key finds the table
+full, the keys idle longer than ``keep_seconds`` (their retention, :data:`KEEP_SECONDS`: 30 days)
+are evicted, least recently written first. If none is, the new key is *not* journaled — counted
+in :attr:`Journal.untracked` and reported by the connection
+(``refused_frames_total{reason="journal full"}``): its batches are still written and
+acknowledged, but one sent again after a lost acknowledgement may be written twice. Live entries
+are never evicted to make room, so a flood of new ids can cost duplicates to the flood, never to
+the clients already known.
 
 **File.** A text file of lines ``KEY SEQ UNIXTIME``, appended with one ``O_APPEND`` write per
 round of batches (after their records are written, before they are acknowledged). The newest
