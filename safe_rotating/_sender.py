@@ -479,6 +479,7 @@ class Sender:
             if outcome != _spool.APPENDED:
                 return False
         except OSError as exc:
+            self.direct_full = False
             self._spool_retry_at = _monotonic() + _SPOOL_RETRY
             self.spool_dir = None
             self._problems.append(OSError(exc.errno, f"cannot write the spool: {_describe(exc)}"))
