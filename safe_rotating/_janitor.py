@@ -5,11 +5,14 @@ system calls. Everything slower happens afterwards, in a short-lived background 
 process that rotated (:meth:`Janitor.kick`), outside the rotation lock:
 
 * **compression** of each plain backup nobody has written to for :data:`_compress.GRACE`
-  seconds: read it, write ``.<base>.compressing.<inode><suffix>`` beside it, ``fsync``, then —
-  under the rotation lock, after checking that the backup is still there, unchanged — rename the
-  temporary file to ``<backup><suffix>`` and remove the plain file. A compressed name therefore
-  always holds a whole file; a crash leaves either the plain backup (and a temporary file that
-  the next janitor removes) or both (and the next janitor removes the plain one);
+  seconds: open it without following a link and check that it is the regular file its name
+  holds (``fstat`` against ``lstat``) before reading a byte, write
+  ``.<base>.compressing.<random><suffix>`` beside it (created ``O_EXCL``, mode 0600), ``fsync``,
+  then — under the rotation lock, after checking that the backup is still there, unchanged —
+  give the temporary file its final mode and owner, rename it to ``<backup><suffix>`` and remove
+  the plain file. A compressed name therefore always holds a whole file; a crash leaves either
+  the plain backup (and a temporary file that the next janitor removes) or both (and the next
+  janitor removes the plain one);
 * **retention**: ``max_age``, ``max_total_bytes``, and ``backupCount`` for time-named sets, the
   oldest backup first, never the current file.
 
@@ -17,6 +20,11 @@ Only one process works at a time: the janitor lock is a POSIX record lock (``loc
 ``.<base>.janitor`` — owned by the process, so a child forked while the parent's janitor runs
 never inherits it — plus a mutex for the threads of one process. A process that finds it busy
 leaves the work to the holder, which looks again for new rotations before it stops.
+
+The directory may be shared with users we do not trust (README's "Several users"): every file
+the janitor opens or creates goes through :mod:`._safefs`. A backup name holding a link is
+never read through (its compression is refused and reported once); renames and removals act
+on names and never follow links.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
+from . import _safefs
 from ._compress import Compression, compress_fd
 from ._lock import DIRTY, STAGED, SidecarLock
 from ._rotation import Backup, Retention
@@ -239,6 +248,22 @@ class StagedSet:
         return state
 
 
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+def _is_temporary(rest: str) -> bool:
+    """Is ``rest`` (what follows ``.<base>.compressing.``) a temporary file's ``<hex><suffix>``?"""
+    for suffix in COMPRESSED_SUFFIXES:
+        if rest.endswith(suffix):
+            stem = rest[: -len(suffix)]
+            return bool(stem) and all(c in "0123456789abcdef" for c in stem)
+    return False
+
+
 def janitor_path(lock_path: str) -> str:
     """``.app.log.lock`` -> ``.app.log.janitor``."""
     stem = lock_path[: -len(".lock")] if lock_path.endswith(".lock") else lock_path
@@ -433,23 +458,23 @@ class Janitor:
             mutex.release()
 
     def _open_janitor_lock(self) -> int:
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        """The janitor lock file, or -1 (reported once) when it cannot be used: then no
+        background work is done here, and writers never notice."""
         try:
-            fd = os.open(self._janitor_path, flags | os.O_EXCL, 0o600 if self._chmod else 0o644)
-        except FileExistsError:
-            try:
-                return os.open(self._janitor_path, flags & ~os.O_CREAT)
-            except OSError as exc:
-                self._warn_once("janitor-lock", f"cannot open {self._janitor_path!r}: {exc}")
-                return -1
+            fd, _ = _safefs.open_or_create(
+                self._janitor_path,
+                os.O_RDWR,
+                mode=self._chmod,
+                owner=self._owner,
+                role="the janitor lock file",
+            )
         except OSError as exc:
-            self._warn_once("janitor-lock", f"cannot create {self._janitor_path!r}: {exc}")
+            self._warn_once(
+                "janitor-lock",
+                f"cannot open {self._janitor_path!r}: {exc}. Compression and retention of "
+                f"{self.path!r} are not done by this process until this is resolved",
+            )
             return -1
-        with contextlib.suppress(OSError):
-            if self._chmod is not None:
-                os.fchmod(fd, self._chmod)
-            if self._owner is not None:
-                os.fchown(fd, *self._owner)
         return fd
 
     def _work(self, compress: bool) -> float:
@@ -549,11 +574,15 @@ class Janitor:
 
     # -- clean-up of what a crash left -----------------------------------------------------------
     def _remove_temporaries(self) -> None:
-        """Temporary files of a janitor that died: only the lock holder makes them."""
+        """Temporary files of a janitor that died: only the lock holder makes them.
+
+        ``.<base>.compressing.<hex><suffix>`` (older releases used the inode number, digits
+        only). Removing a name never follows a link; anything else planted under such a name
+        (a directory) is left alone rather than stopping the pass."""
         prefix = "." + self.base + _TEMP_MARK
         for entry in os.listdir(self.directory or "."):
-            if entry.startswith(prefix):
-                with contextlib.suppress(FileNotFoundError):
+            if entry.startswith(prefix) and _is_temporary(entry[len(prefix) :]):
+                with contextlib.suppress(OSError):
                     os.remove(os.path.join(self.directory, entry))
 
     def _resolve_pairs(self, listed: list[_Found]) -> None:
@@ -654,7 +683,7 @@ class Janitor:
             done = bool(found.suffix)
             if not done:
                 try:
-                    st = os.stat(found.name)
+                    st = os.lstat(found.name)  # a link's own age: it is refused, not followed
                 except FileNotFoundError:
                     st = None
                 if st is None:
@@ -674,56 +703,76 @@ class Janitor:
         return wait
 
     def _compress_one(self, found: _Found, compression: Compression) -> bool:
-        """Compress one backup; True when it is done (compressed, or failed and reported)."""
+        """Compress one backup; True when it is done (compressed, or failed and reported).
+
+        Nothing is read before the open file is known to be the regular file the name holds,
+        and the temporary copy is private (0600, a random name) until it is complete and the
+        backup checked again under the lock: only then does it get its final mode and owner —
+        the handler's ``chmod``/``owner``, else the backup's own — and its name."""
         name = found.name
         try:
-            source = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            source, st = _safefs.open_to_read(name, "a backup to compress")
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            return self._compress_failed(name, compression, exc, _lstat(name))
         temp = ""
         try:
-            st = os.fstat(source)
-            temp = os.path.join(
-                self.directory, f".{self.base}{_TEMP_MARK}{st.st_ino}{compression.suffix}"
+            out, temp = _safefs.create_temporary(
+                self.directory or ".", f".{self.base}{_TEMP_MARK}", compression.suffix
             )
-            out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, st.st_mode & 0o7777)
             try:
-                with contextlib.suppress(OSError):
-                    if self._owner is not None:
-                        os.fchown(out, *self._owner)
                 _step("compress:writing")
                 read = compress_fd(source, out, compression)
                 os.fsync(out)
+                _step("compress:written")
+                with self._locked() as held:
+                    if not held:
+                        return False
+                    now = os.fstat(source)
+                    if now.st_size != read or now.st_nlink == 0:
+                        return False  # written to or removed meanwhile: the next pass tries again
+                    current = self._find(found, st)
+                    if current is None or self._variant(current) != _Found(current, ""):
+                        return False
+                    self._finish(out, st)
+                    os.rename(temp, current + compression.suffix)
+                    temp = ""
+                    _step("compress:published")
+                    os.remove(current)
+                    return True
             finally:
                 os.close(out)
-            _step("compress:written")
-            with self._locked() as held:
-                if not held:
-                    return False
-                now = os.fstat(source)
-                if now.st_size != read or now.st_nlink == 0:
-                    return False  # written to or removed meanwhile: the next pass tries again
-                current = self._find(found, st)
-                if current is None or self._variant(current) != _Found(current, ""):
-                    return False
-                os.rename(temp, current + compression.suffix)
-                temp = ""
-                _step("compress:published")
-                os.remove(current)
-                return True
         except Exception as exc:
-            self._failed.add((st.st_dev, st.st_ino))
-            self._warn_once(
-                f"compress-{type(exc).__name__}",
-                f"could not compress {name!r} ({compression.kind}): {exc}. The backup is kept "
-                "uncompressed; later failures of this kind are not reported again",
-            )
-            return True
+            return self._compress_failed(name, compression, exc, st)
         finally:
             os.close(source)
             if temp:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(temp)
+
+    def _finish(self, out: int, source: os.stat_result) -> None:
+        """The compressed copy's final mode and owner: the handler's ``chmod``/``owner``, else
+        those of the backup it replaces (checked to be a regular file of this directory).
+        Changing the owner needs privileges: without them the copy keeps ours, as before."""
+        owner = self._owner or (source.st_uid, source.st_gid)
+        if owner != (os.geteuid(), os.getegid()):
+            with contextlib.suppress(OSError):
+                os.fchown(out, *owner)
+        mode = self._chmod if self._chmod is not None else source.st_mode & 0o777
+        os.fchmod(out, mode)
+
+    def _compress_failed(
+        self, name: str, compression: Compression, exc: Exception, st: os.stat_result | None
+    ) -> bool:
+        if st is not None:
+            self._failed.add((st.st_dev, st.st_ino))
+        self._warn_once(
+            f"compress-{type(exc).__name__}",
+            f"could not compress {name!r} ({compression.kind}): {exc}. The backup is kept "
+            "uncompressed; later failures of this kind are not reported again",
+        )
+        return True
 
     def _find(self, found: _Found, st: os.stat_result) -> str | None:
         """Where the backup listed as ``found`` is now (renumbering moves backups): for a

@@ -42,6 +42,14 @@ used from another process, so a child forked in C (uWSGI, embedding hosts), wher
 at-fork hooks never run, still gets its own lock. A sidecar deleted or replaced under running
 processes is noticed the next time the lock is taken (the path no longer names the locked file)
 and every process moves to the file at the path.
+
+The sidecar lives in a directory that other users may write (a group-shared log directory), so
+it is opened through :mod:`._safefs`: never through a symbolic link, a regular file only,
+created 0600 and given its mode and owner once checked. A link or a FIFO planted at the path is
+refused (:class:`~safe_rotating.exceptions.UnsafeFileError`); when it replaces the sidecar under
+running processes, each keeps the file it has (they all refuse the new one, so they still agree
+on one lock) and the refusal is kept in :attr:`SidecarLock.refusal` for the caller to report.
+Numbers read from the table are never trusted: anyone who may write the file may write any pid.
 """
 
 from __future__ import annotations
@@ -57,8 +65,9 @@ from typing import Final
 
 import portalocker
 
+from . import _safefs
 from ._oserror import explain
-from .exceptions import LockError, LockTimeout
+from .exceptions import LockError, LockTimeout, UnsafeFileError
 
 __all__ = ["DIRTY", "KNOWN", "LAYOUT", "STAGED", "Keeper", "SidecarLock"]
 
@@ -84,6 +93,9 @@ RUNNING_HOLDER_PATIENCE = 5.0
 _FIRST_POLL = 0.0001  # seconds; doubled after each failed try ...
 _LONGEST_POLL = 0.005  # ... up to this, so a waiter notices a release within ~5 ms
 _FLAGS = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
+# Pids above this are no process (Linux's pid_max is at most 2**22; a C ``pid_t`` is 32 bits):
+# the table is writable by every process that may log, so it may hold any 64-bit number.
+_PID_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -96,8 +108,9 @@ class Keeper:
 
 
 def pid_alive(pid: int) -> bool:
-    """Does ``pid`` name a running process (as far as this process can tell)?"""
-    if pid <= 0:
+    """Does ``pid`` name a running process (as far as this process can tell)? Any number is
+    answered: one that cannot be a pid (read from a table somebody else wrote) is not alive."""
+    if pid <= 0 or pid > _PID_MAX:
         return False
     try:
         os.kill(pid, 0)
@@ -105,15 +118,16 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # it exists, under another user
-    except OSError:
+    except (OSError, OverflowError, ValueError):
         return False
     return True
 
 
-def path_names(path: str, fd: int) -> bool:
-    """Does ``path`` name the file open on ``fd`` (same device and inode)?"""
+def path_names(path: str, fd: int, follow: bool = True) -> bool:
+    """Does ``path`` name the file open on ``fd`` (same device and inode)? ``follow=False``:
+    the path itself, so a link to the file does not count."""
     try:
-        here = os.stat(path)
+        here = os.stat(path) if follow else os.lstat(path)
     except FileNotFoundError:
         return False
     mine = os.fstat(fd)
@@ -122,6 +136,8 @@ def path_names(path: str, fd: int) -> bool:
 
 def _state_letter(pid: int) -> bytes | None:
     """The one-letter state of ``pid`` from ``/proc/<pid>/stat`` (Linux), else ``None``."""
+    if pid <= 0 or pid > _PID_MAX:
+        return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
@@ -173,6 +189,9 @@ class SidecarLock:
         self._depth = 0
         self.newer_layout: int | None = None  # set when the table has a layout we do not know
         self.repaired = False  # set when a truncated or foreign table was re-initialised
+        # Set while the path holds something we refuse (a link, a FIFO) in place of the file we
+        # keep using; cleared once we could move to a proper file at the path again.
+        self.refusal: UnsafeFileError | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -181,32 +200,52 @@ class SidecarLock:
             if self._pid == os.getpid():
                 return
             self._drop_inherited()
+        self._use(self._open_fd())
+
+    def _open_fd(self) -> int:
+        """A descriptor on the sidecar at the path, created if missing, its table valid.
+
+        Raises :class:`UnsafeFileError` (as is: its message says what to do) for a link or
+        anything but a regular file at the path."""
         path = self.path
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         try:
-            try:  # we must know whether we created it, to set its mode and owner
-                fd = os.open(path, flags | os.O_EXCL, 0o600 if self._mode is not None else 0o644)
-                created = True
-            except FileExistsError:
-                fd = os.open(path, flags & ~os.O_CREAT)
-                created = False
+            fd, _ = _safefs.open_or_create(
+                path, os.O_RDWR, mode=self._mode, owner=self._owner, role=self._what
+            )
+        except UnsafeFileError:
+            raise
         except OSError as exc:
             raise explain(exc, f"open {self._what},", path) from None
         try:
-            if created:
-                if self._mode is not None:
-                    os.fchmod(fd, self._mode)
-                if self._owner is not None:
-                    os.fchown(fd, *self._owner)
             if os.fstat(fd).st_size < _TABLE_END:
                 self._initialise(fd)
         except OSError as exc:
             os.close(fd)
             raise explain(exc, f"prepare {self._what},", path) from None
+        return fd
+
+    def _use(self, fd: int) -> None:
         self._fd = fd
         self._pid = os.getpid()
         self._depth = 0
+        self.refusal = None
         self._check_layout()
+
+    def _move(self) -> bool:
+        """The sidecar was deleted or replaced: drop our description (and the lock it may
+        hold) and use the file at the path; ``True`` when done.
+
+        If the path now holds something we refuse, keep ours (``False``): every running process
+        does the same, so they still share one lock, and :attr:`refusal` says why. Any other
+        failure to open the new file is raised, with ours kept as well."""
+        try:
+            fd = self._open_fd()
+        except UnsafeFileError as exc:
+            self.refusal = exc
+            return False
+        self._drop_inherited()
+        self._use(fd)
+        return True
 
     def _initialise(self, fd: int) -> None:
         """Write a whole page of real bytes: a valid table, never a hole.
@@ -274,6 +313,9 @@ class SidecarLock:
         """Drop our description and open the file at the path again (it was replaced)."""
         if self._pid == os.getpid() and self._depth:
             raise RuntimeError(f"reopen of {self.path!r} while holding the lock")
+        if self._fd >= 0 and self._pid == os.getpid():
+            self._move()  # keeps ours if the path holds something we refuse (see refusal)
+            return
         if self._fd >= 0:
             self._drop_inherited()
         self.open()
@@ -484,18 +526,21 @@ class SidecarLock:
             except portalocker.LockException as exc:
                 raise LockError(f"cannot lock {self.path!r}: {exc}") from exc
             else:
-                if self.names_its_file():
-                    self._depth = 1
-                    # A full disk cannot stop the lock; the holder is just unnamed.
-                    with contextlib.suppress(OSError):
-                        self._write_holder(os.getpid())
-                    if announced:
-                        self._want(0.0)
-                    return True
-                # The sidecar was deleted or replaced: move to the file at the path.
-                self._drop_inherited()
-                self.open()
-                continue
+                try:  # deleted or replaced: move to the file at the path, and lock that one
+                    moved = not self.names_its_file() and self._move()
+                except BaseException:
+                    with contextlib.suppress(portalocker.LockException, OSError):
+                        portalocker.unlock(self._fd)
+                    raise
+                if moved:
+                    continue
+                self._depth = 1
+                # A full disk cannot stop the lock; the holder is just unnamed.
+                with contextlib.suppress(OSError):
+                    self._write_holder(os.getpid())
+                if announced:
+                    self._want(0.0)
+                return True
             if announce and not announced and self.extended:
                 announced = True
                 self._want(time.time())
@@ -524,8 +569,9 @@ class SidecarLock:
             pause = min(pause * 2, _LONGEST_POLL)
 
     def names_its_file(self) -> bool:
-        """Does the path still name the file we hold open (not deleted, not replaced)?"""
-        return self._fd >= 0 and path_names(self.path, self._fd)
+        """Does the path still name the file we hold open (not deleted, not replaced)? A link
+        to it does not count: the path must be the file itself."""
+        return self._fd >= 0 and path_names(self.path, self._fd, follow=False)
 
     def release(self) -> None:
         if self._depth == 0:

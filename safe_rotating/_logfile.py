@@ -30,20 +30,32 @@ Once a second (:data:`AUDIT_EVERY`) a writer also checks that the paths still na
 has open, so a log or lock file deleted or replaced under it is followed, not written into
 forever.
 
+The directory may be writable by users we do not trust (README's "Several users"). The first
+open takes the path as configured, as ``FileHandler`` does: a symbolic link there is followed.
+Every later open — after a rotation, ours or another process's, or of a replaced or deleted
+file — creates the file ``O_EXCL`` 0600 (then gives it its mode and owner) or opens it without
+following a link, a regular file only (:mod:`._safefs`). A link or a FIFO that appears at the
+path is refused and reported once (``handleError``): records keep going to the file this process
+had open while it still has a name (it was rotated or moved away), else they are counted and
+reported as lost; a new file is opened as soon as the path is clear.
+
 Not thread-safe: a facade serialises its callers (the handler's lock, the server's one task).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
+import stat
 import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from . import _safefs
 from ._compress import Compression
 from ._janitor import Janitor, StagedSet, move_any, remove_any, taken
 from ._lock import KNOWN, LAYOUT, SidecarLock, path_names
@@ -60,7 +72,7 @@ from ._rotation import (
 from ._schedule import Schedule, parse_timed_name
 from ._staging import INLINE
 from ._stats import HandlerStats, WaitHistogram
-from .exceptions import LockTimeout, RotationError
+from .exceptions import LockTimeout, RotationError, UnsafeFileError
 
 __all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile"]
 
@@ -199,6 +211,14 @@ class LogFile:
         self._own_end = -1  # where our last batch ended the open file (-1: unknown)
         self._trouble: _RotationTrouble | None = None
         self._warned: set[str] = set()
+        self._opened = False  # the path was opened once: from now on it must be a plain file
+        self._configured: tuple[int, int] | None = None  # a link at the path at the first open
+        # The path holds a link or FIFO we refuse while we write to the file we had (reported
+        # once, then None again when a proper file is opened), and the lock's refusal, told.
+        self._refusal: UnsafeFileError | None = None
+        self._refusal_told = False
+        self._refused_as: str | None = None  # what was found, to tell a new episode
+        self._lock_refusal_told = False
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -261,8 +281,35 @@ class LogFile:
             return os.open(path, flags & _WRITE_ONLY | os.O_WRONLY, mode)
 
     def _open_path(self) -> int:
+        """Open the log file at the path, creating it if missing.
+
+        The first open takes the path as configured (see the module docstring); a link found
+        there then stays trusted as long as the path holds that very link, and its target is
+        opened without following another. Everything else goes through :mod:`._safefs`.
+        Raises :class:`UnsafeFileError` for a link or anything but a regular file at the path.
+        """
         path = self.path
         flags = self._create_flags()
+        try:
+            here = os.lstat(path)
+        except FileNotFoundError:
+            here = None
+        except OSError as exc:
+            raise _explain(exc, "open the log file", path) from None
+        if here is not None and not stat.S_ISREG(here.st_mode):
+            if not self._opened:
+                self._configured = (here.st_dev, here.st_ino)
+                fd = self._open_following(path, flags)
+                self._opened = True
+                return fd
+            if stat.S_ISLNK(here.st_mode) and (here.st_dev, here.st_ino) == self._configured:
+                path = self._configured_target(path)
+        fd = self._open_plain(path, flags)
+        self._opened = True
+        return fd
+
+    def _open_following(self, path: str, flags: int) -> int:
+        """The stdlib's open of a configured path (a link followed, a device opened)."""
         try:
             if self._chmod is None and self._owner is None:
                 return self._os_open(path, flags, 0o666)
@@ -281,6 +328,92 @@ class LogFile:
             return fd
         except OSError as exc:
             raise _explain(exc, "open the log file", path) from None
+
+    def _configured_target(self, path: str) -> str:
+        """Where the link configured at ``path`` points, read while the path still holds it
+        (a link's text never changes: a new one is a new inode, which is refused)."""
+        try:
+            target = os.readlink(path)
+            again = os.lstat(path)
+        except OSError as exc:
+            raise _explain(exc, "open the log file", path) from None
+        if (again.st_dev, again.st_ino) != self._configured:
+            raise UnsafeFileError(
+                errno.ESTALE, f"refusing to open the log file {path!r}: it was replaced while "
+                "being opened; remove what is there, and make sure only trusted users can write "
+                "the directory",
+            )  # fmt: skip
+        return os.path.join(os.path.dirname(path), target)
+
+    def _open_plain(self, path: str, flags: int) -> int:
+        """A regular file at ``path``, never through a link: created ``O_EXCL`` 0600 and then
+        given its mode (``chmod``, else 0666 less the umask, as ``open()``) and owner."""
+        mode = self._chmod if self._chmod is not None else _safefs.default_mode(0o666)
+        try:
+            try:
+                fd, _ = _safefs.open_or_create(
+                    path, flags, mode=mode, owner=self._owner, role="the log file"
+                )
+            except PermissionError:  # may write but not read it: write-only (mode 0o220)
+                fd, _ = _safefs.open_or_create(
+                    path, flags & _WRITE_ONLY | os.O_WRONLY, mode=mode, owner=self._owner,
+                    role="the log file",
+                )  # fmt: skip
+        except UnsafeFileError:
+            raise
+        except OSError as exc:
+            raise _explain(exc, "open the log file", path) from None
+        return fd
+
+    def _refuse(self, exc: UnsafeFileError) -> None:
+        """The path holds something we refuse. Keep writing to the file we have if it still
+        has a name (rotated or moved away: nothing is lost, it is in the backups or beside
+        them), reporting the episode once; else there is nothing to write to: raise, and the
+        caller counts and reports the records as lost."""
+        old = self._fd
+        try:
+            named = old >= 0 and os.fstat(old).st_nlink > 0
+        except OSError:
+            named = False
+        if not named:
+            if old >= 0:
+                self._fd = -1  # the next record looks at the path again, and so on
+                os.close(old)
+            raise UnsafeFileError(
+                exc.errno, f"{exc.strerror}. Until then records cannot be written"
+            ) from exc
+        self._unconfirmed.clear()  # they are in the file we keep, which has a name
+        if self._refusal is None or self._refused_as != exc.strerror:
+            told = UnsafeFileError(
+                exc.errno,
+                f"{exc.strerror}. Until then this process writes its records to the file it "
+                "had open, no longer at that path (rotated or moved away: look for them in "
+                "the backups), and opens a new file at the path once it is clear",
+            )
+            told.__cause__ = exc
+            self._refusal, self._refusal_told = told, False
+            self._refused_as = exc.strerror
+
+    def _news(self) -> Exception | None:
+        """A refusal not yet reported (the log path's, else the lock's), once per episode."""
+        refusal = self._refusal
+        if refusal is not None and not self._refusal_told:
+            self._refusal_told = True
+            return refusal
+        lock_refusal = self._lock.refusal
+        if lock_refusal is None:
+            self._lock_refusal_told = False
+        elif not self._lock_refusal_told:
+            self._lock_refusal_told = True
+            told = UnsafeFileError(
+                lock_refusal.errno,
+                f"{lock_refusal.strerror}. Meanwhile this process keeps using the lock file it "
+                "had open, as does every process already running, so rotation goes on; a "
+                "process started now cannot log until this is resolved",
+            )
+            told.__cause__ = lock_refusal
+            return told
+        return None
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -307,7 +440,12 @@ class LogFile:
             generation = lock.read_generation()
         if self._schedule is not None:
             self._load_schedule()
-        fd = self._open_path()
+        try:
+            fd = self._open_path()
+        except UnsafeFileError as exc:
+            self._refuse(exc)  # raises unless we keep writing to the file we have
+            return
+        self._refusal = None
         self._truncate_next_open = False
         old, self._fd = self._fd, fd
         self._glue = False
@@ -542,7 +680,7 @@ class LogFile:
             if end - policy.max_bytes > self.largest_overshoot:
                 self.largest_overshoot = end - policy.max_bytes
             problem = self._try_rollover(1) or problem
-        return problem
+        return problem or self._news()
 
     def check(self, now: float | None = None) -> None:
         """Follow a rotation done by another process; runs at most every :data:`CHECK_EVERY`.
@@ -764,7 +902,12 @@ class LogFile:
     def _rotate_locked(
         self, boundary: float | None = None, now: float | None = None, next_at: float | None = None
     ) -> None:
-        """Move the current file into the backup set; ``next_at``: a time rotation's schedule."""
+        """Move the current file into the backup set; ``next_at``: a time rotation's schedule.
+
+        Not while the path holds something we refused (reported already): the rename would
+        hand a neighbour's link to ``rotator`` and into the backup set."""
+        if self._refusal is not None:
+            return
         if self._schedule is not None:
             if now is None:
                 now = self._clock()
@@ -886,14 +1029,14 @@ class LogFile:
         most = most or limit
         total = sum(map(len, records))
         if total <= most and self._end + total <= limit:  # the usual case: no cut, no loop
-            return self._write_chunk(records, last=True) or problem
+            return self._write_chunk(records, last=True) or problem or self._news()
         for record in records:
             if chunk and (self._end + size + len(record) > limit or size + len(record) > most):
                 problem = self._write_chunk(chunk) or problem
                 chunk, size = [], 0
             chunk.append(record)
             size += len(record)
-        return self._write_chunk(chunk) or problem
+        return self._write_chunk(chunk) or problem or self._news()
 
     def _ends_a_line(self) -> bool:
         """Does the file end with a newline? A process killed (SIGKILL) in the middle of a

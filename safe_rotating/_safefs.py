@@ -26,7 +26,7 @@ import secrets
 import stat
 from typing import Final
 
-from ._oserror import describe_owner
+from ._oserror import _group, _user
 from .exceptions import UnsafeFileError
 
 __all__ = [
@@ -34,6 +34,8 @@ __all__ = [
     "check_regular",
     "create_new",
     "create_temporary",
+    "default_mode",
+    "describe",
     "finish",
     "open_existing",
     "open_or_create",
@@ -62,8 +64,19 @@ def _what_is(st: os.stat_result) -> str:
     return "not a regular file"
 
 
+def describe(path: str) -> str | None:
+    """Owner, group and mode of ``path`` itself (a link is described, not its target)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (
+        f"owner {_user(st.st_uid)}, group {_group(st.st_gid)}, mode {stat.S_IMODE(st.st_mode):04o}"
+    )
+
+
 def _refusal(path: str, what: str, role: str) -> UnsafeFileError:
-    facts = describe_owner(path)
+    facts = describe(path)
     owned = f" ({facts})" if facts else ""
     return UnsafeFileError(
         errno.ELOOP if what == "a symbolic link" else errno.EINVAL,
@@ -160,7 +173,7 @@ def open_or_create(
             except FileNotFoundError:
                 continue  # removed between the two opens: try to create it again
         try:
-            finish(fd, _default_mode() if mode is None else mode, owner)
+            finish(fd, default_mode() if mode is None else mode, owner)
         except OSError:
             os.close(fd)
             raise
@@ -168,10 +181,21 @@ def open_or_create(
     raise FileNotFoundError(errno.ENOENT, f"{path!r} keeps disappearing while being opened")
 
 
-def _default_mode() -> int:
+def default_mode(base: int = 0o644) -> int:
+    """``base`` less the umask: the mode ``open(path, ..., base)`` would have given.
+
+    Read from ``/proc/self/status`` where it can be: setting the umask to read it back changes
+    it for every thread of the process meanwhile."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return base & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
-    return 0o644 & ~mask
+    return base & ~mask
 
 
 def create_temporary(directory: str, prefix: str, suffix: str = ".tmp") -> tuple[int, str]:

@@ -1,0 +1,553 @@
+"""A hostile member of the log directory's group, in README's "Several users" setting.
+
+The directory is ``root:4242`` mode 2775, the handlers run as root with ``chmod=0o660``, and the
+neighbour is a real process at uid 65534 in group 4242 (see ``tests/neighbour.py``): it may
+create, rename and delete any name in the directory (no sticky bit) and read what the group may
+read. Whatever it plants — a symlink, a FIFO — root must neither write through it nor read
+through it, and the application must keep logging and be told.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import stat
+import struct
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safe_rotating import (
+    RecordsLost,
+    SafeRotatingFileHandler,
+    SafeRotatingWarning,
+    UnsafeFileError,
+    _janitor,
+)
+from safe_rotating._lock import pid_alive
+from safe_rotating.verify import make_line, parse_line
+from tests.neighbour import SHARED_GID, SharedDir, secret_file
+from tests.support import Recording
+
+SECRET = "TOPSECRET root only"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything about a file that a write, a chmod or a chown through a link would change."""
+
+    data: bytes
+    mode: int
+    uid: int
+    gid: int
+
+    @classmethod
+    def of(cls, path: str) -> Snapshot:
+        st = os.lstat(path)
+        with open(path, "rb") as source:
+            return cls(source.read(), st.st_mode, st.st_uid, st.st_gid)
+
+
+def outside(shared_dir: SharedDir) -> str:
+    """A root-owned directory beside the shared one (the neighbour may look, not write)."""
+    return os.path.dirname(shared_dir.path)
+
+
+def victim(shared_dir: SharedDir, size: int = 105) -> str:
+    """A root-owned 0644 file outside the shared directory that the neighbour may not write."""
+    path = os.path.join(outside(shared_dir), "victim")
+    with open(path, "wb") as out:
+        out.write(b"v" * (size - 1) + b"\n")
+    os.chmod(path, 0o644)
+    return path
+
+
+def records(handler: logging.Handler, first: int, count: int) -> None:
+    for seq in range(first, first + count):
+        handler.handle(logging.makeLogRecord({"msg": make_line(0, seq, 100)}))
+
+
+def logged(directory: str) -> set[int]:
+    """The sequence numbers of every whole record in the regular files of ``directory``."""
+    found: set[int] = set()
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if not name.startswith("app.log") or not stat.S_ISREG(os.lstat(path).st_mode):
+            continue
+        opener: Any = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rb") as source:
+            for line in source.read().splitlines():
+                parsed = parse_line(line)
+                if parsed is not None:
+                    found.add(parsed[1])
+    return found
+
+
+def settle(janitor: Any) -> None:
+    """Let a background pass at work finish (``run`` is ``None`` while it holds the janitor
+    lock), then run one here, to completion."""
+    deadline = time.monotonic() + 10
+    while janitor.run() is None:
+        assert time.monotonic() < deadline, "the janitor never became free"
+        time.sleep(0.01)
+
+
+def handler(shared_dir: SharedDir, **kwargs: Any) -> Recording:
+    """``SafeRotatingFileHandler(app.log, chmod=0o660, ...)`` as README's "Several users" says,
+    keeping what goes to ``handleError``."""
+    kwargs.setdefault("maxBytes", 1000)
+    kwargs.setdefault("backupCount", 5)
+    made = Recording(shared_dir.join("app.log"), chmod=0o660, **kwargs)
+    made.setFormatter(logging.Formatter("%(message)s"))
+    return made
+
+
+# -- case 11: the rotation lock file -----------------------------------------------------------
+def test_a_lock_file_planted_as_a_symlink_is_refused_and_its_target_untouched(
+    shared_dir: SharedDir,
+) -> None:
+    """Before: root opened the link and wrote its 4096-byte table over the target."""
+    target = victim(shared_dir)
+    before = Snapshot.of(target)
+    lock = shared_dir.join(".app.log.lock")
+    shared_dir.run(os.symlink, target, lock)
+    with pytest.raises(UnsafeFileError, match=r"\.app\.log\.lock.*symbolic link.*remove it"):
+        SafeRotatingFileHandler(shared_dir.join("app.log"), maxBytes=1000, chmod=0o660)
+    late = handler(shared_dir, delay=True)
+    records(late, 0, 20)  # emit never raises: one report for the episode
+    assert Snapshot.of(target) == before
+    assert len(late.failures) == 1, late.failures
+    assert isinstance(late.failures[0].__cause__ or late.failures[0], UnsafeFileError)
+    assert ".app.log.lock" in str(late.failures[0])
+    os.remove(lock)  # what the message says to do: logging resumes, the loss is counted
+    records(late, 20, 1)
+    late.close()
+    (lost,) = [f for f in late.failures if isinstance(f, RecordsLost)]
+    assert lost.count == 20
+    assert logged(shared_dir.path) == {20}
+    assert Snapshot.of(target) == before
+
+
+def _replace_with_link(target: str, path: str) -> None:
+    os.remove(path)
+    os.symlink(target, path)
+
+
+def test_a_lock_file_replaced_by_a_symlink_under_a_running_handler(
+    shared_dir: SharedDir,
+) -> None:
+    """Before: the next rotation found the lock "replaced", moved to the file at the path and
+    overwrote the link's target with a fresh table. Now the handler keeps the lock file it had
+    (every running process does the same), rotates on, loses nothing and says so once."""
+    target = victim(shared_dir)
+    before = Snapshot.of(target)
+    running = handler(shared_dir, maxBytes=1000, backupCount=50)
+    records(running, 0, 30)
+    shared_dir.run(_replace_with_link, target, shared_dir.join(".app.log.lock"))
+    records(running, 30, 70)  # seven rotations
+    running.close()
+    assert Snapshot.of(target) == before
+    assert logged(shared_dir.path) == set(range(100))
+    assert os.path.exists(shared_dir.join("app.log.9")), "rotation went on"
+    assert len(running.failures) == 1, running.failures
+    (report,) = running.failures
+    assert isinstance(report, UnsafeFileError)
+    assert ".app.log.lock" in str(report)
+    assert "symbolic link" in str(report)
+
+
+def _write_keeper(lock: str, pid: int) -> None:
+    fd = os.open(lock, os.O_WRONLY)
+    try:
+        os.pwrite(fd, struct.pack("<QQQ", pid, 1000, 99), 32)  # keeper pid, maxBytes, count
+        os.pwrite(fd, struct.pack("<Q", pid), 8)  # and the holder
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("pid", [2**31, 2**63 - 1, 2**64 - 1])
+def test_any_pid_in_the_lock_table_is_survived(shared_dir: SharedDir, pid: int) -> None:
+    """Before: ``os.kill`` of a pid beyond C's int raised ``OverflowError`` out of the
+    constructor of every handler on that file."""
+    assert pid_alive(pid) is False
+    SafeRotatingFileHandler(shared_dir.join("app.log"), maxBytes=1000, chmod=0o660).close()
+    shared_dir.run(_write_keeper, shared_dir.join(".app.log.lock"), pid)
+    after = handler(shared_dir)
+    records(after, 0, 30)
+    after.close()
+    assert not after.failures
+    assert logged(shared_dir.path) == set(range(30))
+
+
+# -- case 12 and the backup set: nothing is read through a link ----------------------------------
+def _read_everything(directory: str) -> str:
+    """What the neighbour can read in ``directory``, compressed files decompressed."""
+    seen = []
+    for name in os.listdir(directory):
+        try:
+            with open(os.path.join(directory, name), "rb") as source:
+                data = source.read()
+        except OSError:
+            continue
+        if data[:2] == b"\x1f\x8b":
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError):  # being written: what is there so far
+                data = gzip.GzipFile(fileobj=__import__("io").BytesIO(data)).read1(1 << 20)
+        seen.append(data.decode("utf-8", "replace"))
+    return "\n".join(seen)
+
+
+def _swap_for_link(target: str, path: str) -> None:
+    os.rename(path, path + ".saved")
+    os.symlink(target, path)
+    os.utime(path, (0, 0), follow_symlinks=False)  # looks long settled: compressed at once
+
+
+@pytest.fixture
+def janitor_steps() -> Iterator[list[str]]:
+    steps: list[str] = []
+    yield steps
+    _janitor.STEP_HOOK = None
+
+
+@pytest.mark.parametrize(
+    "owner", [None, (0, SHARED_GID)], ids=["setgid directory", "owner=(root, group)"]
+)
+@pytest.mark.parametrize("swapped", ["app.log.1", "pending"])
+def test_compression_never_reads_a_backup_through_a_link(
+    shared_dir: SharedDir, janitor_steps: list[str], owner: Any, swapped: str
+) -> None:
+    """Before: the janitor opened ``app.log.1 -> secret`` (root 0640), and wrote
+    ``.app.log.compressing.<ino>.gz`` with the secret's mode and the directory's group, which
+    the neighbour read. ``pending``: the newest backup of a set too large to renumber inline,
+    still under its staging name."""
+    secret = secret_file(outside(shared_dir))
+    os.utime(secret, (0, 0))
+    before = Snapshot.of(secret)
+    count = 20 if swapped == "pending" else 3
+    running = handler(shared_dir, maxBytes=1000, backupCount=50, compress="gzip", owner=owner)
+    janitor = running._file._janitor
+    paused = _janitor._mutex(janitor._janitor_path)
+    paused.acquire()  # no background pass renumbers the set before the neighbour swaps
+    records(running, 0, count * 10 + 5)
+    names = sorted(n for n in os.listdir(shared_dir.path) if n.startswith("app.log."))
+    if swapped == "pending":
+        swapped = max((n for n in names if ".pending." in n), key=lambda n: int(n.split(".")[-1]))
+    for name in names:  # every backup long settled: the janitor compresses them all now
+        os.utime(shared_dir.join(name), (0, 0))
+    read: list[str] = []
+
+    def neighbour_looks(step: str) -> None:
+        janitor_steps.append(step)
+        if step.startswith("compress:"):
+            read.append(str(shared_dir.run(_read_everything, shared_dir.path)))
+
+    _janitor.STEP_HOOK = neighbour_looks
+    shared_dir.run(_swap_for_link, secret, shared_dir.join(swapped))
+    paused.release()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        settle(janitor)
+        janitor.run()
+        running.close()
+    _janitor.STEP_HOOK = None
+    assert "compress:written" in janitor_steps, "the genuine backups were compressed"
+    assert read
+    assert not [r for r in read if SECRET in r]
+    assert SECRET not in str(shared_dir.run(_read_everything, shared_dir.path))
+    for name in os.listdir(shared_dir.path):  # nor anywhere root could read it
+        path = shared_dir.join(name)
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            opener: Any = gzip.open if name.endswith(".gz") else open
+            with opener(path, "rb") as source:
+                assert SECRET.encode() not in source.read(), name
+    assert not [n for n in os.listdir(shared_dir.path) if ".compressing." in n]
+    assert Snapshot.of(secret) == before
+    refusals = [str(w.message) for w in caught if issubclass(w.category, SafeRotatingWarning)]
+    assert [r for r in refusals if "could not compress" in r and "symbolic link" in r], refusals
+    assert set(range(count * 10 + 5)) <= logged(shared_dir.path) | _saved(shared_dir)
+
+
+def _saved(shared_dir: SharedDir) -> set[int]:
+    """Records in the backup the neighbour moved aside (``*.saved``)."""
+    found: set[int] = set()
+    for name in os.listdir(shared_dir.path):
+        if name.endswith(".saved"):
+            with open(shared_dir.join(name), "rb") as source:
+                found |= {p[1] for line in source if (p := parse_line(line)) is not None}
+    return found
+
+
+def test_compression_temporaries_are_private_until_complete(
+    shared_dir: SharedDir, janitor_steps: list[str]
+) -> None:
+    """A temporary is created 0600 under a name nobody can guess, and gets the handler's mode
+    (here 0660, group 4242) only once complete."""
+    running = handler(shared_dir, maxBytes=1000, backupCount=5, compress="gzip")
+    records(running, 0, 25)
+    for name in os.listdir(shared_dir.path):
+        os.utime(shared_dir.join(name), (0, 0))
+    temporaries: list[tuple[str, int]] = []
+
+    def look(step: str) -> None:
+        if step == "compress:written":
+            for name in os.listdir(shared_dir.path):
+                if ".compressing." in name:
+                    temporaries.append((name, os.lstat(shared_dir.join(name)).st_mode))
+
+    _janitor.STEP_HOOK = look
+    janitor = running._file._janitor
+    settle(janitor)
+    janitor.run()
+    running.close()
+    assert temporaries
+    for name, mode in temporaries:
+        assert stat.S_IMODE(mode) == 0o600, (name, oct(mode))
+        stem = name.split(".compressing.", 1)[1].removesuffix(".gz")
+        assert len(stem) >= 16, f"{name}: a predictable name (an inode number) can be planted"
+    for name in ("app.log.1.gz", "app.log.2.gz"):
+        st = os.stat(shared_dir.join(name))
+        assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, SHARED_GID)
+
+
+def test_leftover_temporaries_are_removed_without_following_links(
+    shared_dir: SharedDir,
+) -> None:
+    """What a killed janitor left (old ``<inode>`` names and new random ones) is removed; a
+    planted link of that name is removed as a name, its target untouched; a planted directory
+    does not stop the janitor."""
+    target = victim(shared_dir)
+    before = Snapshot.of(target)
+    stale = [".app.log.compressing.1234.gz", ".app.log.compressing.0123456789abcdef.gz"]
+    for name in stale:
+        Path(shared_dir.join(name)).write_bytes(b"half")
+    shared_dir.run(os.symlink, target, shared_dir.join(".app.log.compressing.99.gz"))
+    shared_dir.run(os.mkdir, shared_dir.join(".app.log.compressing.98.gz"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        running = handler(shared_dir, maxBytes=1000, backupCount=5, compress="gzip")
+        records(running, 0, 25)
+        for name in os.listdir(shared_dir.path):
+            os.utime(shared_dir.join(name), (0, 0), follow_symlinks=False)
+        janitor = running._file._janitor
+        settle(janitor)
+        janitor._full_scan_at = -_janitor._FULL_SCAN_EVERY  # and once more, from scratch
+        janitor.run()
+        running.close()
+    assert not [str(w.message) for w in caught], "the janitor never stopped"
+    left = sorted(n for n in os.listdir(shared_dir.path) if ".compressing." in n)
+    assert left == [".app.log.compressing.98.gz"], left
+    assert Snapshot.of(target) == before
+    assert os.path.exists(shared_dir.join("app.log.1.gz")), "the janitor was not stopped"
+    assert not running.failures
+
+
+# -- the janitor lock -----------------------------------------------------------------------------
+def _posix_locks_on(path: str) -> bool:
+    """Does any process hold a POSIX record lock on ``path`` (from ``/proc/locks``)?"""
+    ino = os.stat(path).st_ino
+    with open("/proc/locks") as table:
+        return any("POSIX" in line and line.split()[5].endswith(f":{ino}") for line in table)
+
+
+def test_a_janitor_lock_planted_as_a_link_is_refused(
+    shared_dir: SharedDir, janitor_steps: list[str]
+) -> None:
+    """Before: the janitor followed ``.app.log.janitor -> target`` and took its ``lockf`` on
+    the target (a root file another program may lock: dpkg, xtables)."""
+    target = victim(shared_dir)
+    before = Snapshot.of(target)
+    shared_dir.run(os.symlink, target, shared_dir.join(".app.log.janitor"))
+    locked: list[bool] = []
+
+    def look(step: str) -> None:
+        janitor_steps.append(step)
+        locked.append(_posix_locks_on(target))
+
+    _janitor.STEP_HOOK = look
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        running = handler(shared_dir, maxBytes=1000, backupCount=5, compress="gzip")
+        records(running, 0, 25)
+        for name in os.listdir(shared_dir.path):
+            os.utime(shared_dir.join(name), (0, 0), follow_symlinks=False)
+        assert running._file._janitor.run() is None, "no pass without the janitor lock"
+        running.close()
+    assert not any(locked), "the link's target was locked"
+    assert Snapshot.of(target) == before
+    reports = [str(w.message) for w in caught if issubclass(w.category, SafeRotatingWarning)]
+    assert [r for r in reports if ".app.log.janitor" in r and "symbolic link" in r], reports
+    assert logged(shared_dir.path) == set(range(25)), "the writers never needed the janitor"
+    assert not running.failures
+
+
+def test_a_fifo_planted_as_the_janitor_lock_hangs_nothing(shared_dir: SharedDir) -> None:
+    shared_dir.run(os.mkfifo, shared_dir.join(".app.log.janitor"))
+    started = time.monotonic()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        running = handler(shared_dir, maxBytes=1000, backupCount=5, compress="gzip")
+        records(running, 0, 25)
+        assert running._file._janitor.run() is None, "no pass without the janitor lock"
+        running.close()
+    assert time.monotonic() - started < 5
+    reports = [str(w.message) for w in caught if issubclass(w.category, SafeRotatingWarning)]
+    assert [r for r in reports if "janitor lock file" in r and "named pipe" in r], reports
+    assert logged(shared_dir.path) == set(range(25))
+
+
+# -- the log file itself ------------------------------------------------------------------------
+def test_a_symlink_planted_at_the_log_path_during_a_rotation_is_refused(
+    shared_dir: SharedDir,
+) -> None:
+    """Between this handler's rename of ``app.log`` and its open of the new one, the neighbour
+    plants ``app.log -> target``. Before: root wrote the next records into the target."""
+    target = victim(shared_dir)
+    before = Snapshot.of(target)
+    path = shared_dir.join("app.log")
+    running = handler(shared_dir, maxBytes=1000, backupCount=5)
+    planted: list[str] = []
+
+    def rotate_then_plant(source: str, dest: str) -> None:
+        os.rename(source, dest)
+        if not planted:
+            planted.append(dest)
+            shared_dir.run(os.symlink, target, source)
+
+    running.rotator = rotate_then_plant
+    records(running, 0, 30)
+    assert planted
+    assert Snapshot.of(target) == before
+    assert os.path.islink(path), "left for a person to look at"
+    assert len(running.failures) == 1, running.failures
+    (report,) = running.failures
+    assert isinstance(report, UnsafeFileError)
+    message = str(report)
+    assert repr(path) in message
+    assert "symbolic link" in message
+    assert "remove it" in message
+    assert "records" in message  # and where they go meanwhile
+    os.remove(path)  # what the message says: logging moves to a new file at the path
+    time.sleep(0.01)
+    records(running, 30, 5)
+    running.close()
+    assert not os.path.islink(path)
+    assert logged(shared_dir.path) == set(range(35)), "nothing lost"
+    assert len(running.failures) == 1
+
+
+def test_a_symlink_at_the_log_path_after_another_process_rotated_is_refused(
+    shared_dir: SharedDir,
+) -> None:
+    """Another process rotates; the neighbour replaces the new ``app.log`` by a link before
+    this handler follows. Before: this handler followed the link and wrote into the target."""
+    target = victim(shared_dir)
+    before = Snapshot.of(target)
+    path = shared_dir.join("app.log")
+    ours = handler(shared_dir, maxBytes=10_000, backupCount=5)
+    other = handler(shared_dir, maxBytes=10_000, backupCount=5)
+    records(ours, 0, 5)
+    other.doRollover()
+    shared_dir.run(_replace_with_link, target, path)
+    time.sleep(0.01)  # past CHECK_EVERY: the next record looks at the shared generation
+    records(ours, 5, 20)
+    assert Snapshot.of(target) == before
+    assert len(ours.failures) == 1
+    assert isinstance(ours.failures[0], UnsafeFileError)
+    assert repr(path) in str(ours.failures[0])
+    ours.close()
+    other.close()
+    assert logged(shared_dir.path) == set(range(25))
+
+
+def _rename_then_plant(target: str, path: str) -> None:
+    os.rename(path, path + ".moved")
+    os.symlink(target, path)
+
+
+def _link_to_fifo(path: str) -> None:
+    os.remove(path)
+    os.mkfifo(path)
+
+
+def test_a_log_file_replaced_by_a_link_or_a_fifo_is_not_followed(shared_dir: SharedDir) -> None:
+    """The audit that follows a moved or replaced log file (within a second) neither follows a
+    link nor opens a FIFO planted in its place: records keep going to the file this handler
+    had open (here renamed ``app.log.moved``), one report per thing found."""
+    target = victim(shared_dir)
+    before = Snapshot.of(target)
+    path = shared_dir.join("app.log")
+    running = handler(shared_dir, maxBytes=100_000, backupCount=5)
+    records(running, 0, 5)
+    shared_dir.run(_rename_then_plant, target, path)
+    time.sleep(1.05)  # AUDIT_EVERY
+    records(running, 5, 5)
+    assert Snapshot.of(target) == before
+    shared_dir.run(_link_to_fifo, path)
+    time.sleep(1.05)
+    records(running, 10, 5)
+    shared_dir.run(os.remove, path)
+    time.sleep(1.05)
+    records(running, 15, 5)  # a new app.log
+    running.close()
+    assert Snapshot.of(target) == before
+    reports = [str(f) for f in running.failures]
+    assert len(reports) == 2, reports
+    assert "symbolic link" in reports[0]
+    assert "named pipe" in reports[1]
+    assert logged(shared_dir.path) == set(range(20))
+    with open(path, "rb") as current:
+        lines = current.read().splitlines()
+    assert {p[1] for line in lines if (p := parse_line(line))} == set(range(15, 20))
+
+
+def test_records_for_a_deleted_log_whose_path_holds_a_link_are_reported_lost(
+    shared_dir: SharedDir,
+) -> None:
+    """The log file deleted and a link planted: there is no file to write to. The records are
+    not written through the link; they are counted and reported as lost."""
+    target = victim(shared_dir)
+    before = Snapshot.of(target)
+    path = shared_dir.join("app.log")
+    running = handler(shared_dir, maxBytes=100_000, backupCount=5)
+    records(running, 0, 5)
+    shared_dir.run(_replace_with_link, target, path)
+    time.sleep(1.05)
+    records(running, 5, 5)
+    shared_dir.run(os.remove, path)
+    time.sleep(1.05)
+    records(running, 10, 1)
+    running.close()
+    assert Snapshot.of(target) == before
+    first, *rest = running.failures
+    assert isinstance(first, UnsafeFileError)
+    assert "symbolic link" in str(first)
+    (lost,) = [f for f in rest if isinstance(f, RecordsLost)]
+    assert lost.count == 5
+    assert logged(shared_dir.path) == {10}
+
+
+def test_a_log_path_that_is_a_symlink_from_the_start_keeps_working(
+    shared_dir: SharedDir,
+) -> None:
+    """As with the stdlib: a link configured before the handler starts is followed (and
+    rotation renames the link, as ``RotatingFileHandler`` does)."""
+    real = os.path.join(outside(shared_dir), "real.log")
+    Path(real).touch()
+    os.symlink(real, shared_dir.join("app.log"))
+    running = handler(shared_dir, maxBytes=1000, backupCount=5)
+    records(running, 0, 5)
+    assert os.path.getsize(real) > 0
+    records(running, 5, 20)
+    running.close()
+    assert not running.failures
+    assert os.path.islink(shared_dir.join("app.log.2")) or os.path.islink(
+        shared_dir.join("app.log.1")
+    )
