@@ -148,8 +148,8 @@ _ARG_LAYOUT: Final = {
 (
     _PUT, _GET, _MEMOIZE, _MARK, _SETITEMS, _SETITEM, _APPENDS, _APPEND, _EMPTY, _TUPLEN,
     _FROM_MARK, _POP, _POP_MARK, _DUP, _INT_TEXT, _FLOAT_TEXT, _LONG_BIN, _PROTO, _FRAME, _STOP,
-    _HOOK, _CALL, _ADDITEMS,
-) = range(10, 33)  # fmt: skip
+    _HOOK, _CALL, _ADDITEMS, _EXT,
+) = range(10, 34)  # fmt: skip
 _ACTIONS: Final[dict[str, tuple[int, int]]] = {  # name: (action, detail)
     "BINUNICODE": (_STR, 0), "SHORT_BINUNICODE": (_STR, 0), "BINUNICODE8": (_STR, 0),
     "UNICODE": (_STR, 0), "STRING": (_STR, 0), "BINSTRING": (_STR, 0),
@@ -171,9 +171,11 @@ _ACTIONS: Final[dict[str, tuple[int, int]]] = {  # name: (action, detail)
     "SETITEM": (_SETITEM, 0), "SETITEMS": (_SETITEMS, 0), "APPEND": (_APPEND, 0),
     "APPENDS": (_APPENDS, 0), "ADDITEMS": (_ADDITEMS, 0),
     "PROTO": (_PROTO, 0), "FRAME": (_FRAME, 0), "STOP": (_STOP, 0),
-    # The unpickler refuses these itself, through find_class or persistent_load.
-    "GLOBAL": (_HOOK, 0), "STACK_GLOBAL": (_HOOK, 0), "INST": (_HOOK, 0), "EXT1": (_HOOK, 0),
-    "EXT2": (_HOOK, 0), "EXT4": (_HOOK, 0), "PERSID": (_HOOK, 0), "BINPERSID": (_HOOK, 0),
+    # The unpickler always calls find_class or persistent_load for these, which refuse.
+    "GLOBAL": (_HOOK, 0), "STACK_GLOBAL": (_HOOK, 0), "INST": (_HOOK, 0), "PERSID": (_HOOK, 0),
+    "BINPERSID": (_HOOK, 0),
+    # Not these: an extension code already in copyreg's cache is pushed without find_class.
+    "EXT1": (_EXT, 0), "EXT2": (_EXT, 0), "EXT4": (_EXT, 0),
     # Calls, and out-of-band buffers: nothing plain data needs.
     "REDUCE": (_CALL, 0), "BUILD": (_CALL, 0), "OBJ": (_CALL, 0), "NEWOBJ": (_CALL, 0),
     "NEWOBJ_EX": (_CALL, 0), "NEXT_BUFFER": (_CALL, 0), "READONLY_BUFFER": (_CALL, 0),
@@ -248,9 +250,9 @@ def _scan(data: bytes) -> bool:
     - **Bounded numbers.** Integers of at most ``MAX_LONG_BYTES`` bytes, or ``MAX_NUMBER_TEXT``
       characters of text, so converting one to text stays within Python's digit limit (a 1 MB
       integer otherwise raises ``ValueError`` in the middle of formatting).
-    - **No calls.** REDUCE, BUILD, OBJ, NEWOBJ and out-of-band buffers are refused; globals,
-      extension codes and persistent ids end the scan, since the unpickler refuses them when it
-      reaches them and never goes further.
+    - **No calls.** REDUCE, BUILD, OBJ, NEWOBJ, extension codes and out-of-band buffers are
+      refused. Globals and persistent ids end the scan: the unpickler hands each one to
+      ``find_class`` or ``persistent_load``, which refuse it, and never goes further.
     """
     try:
         return _run(data)
@@ -431,6 +433,11 @@ def _run(data: bytes) -> bool:
             return True
         elif action == _HOOK:
             return False
+        elif action == _EXT:
+            raise _refused(
+                "pickle global",
+                f"a pickle that references a global by {name} (globals are refused)",
+            )
         else:
             raise _refused("invalid pickle", f"a pickle that calls or builds an object ({name})")
     raise _refused("pickle too large", f"a pickle of more than {MAX_OPCODES} opcodes")

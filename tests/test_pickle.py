@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
 import pickle
 import struct
+import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -16,6 +19,10 @@ from hypothesis import strategies as st
 
 from safe_rotating._pickle import (
     MAX_EXTRA_KEYS,
+    MAX_ITEMS,
+    MAX_NESTING,
+    MAX_NUMBER_KEYS,
+    MAX_OPCODES,
     MAX_TEXT,
     PickleRefused,
     decode_pickle,
@@ -113,6 +120,22 @@ def test_extension_codes_are_refused() -> None:
         assert caught.value.reason == "pickle global"
     finally:
         copyreg.remove_extension("os", "system", 0x7FFFF0)
+
+
+def test_a_cached_extension_code_is_refused_too() -> None:
+    # Once any unpickler in the process has resolved an extension code, copyreg's cache hands
+    # the callable to the next one without asking find_class: EXT1, (), REDUCE would call it.
+    import copyreg
+
+    copyreg.add_extension(os.getpid.__module__, "getpid", 0xF0)
+    try:
+        assert pickle.loads(pickle.dumps(os.getpid, 2)) is os.getpid  # fills the cache
+        with pytest.raises(PickleRefused) as caught:
+            decode_pickle(b"\x80\x02}X\x01\x00\x00\x00a\x82\xf0)Rs.")
+        assert caught.value.reason == "pickle global"
+    finally:
+        copyreg.remove_extension(os.getpid.__module__, "getpid", 0xF0)
+        copyreg.clear_extension_cache()
 
 
 @pytest.mark.parametrize(
@@ -227,3 +250,222 @@ def test_protocol_1_bytes_need_a_global_and_are_refused() -> None:
     assert decode_pickle(pickle.dumps({"msg": "m", "payload": b"raw"}, 4))["extra"] == {
         "payload": "raw"
     }
+
+
+# -- hostile pickles: bounded before anything is built (issue 13) ---------------------------
+_CHILD = """
+import resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from safe_rotating._pickle import PickleRefused, decode_pickle
+payload = sys.stdin.buffer.read()
+start = time.perf_counter()
+try:
+    decode_pickle(payload)
+    outcome = "decoded"
+except PickleRefused as exc:
+    outcome = exc.reason
+took = time.perf_counter() - start
+print(outcome, took, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, sep="|")
+"""
+
+
+def decode_in_child(payload: bytes) -> tuple[str, float, int]:
+    """``decode_pickle(payload)`` in a child limited to 1 GiB: (refusal reason or "decoded",
+    seconds, peak RSS in KiB). A crash or a hang fails the test instead of killing pytest."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD], input=payload, capture_output=True, timeout=15
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("decode_pickle did not return within 15 s")
+    assert done.returncode == 0, (
+        f"the decoder died (exit {done.returncode}): {done.stderr.decode()[-1500:]}"
+    )
+    outcome, took, rss = done.stdout.decode().strip().split("|")
+    return outcome, float(took), int(rss)
+
+
+def test_a_deep_tuple_used_as_a_key_is_refused_without_a_crash() -> None:
+    # 900 000 TUPLE1 around None, used as a dict key: hashing it overflowed the C stack.
+    payload = b"\x80\x02}N" + b"\x85" * 900_000 + b"Ns."
+    outcome, took, _ = decode_in_child(payload)
+    assert outcome == "pickle too deep"
+    assert took < 1
+
+
+def _doubling(level: bytes) -> bytes:
+    """60 levels of ``(x, x)`` from None, each level written as ``level``."""
+    return b"N" + b"".join(level.replace(b"I", bytes([i])) for i in range(60))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # DUP then TUPLE2: each level is a pair of the one below. Hashing: 2**60 steps.
+        b"\x80\x02}" + _doubling(b"2\x86") + b"Ns.",
+        # The same through the memo: BINPUT i, BINGET i, TUPLE2.
+        b"\x80\x02}" + _doubling(b"qIhI\x86") + b"Ns.",
+        # MEMOIZE and BINGET (protocol 4), the key of a dict built by DICT.
+        b"\x80\x04(" + _doubling(b"\x94hI\x86") + b"Nd.",
+        # As a set item (ADDITEMS) and a frozenset item (FROZENSET) inside a record.
+        b"\x80\x04}X\x01\x00\x00\x00a\x8f(" + _doubling(b"2\x86") + b"\x90s.",
+        b"\x80\x04}X\x01\x00\x00\x00a(" + _doubling(b"2\x86") + b"\x91s.",
+    ],
+    ids=["dup", "binget", "memoize-dict", "set", "frozenset"],
+)
+def test_a_shared_tuple_used_as_a_key_is_refused_at_once(payload: bytes) -> None:
+    assert len(payload) < 600
+    outcome, took, _ = decode_in_child(payload)
+    assert outcome == "pickle key"
+    assert took < 1
+
+
+def test_a_huge_memo_index_allocates_nothing() -> None:
+    # LONG_BINPUT 2**25: the unpickler sizes its memo array by the index (512 MiB here).
+    payload = b"\x80\x02}r" + struct.pack("<I", 1 << 25) + b"."
+    outcome, _, rss = decode_in_child(payload)
+    assert outcome == "pickle too large"
+    assert rss < 200_000
+
+
+def test_listing_arguments_cannot_multiply_one_shared_string() -> None:
+    # One 400 kB string, then 60 000 memo references to it as the arguments of a message with
+    # too many conversions to apply: listing them as text meant 24 GB.
+    big = "x" * 400_000
+    payload = pickle.dumps({"msg": "%s" * 11, "args": (big,) * 60_000}, 2)
+    assert len(payload) < 600_000
+    outcome, took, rss = decode_in_child(payload)
+    assert outcome == "decoded"
+    assert took < 1
+    assert rss < 300_000
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pickle.dumps({"msg": "m", "big": 1 << 8_000_000}, 2),  # LONG4 of 1 MB
+        pickle.dumps({"msg": "%s", "args": (1 << 20_000,)}, 2),  # in the arguments
+        # Protocol 0/1 text (LONG and INT), in hex: the unpickler reads them in base 0.
+        b"(X\x03\x00\x00\x00msgX\x01\x00\x00\x00mX\x01\x00\x00\x00nL0x" + b"f" * 100_000 + b"L\nd.",
+        b"(X\x03\x00\x00\x00msgX\x01\x00\x00\x00mX\x01\x00\x00\x00nI0x" + b"f" * 100_000 + b"\nd.",
+    ],
+    ids=["long4", "args", "long-text", "int-text"],
+)
+def test_huge_integers_are_a_counted_refusal(payload: bytes) -> None:
+    # They raised ValueError (Python's 4300-digit limit) while the record was formatted.
+    with pytest.raises(PickleRefused) as caught:
+        decode_pickle(payload)
+    assert caught.value.reason == "pickle number"
+
+
+def test_record_from_dict_survives_huge_integers() -> None:
+    flat = record_from_dict({"msg": "%s %d", "args": (1 << 100_000, 1), "n": 1 << 100_000})
+    assert flat["msg"].startswith("%s %d [")
+    assert flat["extra"] == {"n": "<100001-bit integer>"}
+    assert record_from_dict({"msg": "%d", "args": (1 << 200,)})["msg"] == str(1 << 200)
+
+
+def test_one_string_shared_many_times_in_extra_stays_small() -> None:
+    # 9 000 references to one 5 000-character string: 37 MB once each was cut to 4 096.
+    flat = decode_pickle(pickle.dumps({"msg": "m", "x": ["y" * 5000] * 9000}, 2))
+    assert len(json.dumps(flat["extra"])) < MAX_TEXT + 100_000
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [{"msg": "m", 1: "x"}, {"msg": "m", b"k": "x"}, {"msg": "m", None: "x"}],
+    ids=["int", "bytes", "none"],
+)
+def test_record_keys_must_be_str(raw: dict[Any, Any]) -> None:
+    with pytest.raises(PickleRefused) as caught:
+        decode_pickle(pickle.dumps(raw, 4))
+    assert caught.value.reason == "pickle key"
+
+
+def test_inner_keys_must_be_scalars() -> None:
+    inner = {"s": 1, b"b": 2, 3: 3, 4.5: 4, None: 5, True: 6}
+    assert decode_pickle(pickle.dumps({"msg": "m", "d": inner}, 4))["extra"] == {
+        "d": {"s": 1, "b": 2, "3": 3, "4.5": 4, "True": 6}
+    }
+    for key in [(1, 2), frozenset({1})]:
+        with pytest.raises(PickleRefused) as caught:
+            decode_pickle(pickle.dumps({"msg": "m", "d": {key: 1}}, 4))
+        assert caught.value.reason == "pickle key"
+    with pytest.raises(PickleRefused) as caught:
+        decode_pickle(pickle.dumps({"msg": "m", "s": {(1, 2)}}, 4))
+    assert caught.value.reason == "pickle key"
+
+
+def test_number_keys_are_few() -> None:
+    # A number's hash is public: n and n + 2**61 - 1 collide, and colliding keys cost n**2.
+    colliding = {1 + k * (2**61 - 1): 0 for k in range(MAX_NUMBER_KEYS)}
+    start = time.perf_counter()
+    decode_pickle(pickle.dumps({"msg": "m", "d": colliding}, 2))
+    assert time.perf_counter() - start < 0.5
+    colliding[0] = 0
+    with pytest.raises(PickleRefused) as caught:
+        decode_pickle(pickle.dumps({"msg": "m", "d": colliding}, 2))
+    assert caught.value.reason == "pickle key"
+
+
+def test_nesting_is_bounded() -> None:
+    node: Any = "leaf"
+    for _ in range(MAX_NESTING - 1):
+        node = [node]
+    assert decode_pickle(pickle.dumps({"msg": "m", "deep": node}, 1))["msg"] == "m"
+    with pytest.raises(PickleRefused) as caught:
+        decode_pickle(pickle.dumps({"msg": "m", "deep": [node]}, 1))
+    assert caught.value.reason == "pickle too deep"
+    with pytest.raises(PickleRefused) as caught:
+        decode_pickle(b"\x80\x02}" + b"(" * (MAX_NESTING + 1))
+    assert caught.value.reason == "pickle too deep"
+
+
+def test_a_container_cannot_grow_after_it_was_placed() -> None:
+    # Top-down through the memo: L0 goes into the record first, then L1 into L0, L2 into L1...
+    # Each step deepens the record behind a depth count taken when L0 was placed.
+    payload = b"\x80\x02}X\x01\x00\x00\x00a]q\x00s"  # record["a"] = L0 (memo 0)
+    for level in range(3):
+        payload += b"h" + bytes([level]) + b"]q" + bytes([level + 1]) + b"a0"  # L(i).append(L(i+1))
+    with pytest.raises(PickleRefused) as caught:
+        decode_pickle(payload + b".")
+    assert caught.value.reason == "pickle reuse"
+    # A container holding itself is fine: the stock pickler writes a = [a] that way.
+    loop: list[Any] = [1]
+    loop.append(loop)
+    for protocol in (0, 1, 2):
+        assert decode_pickle(pickle.dumps({"msg": "m", "loop": loop}, protocol))["msg"] == "m"
+
+
+def test_work_is_bounded() -> None:
+    many = b"\x80\x02}X\x01\x00\x00\x00a](" + b"N" * MAX_OPCODES + b"es."
+    start = time.perf_counter()
+    with pytest.raises(PickleRefused) as caught:
+        decode_pickle(many)
+    assert caught.value.reason == "pickle too large"
+    assert time.perf_counter() - start < 1
+    with pytest.raises(PickleRefused) as caught:
+        decode_pickle(pickle.dumps({"msg": "m", "a": [None] * (MAX_ITEMS + 1)}, 2))
+    assert caught.value.reason == "pickle too large"
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_every_protocol_of_plain_data_still_decodes(protocol: int) -> None:
+    shared = {"k": [1, 2.5, None, True, "text"]}
+    raw = {
+        "msg": "%s and %(missing)s",
+        "args": (("nested", ("tuple", 1)), shared),
+        "name": "app",
+        "exc_text": "Traceback (most recent call last):\n  boom",
+        "thread": 140233494932352,
+        "one": shared,
+        "two": shared,
+        "numbers": {1: "one", 2.5: "two and a half", None: "none"},
+        "text": "é" * 300,
+    }
+    flat = decode_pickle(pickle.dumps(raw, protocol))
+    assert flat["exc_text"] == raw["exc_text"]
+    assert flat["thread"] == 140233494932352
+    assert flat["extra"]["one"] == flat["extra"]["two"] == {"k": [1, 2.5, None, True, "text"]}
+    assert flat["extra"]["numbers"] == {"1": "one", "2.5": "two and a half"}
+    assert flat["extra"]["text"] == "é" * 300
