@@ -329,10 +329,10 @@ def test_a_huge_memo_index_allocates_nothing() -> None:
 
 
 def test_listing_arguments_cannot_multiply_one_shared_string() -> None:
-    # One 400 kB string, then 60 000 memo references to it as the arguments of a message with
-    # too many conversions to apply: listing them as text meant 24 GB.
-    big = "x" * 400_000
-    payload = pickle.dumps({"msg": "%s" * 11, "args": (big,) * 60_000}, 2)
+    # One 500 kB string, then 20 000 memo references to it as the arguments of a message with
+    # too many conversions to apply: listing them as text meant 10 GB.
+    big = "x" * 500_000
+    payload = pickle.dumps({"msg": "%s" * 11, "args": (big,) * MAX_ITEMS}, 2)
     assert len(payload) < 600_000
     outcome, took, rss = decode_in_child(payload)
     assert outcome == "decoded"
