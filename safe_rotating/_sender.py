@@ -418,6 +418,7 @@ class Sender:
         self._outage_since: float | None = None
         self._outage_reason = ""
         self._outage_reported = False
+        self._resting = False  # the server let an idle connection go: not an outage
         self.fallback_active = False
         self._next_scan = 0.0
         # No thread in a uWSGI master: its records go straight to the spool (write_direct).
@@ -812,7 +813,7 @@ class Sender:
             self._write_fallback(records)
         else:
             # To disk while no healthy connection takes batches, or memory holds too many.
-            healthy = self.sock is not None and not self.stalled
+            healthy = (self.sock is not None or self._resting) and not self.stalled
             spool_it = self._spool_usable() and (
                 not healthy or self.mem_records >= self.queue_size // 2
             )
@@ -960,7 +961,8 @@ class Sender:
                     return
                 self._form(now, force=False)
             self._tell_problems()
-            if self.sock is None and now >= self._next_attempt:
+            waiting = self.queue or self.mem or self.disk
+            if self.sock is None and (waiting if self._resting else now >= self._next_attempt):
                 self._connect()
                 now = _monotonic()
             if self.sock is not None and (self._writable or self._out is None):
@@ -1018,7 +1020,8 @@ class Sender:
                 return 0.0
             due = min(due, (self._first_seen or now) + self.config.flush_interval)
         if self.sock is None:
-            due = min(due, self._next_attempt)
+            if not self._resting:  # resting: the next record wakes the thread
+                due = min(due, self._next_attempt)
         elif self._outstanding():
             due = min(due, self._last_progress + self._stall_after())
         if self._outage_since is not None and not self._outage_reported:
@@ -1053,6 +1056,7 @@ class Sender:
             self._connect_failed(exc)
             return
         self.sock = sock
+        self._resting = False
         self._reader = reader
         self._frame_limit = _frame_limit(welcome)
         self._out = None
@@ -1080,6 +1084,7 @@ class Sender:
 
     def _connect_failed(self, exc: BaseException) -> None:
         now = _monotonic()
+        self._resting = False
         self._back_off(now)
         self._outage(now, exc)
         with self.lock:
@@ -1220,7 +1225,10 @@ class Sender:
             while True:
                 data = sock.recv(65536)
                 if not data:
-                    self._disconnect(ConnectionResetError("the server closed the connection"))
+                    if self._outstanding():
+                        self._disconnect(ConnectionResetError("the server closed the connection"))
+                    else:  # nothing owed: the server let an idle connection go
+                        self._rest()
                     return
                 reader.feed(data)
                 if len(data) < 65536 and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
@@ -1243,6 +1251,9 @@ class Sender:
                     reason = f"the server refused: {message.get('reason')}"
                     self._disconnect(ServerRefused(errno.ECONNABORTED, reason))
                     break
+                elif kind == "bye":  # closed as idle (--idle-timeout): batches sent are resent
+                    self._rest()
+                    break
         except _wire.ProtocolError as exc:
             self._disconnect(ConnectionError(errno.EPROTO, f"the server broke the protocol: {exc}"))
         if acked:
@@ -1251,6 +1262,13 @@ class Sender:
             self.stalled = False
             with self.lock:
                 self._acked(min(acked, self._send_seq - 1))
+
+    def _rest(self) -> None:
+        """The server closed a connection it found idle (a ``bye``, or a close with nothing
+        owed): not an outage. No backoff, no spool, no report; the next connection is made as
+        soon as there is something to send, and a failure then is an outage as usual."""
+        self._disconnect(None)
+        self._resting = True
 
     def _stall_after(self) -> float:
         """Seconds without an ack until the next step: spool (then) reconnect."""

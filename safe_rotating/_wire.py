@@ -123,6 +123,8 @@ def decode(payload: bytes) -> dict[str, Any]:
         message = loads(payload)
     except UnicodeDecodeError:
         raise ProtocolError("invalid utf-8", "a frame that is not UTF-8") from None
+    except RecursionError:  # the standard library's parser; orjson stops at 1024 levels
+        raise ProtocolError("invalid json", "a frame of JSON nested too deeply") from None
     except ValueError as exc:
         try:  # orjson reports bad UTF-8 as a JSON error: tell them apart (error path only)
             bytes(payload).decode("utf-8")

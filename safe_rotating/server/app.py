@@ -21,6 +21,8 @@ import socket
 import ssl
 import stat
 import time
+import traceback
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -28,7 +30,15 @@ from .._pickle import decode_pickle
 from .._syslog import parse as parse_syslog
 from .._wire import LENGTH, ProtocolError
 from .config import Address, ServerConfig
-from .connections import LogConnection, SyslogConnection, _Connection, is_loopback, peer_host
+from .connections import (
+    LogConnection,
+    Refused,
+    SyslogConnection,
+    _Connection,
+    is_loopback,
+    peer_host,
+    shown_host,
+)
 from .forward import Forwarding
 from .metrics import Stats, render, serve_metrics
 from .state import Journal
@@ -40,6 +50,8 @@ LINGER: Final = 0.25  # seconds for bytes already sent to be read once stopping 
 _POLL: Final = 0.05  # seconds between looks at the connections while they finish
 _NOTE_EVERY: Final = 10.0  # seconds of one window of the refusal log
 _NOTE_MOST: Final = 5  # refusals logged per reason and window; the rest are counted
+_ERROR_EVERY: Final = 60.0  # an internal error is logged once per kind and place a minute
+_SWEEP_MOST: Final = 1.0  # seconds between sweeps at most (hello and idle timeouts, note counts)
 
 ConnectionFactory = Callable[["Server", asyncio.StreamReader, asyncio.StreamWriter], _Connection]
 
@@ -99,11 +111,17 @@ def bind_unix(path: str, mode: int) -> socket.socket:
 
 
 class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, receive: Callable[[bytes, Any], None]) -> None:
+    def __init__(
+        self, receive: Callable[[bytes, Any], None], failed: Callable[[str, Exception], None]
+    ) -> None:
         self.receive = receive
+        self.failed = failed
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.receive(data, addr)
+        try:
+            self.receive(data, addr)
+        except Exception as exc:  # escaping, it would close the listener for everyone
+            self.failed(f"a datagram from {addr}", exc)
 
 
 class Server:
@@ -129,7 +147,11 @@ class Server:
         self._listeners: list[asyncio.AbstractServer] = []
         self._datagrams: list[asyncio.BaseTransport] = []
         self._unix_paths: list[str] = []
-        self._noted: dict[str, list[float]] = {}  # reason -> [window start, shown, unshown]
+        # reason -> [window start, shown, unshown, window length]
+        self._noted: dict[str, list[float]] = {}
+        self.frame_bytes = 0  # bytes of unfinished frames, all connections: --frame-memory
+        self._per_peer: Counter[str] = Counter()  # open connections per peer_key
+        self._sweeper: asyncio.Task[None] | None = None
         self.exit_code = 0
 
     # -- start-up --------------------------------------------------------------------------
@@ -168,6 +190,7 @@ class Server:
             loop.add_signal_handler(signum, self._signalled_stop)
         for signum in (signal.SIGHUP, signal.SIGUSR1):
             loop.add_signal_handler(signum, self.writer.reopen)
+        self._sweeper = loop.create_task(self._sweep())
         self.log.info("listening on %s; writing to %s", ", ".join(self.addresses), self.config.file)
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -192,12 +215,30 @@ class Server:
                 writer.close()
                 return
             connection = factory(self, reader, writer)
+            key = connection.key
+            most = self.config.max_connections_per_peer
+            if key is not None and self._per_peer[key] >= most:
+                reason = "too many connections from one peer"
+                self.stats.refused[reason] += 1
+                self.note(
+                    reason,
+                    f"closed a new {connection.describe()}: {key} has {most} open "
+                    "(--max-connections-per-peer)",
+                )
+                writer.close()
+                return
             connection.task = asyncio.current_task()
             self.connections.add(connection)
+            if key is not None:
+                self._per_peer[key] += 1
             self.stats.connections_total += 1
             try:
                 await connection.run()
             finally:
+                if key is not None:
+                    self._per_peer[key] -= 1
+                    if not self._per_peer[key]:
+                        del self._per_peer[key]
                 if not self.stopping:  # when stopping, shutdown closes it after the last ack
                     self.connections.discard(connection)
 
@@ -230,7 +271,8 @@ class Server:
     ) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(receive), local_addr=(address.host, address.port)
+            lambda: _Datagrams(receive, self.internal_error),
+            local_addr=(address.host, address.port),
         )
         self._datagrams.append(transport)
         self.addresses.append(f"{kind} {address}")
@@ -239,6 +281,15 @@ class Server:
         """Serve a socket passed by systemd; ``FileDescriptorName=syslog...`` makes it syslog."""
         syslog = name.startswith("syslog")
         where = f"systemd fd {sock.fileno()} {name or ''}".rstrip()
+        config = self.config
+        if config.token is not None and not config.allow_untokened:
+            stream = sock.type == socket.SOCK_STREAM
+            authenticated = stream and sock.family != socket.AF_UNIX and config.tls_client_ca
+            if (syslog or not stream) and not authenticated:
+                raise OSError(
+                    f"{where} takes records without the token: name its senders with "
+                    "--allow-untokened (a network, or uid:NAME for a Unix socket)"
+                )
         if sock.type == socket.SOCK_STREAM:
             factory: ConnectionFactory = SyslogConnection if syslog else LogConnection
             secure = tls if sock.family != socket.AF_UNIX else None
@@ -251,27 +302,114 @@ class Server:
             receive = self._syslog_datagram if syslog else self._pickle_datagram
             loop = asyncio.get_running_loop()
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Datagrams(receive), sock=sock
+                lambda: _Datagrams(receive, self.internal_error), sock=sock
             )
             self._datagrams.append(transport)
             self.addresses.append(f"{'syslog-udp' if syslog else 'udp'} {where}")
 
-    # -- datagrams -------------------------------------------------------------------------
-    def note(self, reason: str, detail: str) -> None:
-        """Log a refusal; floods are cut to a few lines per reason every 10 s (all are counted)."""
+    # -- what goes wrong ---------------------------------------------------------------------
+    def note(
+        self, reason: str, detail: str, *, every: float = _NOTE_EVERY, most: int = _NOTE_MOST
+    ) -> None:
+        """Log a refusal; floods are cut to ``most`` lines per reason every ``every`` seconds
+        (all are counted in the metrics; the sweep logs how many were not shown)."""
         now = time.monotonic()
         window = self._noted.get(reason)
-        if window is None or now - window[0] >= _NOTE_EVERY:
-            if window is not None and window[2]:
-                self.log.warning(
-                    "%d more refusal(s) for %r were not logged (see the metrics)", window[2], reason
-                )
-            window = self._noted[reason] = [now, 0, 0]
-        if window[1] < _NOTE_MOST:
+        if window is None or now - window[0] >= window[3]:
+            if window is not None:
+                self._untold(reason, window)
+            window = self._noted[reason] = [now, 0, 0, every]
+        if window[1] < most:
             window[1] += 1
             self.log.warning("%s", detail)
         else:
             window[2] += 1
+
+    def _untold(self, reason: str, window: list[float]) -> None:
+        if window[2]:
+            self.log.warning(
+                "%d more refusal(s) for %r were not logged (see the metrics)", window[2], reason
+            )
+
+    def _flush_notes(self, now: float) -> None:
+        """Windows that ended: say how many refusals they did not show, and forget them."""
+        for reason, window in list(self._noted.items()):
+            if now - window[0] >= window[3]:
+                self._untold(reason, window)
+                del self._noted[reason]
+
+    def internal_error(self, where: str, exc: Exception) -> None:
+        """An unexpected exception (a bug) while serving one peer: it costs that connection or
+        datagram, never the server. Counted as refused ("internal error") and logged in one
+        line naming the exception and where it was raised, once a minute per kind and place
+        with the count of the others: a peer that can trigger it on every connection must not
+        fill the log with tracebacks. The traceback itself is logged at DEBUG level."""
+        self.stats.refused["internal error"] += 1
+        frames = traceback.extract_tb(exc.__traceback__)
+        at = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+        kind = f"{type(exc).__name__}{at}"
+        text = repr(str(exc)[:200])  # repr: a peer's bytes may be in it
+        self.note(
+            f"internal error: {kind}",
+            f"{where}: unexpected {kind}: {text}; closed it (a bug: please report it)",
+            every=_ERROR_EVERY,
+            most=1,
+        )
+        self.log.debug("%s: unexpected error", where, exc_info=exc)
+
+    def hold_frame_bytes(self, connection: _Connection, size: int) -> None:
+        """``connection`` received ``size`` more bytes of a frame it has not finished. When
+        unfinished frames together pass ``--frame-memory``, the connection holding the most is
+        closed (refused, "frame memory") until they fit — a peer hoarding half-sent frames loses
+        them, a client sending an ordinary batch does not. That may be the caller: Refused."""
+        self.frame_bytes += size
+        connection.held += size
+        limit = self.config.frame_memory
+        while self.frame_bytes > limit:
+            victim = max(self.connections, key=lambda c: c.held, default=connection)
+            if victim.held <= 0:
+                break
+            detail = (
+                f"unfinished frames held {self.frame_bytes} bytes, over --frame-memory "
+                f"({limit}); this connection held the most ({victim.held})"
+            )
+            if victim is connection:
+                raise Refused("frame memory", detail)
+            victim.end("frame memory", detail)
+
+    def release_frame_bytes(self, connection: _Connection) -> None:
+        """``connection`` finished its frame, or ended: its bytes leave the budget."""
+        self.frame_bytes -= connection.held
+        connection.held = 0
+
+    async def _sweep(self) -> None:
+        """About once a second: close connections past their hello or idle timeout (see
+        ``_Connection.check``), and log the counts of refusals whose log window ended. One
+        pass over the connections instead of a timer each: an idle connection costs nothing."""
+        config = self.config
+        period = max(0.05, min(_SWEEP_MOST, config.hello_timeout / 4, config.idle_timeout / 4))
+        while not self.stopping:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                try:
+                    connection.check(now)
+                except Exception as exc:
+                    self.internal_error(f"sweep of {connection.describe()}", exc)
+            self._flush_notes(now)
+
+    # -- datagrams -------------------------------------------------------------------------
+    def _untokened_datagram(self, addr: Any) -> bool:
+        """A datagram from a peer that may not send without the token: refused, counted."""
+        if self.config.allows_untokened(addr, None):
+            return False
+        self.stats.refused["untokened peer"] += 1
+        self.note(
+            "untokened peer",
+            f"refused a datagram from {addr}: --allow-untokened does not name it "
+            "(the server has a token)",
+        )
+        return True
 
     def _queue_datagram(self, flat: dict[str, Any], size: int) -> None:
         self.stats.received += 1
@@ -289,6 +427,8 @@ class Server:
             self.stats.refused["remote pickle"] += 1
             self.note("remote pickle", f"refused a pickle datagram from {addr}: not local")
             return
+        if self._untokened_datagram(addr):
+            return
         try:
             flat = decode_pickle(data[4:])
         except ProtocolError as exc:
@@ -300,14 +440,22 @@ class Server:
         self._queue_datagram(flat, len(data))
 
     def _syslog_datagram(self, data: bytes, addr: Any) -> None:
+        if self._untokened_datagram(addr):
+            return
         now = time.time()
         flat = parse_syslog(data, now).to_record(now, peer_host(addr, self.hostname))
+        if self.config.token is not None:
+            flat["host"] = shown_host(flat["host"], addr, self.hostname, True)
         self._queue_datagram(flat, len(data))
 
     # -- running ---------------------------------------------------------------------------
     def metrics_page(self) -> str:
         page = render(
-            self.stats, self.queue.records, len(self.connections), self.writer.file_stats()
+            self.stats,
+            self.queue.records,
+            len(self.connections),
+            self.writer.file_stats(),
+            self.frame_bytes,
         )
         return page + (self.forwarding.metrics() if self.forwarding is not None else "")
 
@@ -350,6 +498,8 @@ class Server:
     async def _abandon_start(self) -> None:
         """Undo a start-up that failed (a busy port, a bad certificate): close what opened."""
         self.stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for listener in self._listeners:
             listener.close()
         for transport in self._datagrams:
@@ -373,6 +523,8 @@ class Server:
 
         # 1. Stop accepting: no new connections, no new datagrams.
         self.stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for listener in self._listeners:
             listener.close()
         for transport in self._datagrams:

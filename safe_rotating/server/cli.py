@@ -35,7 +35,8 @@ examples:
 
 the default --format:
   {DEFAULT_FORMAT.replace("%", "%%")}
-  (host and app are the sender's host and application; for syslog its HOSTNAME and APP-NAME)
+  (host and app are the sender's host and application; for syslog its HOSTNAME and APP-NAME;
+  with --token, a host named by a sender on another machine is shown as NAME@ITS-ADDRESS)
 
 signals: SIGTERM/SIGINT stop after writing what was received; SIGHUP/SIGUSR1 reopen the files.
 configuration file: TOML, the long flags as keys with underscores (max_bytes = "10MiB",
@@ -156,10 +157,39 @@ def parser() -> argparse.ArgumentParser:
     )
     lim.add_argument("--max-connections", metavar="N", help="open connections at most (4096)")
     lim.add_argument(
+        "--max-connections-per-peer",
+        metavar="N",
+        help="open connections per remote address (IPv6: per /64) and per uid on a Unix socket "
+        "(default 256); loopback TCP clients all share 127.0.0.1 and are not capped this way",
+    )
+    lim.add_argument(
+        "--hello-timeout",
+        metavar="SECONDS",
+        help="a new connection must complete its first frame (a hello, a stock handler's first "
+        "record, a syslog message) within this long, or it is closed (default 10)",
+    )
+    lim.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        help="close a connection that has sent nothing and is owed nothing for this long "
+        "(default 300); LogServerHandler reconnects when it next has records, quietly",
+    )
+    lim.add_argument(
+        "--frame-memory",
+        metavar="SIZE",
+        help="bytes that unfinished frames of all connections together may hold (default "
+        "64MiB, at least --max-frame); beyond it the connection holding the most is closed",
+    )
+    lim.add_argument(
         "--drain-timeout", metavar="SECONDS", help="longest shutdown drain (default 5)"
     )
     sec = p.add_argument_group("security")
-    sec.add_argument("--token", help="shared secret every LogServerHandler hello must carry")
+    sec.add_argument(
+        "--token",
+        help="shared secret every LogServerHandler hello must carry; inputs that cannot carry "
+        "it (syslog, --udp, stock SocketHandler pickles) then take only --allow-untokened peers, "
+        "and a name a remote sender gives is shown as NAME@ITS-ADDRESS",
+    )
     sec.add_argument("--token-file", metavar="PATH", help="read the token from PATH (preferred)")
     sec.add_argument("--tls-cert", metavar="PEM", help="serve TCP listeners over TLS")
     sec.add_argument("--tls-key", metavar="PEM", help="the key of --tls-cert, if not in it")
@@ -172,6 +202,15 @@ def parser() -> argparse.ArgumentParser:
         const=True,
         help="accept SocketHandler/DatagramHandler pickles from other machines (they are read "
         "without running code, but the default keeps them local)",
+    )
+    sec.add_argument(
+        "--allow-untokened",
+        action="append",
+        metavar="NET|uid:USER",
+        help="with --token: a network (10.1.2.0/24, 127.0.0.1) or, on Unix sockets, a uid "
+        "(uid:www-data, uid:33) whose syslog, --udp and stock-pickle records are taken without "
+        "the token; repeatable. Required with --token for --udp and --syslog-* listeners: the "
+        "server refuses to start otherwise (UDP source addresses can be forged off-host)",
     )
     sec.add_argument(
         "--unix-mode", metavar="MODE", help="permissions of Unix sockets (default 0600)"

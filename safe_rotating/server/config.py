@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from .._compress import parse_compression
 from .._rotation import parse_age, parse_size
@@ -44,6 +44,10 @@ DEFAULT_MAX_CONNECTIONS: Final = 4096
 DEFAULT_UNIX_MODE: Final = 0o600
 DEFAULT_DRAIN_TIMEOUT: Final = 5.0
 DEFAULT_FORWARD_QUEUE: Final = 100_000
+DEFAULT_HELLO_TIMEOUT: Final = 10.0  # seconds from accept to the first complete frame
+DEFAULT_IDLE_TIMEOUT: Final = 300.0  # seconds a connection may wait with nothing under way
+DEFAULT_MAX_PER_PEER: Final = 256  # connections per remote address (IPv6: per /64) or Unix uid
+DEFAULT_FRAME_MEMORY: Final = 64 * 1024 * 1024  # bytes of unfinished frames, all connections
 FACILITIES: Final = logging.handlers.SysLogHandler.facility_names  # "user" -> 1, "local0" -> 16
 
 
@@ -79,6 +83,36 @@ class Address:
             return f"unix:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+# An ``allow_untokened`` entry: a network of peers (TCP, UDP) or a uid (Unix sockets).
+Untokened: TypeAlias = "ipaddress.IPv4Network | ipaddress.IPv6Network | int"
+
+
+def parse_untokened(text: str) -> Untokened:
+    """``10.0.0.0/8``, ``192.0.2.7``, ``::1``, ``uid:1000`` or ``uid:www-data``."""
+    text = text.strip()
+    if text.startswith("uid:"):
+        name = text[4:]
+        if name.isdigit():
+            return int(name)
+        try:
+            import pwd
+
+            return pwd.getpwnam(name).pw_uid
+        except (ImportError, KeyError):
+            raise ConfigError(f"allow_untokened {text!r}: no user {name!r}") from None
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(
+            f"allow_untokened {text!r}: expected an address or network (127.0.0.1, "
+            "10.0.0.0/8, fd00::/8) or uid:NUMBER or uid:NAME for Unix sockets"
+        ) from None
+
+
+def untokened_name(entry: Untokened) -> str:
+    return f"uid:{entry}" if isinstance(entry, int) else str(entry)
 
 
 def parse_address(text: str, *, unix: bool = True) -> Address:
@@ -138,6 +172,12 @@ class ServerConfig:
     forward_ca: str | None = None
     forward_facility: int = 1  # user
     forward_queue: int = DEFAULT_FORWARD_QUEUE
+    hello_timeout: float = DEFAULT_HELLO_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_connections_per_peer: int = DEFAULT_MAX_PER_PEER
+    frame_memory: int = DEFAULT_FRAME_MEMORY
+    # With a token: the peers that may still send without one (syslog, --udp, stock pickles).
+    allow_untokened: tuple[Untokened, ...] = ()
 
     def schedule(self) -> Schedule | None:
         """The time schedule of ``when``/``interval``/``utc``, shared with file-mode handlers
@@ -147,6 +187,24 @@ class ServerConfig:
     @property
     def journal_path(self) -> str:
         return os.path.join(self.state_dir, "." + os.path.basename(self.file) + ".journal")
+
+    def allows_untokened(self, peer: Any, uid: int | None) -> bool:
+        """May ``peer`` (a ``getpeername()`` result or a datagram's source) send records without
+        the token? Always without a token; with one, only an ``allow_untokened`` entry lets it:
+        a network holding its address, or (on a Unix socket) its uid."""
+        if self.token is None:
+            return True
+        if isinstance(peer, tuple) and peer:
+            try:
+                address = ipaddress.ip_address(str(peer[0]).split("%")[0])
+            except ValueError:
+                return False
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            return any(
+                not isinstance(entry, int) and address in entry for entry in self.allow_untokened
+            )
+        return uid is not None and uid in self.allow_untokened
 
     def describe(self) -> str:
         """The effective settings as TOML that ``--config`` reads back (never the token)."""
@@ -196,6 +254,13 @@ class ServerConfig:
             f"forward_ca = {quote(self.forward_ca or '')}",
             f"forward_facility = {quote(facility_name(self.forward_facility))}",
             f"forward_queue = {self.forward_queue}",
+            f"hello_timeout = {self.hello_timeout}",
+            f"idle_timeout = {self.idle_timeout}",
+            f"max_connections_per_peer = {self.max_connections_per_peer}",
+            f"frame_memory = {self.frame_memory}",
+            "allow_untokened = ["
+            + ", ".join(quote(untokened_name(e)) for e in self.allow_untokened)
+            + "]",
             "",
             "[route]",
             *(f"{quote(prefix)} = {quote(path)}" for prefix, path in self.routes),
@@ -260,6 +325,11 @@ KEYS: Final = frozenset(
         "forward_ca",
         "forward_facility",
         "forward_queue",
+        "hello_timeout",
+        "idle_timeout",
+        "max_connections_per_peer",
+        "frame_memory",
+        "allow_untokened",
     }
 )
 
@@ -445,7 +515,44 @@ def _token(settings: Mapping[str, Any]) -> str | None:
             raise ConfigError(f"token_file {token_file!r} is not UTF-8 text") from None
         if not token:
             raise ConfigError(f"token_file {token_file!r} is empty")
-    return str(token) if token else None
+    if not token:
+        return None
+    try:  # a client sends it as JSON text: bytes that are not UTF-8 could never match
+        str(token).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("token is not valid UTF-8 text") from None
+    return str(token)
+
+
+def _check_untokened(
+    token: str | None,
+    allow: tuple[Untokened, ...],
+    udp: tuple[Address, ...],
+    syslog_tcp: tuple[Address, ...],
+    syslog_udp: tuple[Address, ...],
+    tls_client_ca: str | None,
+) -> None:
+    """With a token, every input is authenticated: listeners that cannot carry the token
+    (syslog, DatagramHandler pickles) need ``allow_untokened`` to name who may use them —
+    a server that silently took anyone's records there would make the token decorative.
+    Syslog over TLS with required client certificates is authenticated by the certificate."""
+    if token is None:
+        if allow:
+            raise ConfigError(
+                "allow_untokened needs a token: without token/token_file every peer may send"
+            )
+        return
+    if allow:
+        return
+    untokened = [f"--udp {a}" for a in udp] + [f"--syslog-udp {a}" for a in syslog_udp]
+    untokened += [f"--syslog-tcp {a}" for a in syslog_tcp if a.is_unix or tls_client_ca is None]
+    if untokened:
+        raise ConfigError(
+            f"a token is set, but {', '.join(untokened)} cannot carry it: name the senders "
+            "those listeners take with --allow-untokened (a network such as 10.1.2.0/24 or "
+            "127.0.0.1, or uid:NAME for a Unix socket; repeatable), or remove the listener"
+            + ("" if tls_client_ca else " (syslog over TLS may use --tls-client-ca instead)")
+        )
 
 
 def build(settings: Mapping[str, Any]) -> ServerConfig:
@@ -496,6 +603,20 @@ def build(settings: Mapping[str, Any]) -> ServerConfig:
     state_dir = os.path.abspath(str(settings.get("state_dir") or os.path.dirname(log_file)))
     if not os.path.isdir(state_dir):
         raise ConfigError(f"state_dir: {state_dir!r} is not a directory")
+    token = _token(settings)
+    allow_untokened = tuple(
+        parse_untokened(a) for a in _list(settings.get("allow_untokened"), "allow_untokened")
+    )
+    _check_untokened(token, allow_untokened, udp, syslog_tcp, syslog_udp, tls_client_ca)
+    max_frame = _size(settings.get("max_frame", DEFAULT_MAX_FRAME), "max_frame", 1024)
+    frame_memory = _size(
+        settings.get("frame_memory") or max(DEFAULT_FRAME_MEMORY, 4 * max_frame), "frame_memory"
+    )
+    if frame_memory < max_frame:
+        raise ConfigError(
+            f"frame_memory ({frame_memory} bytes) must be at least max_frame ({max_frame}): "
+            "otherwise a frame of the largest size could never be received"
+        )
     return ServerConfig(
         file=log_file,
         listen=listen,
@@ -519,10 +640,10 @@ def build(settings: Mapping[str, Any]) -> ServerConfig:
             settings.get("escape_control_characters", True), "escape_control_characters"
         ),
         routes=_routes(settings.get("route"), log_file),
-        max_frame=_size(settings.get("max_frame", DEFAULT_MAX_FRAME), "max_frame", 1024),
+        max_frame=max_frame,
         read_timeout=_seconds(settings.get("read_timeout", DEFAULT_READ_TIMEOUT), "read_timeout"),
         queue_size=_int(settings.get("queue_size", DEFAULT_QUEUE_SIZE), "queue_size", 1),
-        token=_token(settings),
+        token=token,
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
@@ -545,4 +666,15 @@ def build(settings: Mapping[str, Any]) -> ServerConfig:
         forward_queue=_int(
             settings.get("forward_queue", DEFAULT_FORWARD_QUEUE), "forward_queue", 1
         ),
+        hello_timeout=_seconds(
+            settings.get("hello_timeout", DEFAULT_HELLO_TIMEOUT), "hello_timeout"
+        ),
+        idle_timeout=_seconds(settings.get("idle_timeout", DEFAULT_IDLE_TIMEOUT), "idle_timeout"),
+        max_connections_per_peer=_int(
+            settings.get("max_connections_per_peer", DEFAULT_MAX_PER_PEER),
+            "max_connections_per_peer",
+            1,
+        ),
+        frame_memory=frame_memory,
+        allow_untokened=allow_untokened,
     )

@@ -1,8 +1,15 @@
 """One task per TCP or Unix connection: read frames or syslog messages, queue their records.
 
-An idle connection is a task waiting on its socket: no timer, no polling. Once the first byte of
-a frame (or of a syslog message) has arrived, the rest must arrive within ``--read-timeout``, so
-a peer that stops mid-frame — slowly trickling bytes or dead — is closed, not waited for.
+An idle connection is a task waiting on its socket: no timer per connection. Once the first byte
+of a frame (or of a syslog message) has arrived, the rest must arrive within ``--read-timeout``, so
+a peer that stops mid-frame — slowly trickling bytes or dead — is closed, not waited for. One
+sweep of the server (:meth:`_Connection.check`, about once a second) closes a connection whose
+first frame is not complete ``--hello-timeout`` after it connected, and one that has been idle,
+owed no ack, for ``--idle-timeout`` (a native client is told ``bye`` first: that is not an error).
+
+Every connection also counts the bytes of the frame it is receiving against one budget shared by
+all (``--frame-memory``): past it, the connection holding the most is closed. So memory is bounded
+however many connections there are, and a peer hoarding half-sent frames loses them first.
 
 Anything a peer does wrong closes that connection only, with the reason logged and counted under
 ``refused_frames_total{reason}``; a native client is told why in an ``error`` frame first.
@@ -13,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import socket
+import struct
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -28,7 +37,16 @@ from .writer import Work
 if TYPE_CHECKING:
     from .app import Server
 
-__all__ = ["LogConnection", "SyslogConnection", "is_loopback", "peer_host"]
+__all__ = [
+    "LogConnection",
+    "Refused",
+    "SyslogConnection",
+    "is_loopback",
+    "peer_host",
+    "peer_key",
+    "peer_uid",
+    "shown_host",
+]
 
 _T = TypeVar("_T")
 
@@ -39,6 +57,7 @@ _PICKLE: Final = (0x80, 0x7D)
 _CHUNK: Final = 64 * 1024
 _MAX_NAME: Final = 255
 _ACK_BACKLOG: Final = 1024 * 1024  # bytes of unread acks before a client is dropped
+_CRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
 SERVER_NAME: Final = f"safe-rotating-server {_version.__version__}"
 
 
@@ -60,6 +79,52 @@ def peer_host(peer: Any, hostname: str) -> str:
     if is_loopback(peer):
         return hostname
     return str(peer[0])
+
+
+def shown_host(claimed: str, peer: Any, hostname: str, marked: bool) -> str:
+    """The host a record shows, given the name its sender ``claimed`` (a hello's ``host``, a
+    syslog HOSTNAME). A claim is not proof: with a token (``marked``) a server promises that
+    records are attributable, so the claim of a peer on another machine is shown with the
+    address it really came from, ``web-3@10.0.0.5`` (just the address if it claimed that).
+    Local peers keep their claim: they are on this machine either way."""
+    actual = peer_host(peer, hostname)
+    if not marked or claimed == actual or is_loopback(peer):
+        return claimed
+    return f"{claimed}@{actual}"
+
+
+def peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    """The uid of the process at the other end of a Unix socket (``SO_PEERCRED``, Linux);
+    ``None`` over TCP or where the system has no such option."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    sock = writer.get_extra_info("socket")
+    if option is None or sock is None or sock.family != socket.AF_UNIX:
+        return None
+    try:
+        _, uid, _ = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _CRED.size))
+    except (OSError, struct.error):
+        return None
+    return int(uid)
+
+
+def peer_key(peer: Any, uid: int | None) -> str | None:
+    """Who a connection counts against for ``--max-connections-per-peer``: its uid on a Unix
+    socket, its address over TCP (IPv6: its /64, which one machine usually owns whole), and
+    nobody for loopback TCP — every local user shares 127.0.0.1, so a cap there would let one
+    lock out the others; the hello and idle timeouts cover it."""
+    if not isinstance(peer, tuple) or not peer:
+        return None if uid is None else f"uid {uid}"
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%")[0])
+    except ValueError:
+        return str(peer[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def _text(value: Any, default: str = "-") -> str:
@@ -94,7 +159,15 @@ class _Connection:
         self.secure = writer.get_extra_info("sslcontext") is not None
         self.local = is_loopback(self.peer)
         self.host = peer_host(self.peer, server.hostname)
+        self.uid = peer_uid(writer)
+        self.key = peer_key(self.peer, self.uid)  # for --max-connections-per-peer
         self.idle = True  # waiting for the first byte of a frame: nothing buffered
+        self.accepted = time.monotonic()
+        self.idle_since = self.accepted
+        self.greeted = False  # its first frame is complete: the hello timeout is over
+        self.unacked = 0  # batches queued and not acknowledged yet: not idle
+        self.held = 0  # bytes of an unfinished frame, counted in server.frame_bytes
+        self.ended: str | None = None  # closed from outside its task, for this reason
         self.task: asyncio.Task[None] | None = None
 
     async def before(self, deadline: float, read: Awaitable[_T]) -> _T:
@@ -128,35 +201,91 @@ class _Connection:
     def describe(self) -> str:
         if isinstance(self.peer, tuple) and len(self.peer) >= 2:
             return f"{self.kind} from {self.peer[0]}:{self.peer[1]}"
+        if self.uid is not None:
+            return f"{self.kind} on a Unix socket (uid {self.uid})"
         return f"{self.kind} on a Unix socket"
+
+    def may_skip_token(self) -> bool:
+        """May this peer send records without the token (syslog, a stock pickle)? Yes without
+        a token; with one, if ``--allow-untokened`` names it, or its TLS client certificate was
+        verified (``--tls-client-ca``)."""
+        config = self.server.config
+        if config.allows_untokened(self.peer, self.uid):
+            return True
+        return self.secure and config.tls_client_ca is not None
 
     async def run(self) -> None:
         server = self.server
         try:
             await self.serve()
-        except Refused as exc:
+        except asyncio.CancelledError:
+            if self.ended is None and not server.stopping:
+                raise
+        except Exception as exc:
+            if self.ended is None:  # else already closed and counted by whoever ended it
+                self.failed(exc)
+        finally:
+            server.release_frame_bytes(self)
+            if not server.stopping:
+                self.close()
+
+    def failed(self, exc: Exception) -> None:
+        """Close after ``exc`` ended :meth:`serve`, with the reason counted and logged."""
+        server = self.server
+        if isinstance(exc, Refused | ProtocolError):
             self.refuse(exc.reason, exc.detail)
-        except ProtocolError as exc:
-            self.refuse(exc.reason, exc.detail)
-        except asyncio.IncompleteReadError as exc:
+        elif isinstance(exc, asyncio.IncompleteReadError):
             if exc.partial or not self.idle:
                 self.refuse("truncated frame", "the connection closed in the middle of a frame")
-        except asyncio.TimeoutError:
+        elif isinstance(exc, asyncio.TimeoutError):  # before OSError: a subclass on 3.11+
             self.refuse(
                 "read timeout",
                 f"no complete frame within {server.config.read_timeout:g}s of its first byte",
             )
-        except (ConnectionError, OSError) as exc:
+        elif isinstance(exc, ConnectionError | OSError):
             server.log.debug("%s: %s", self.describe(), exc)
-        except asyncio.CancelledError:
-            if not server.stopping:
-                raise
-        except Exception:  # a bug must cost one connection, never the server
-            server.stats.refused["internal error"] += 1
-            server.log.exception("%s: unexpected error; closing it", self.describe())
-        finally:
-            if not server.stopping:
-                self.close()
+        else:  # a bug must cost one connection, never the server, nor a traceback per peer
+            server.internal_error(self.describe(), exc)
+
+    def check(self, now: float) -> None:
+        """The server's sweep: close this connection if its first frame is overdue (counted as
+        refused, "hello timeout"), or if it has been idle for ``--idle-timeout`` with no ack
+        owed (counted under ``connections_closed_total{reason="idle"}``, not logged)."""
+        config = self.server.config
+        if not self.greeted:
+            if now - self.accepted >= config.hello_timeout:
+                self.end(
+                    "hello timeout",
+                    f"no complete first frame within {config.hello_timeout:g}s of connecting "
+                    "(--hello-timeout)",
+                )
+        elif self.idle and not self.unacked and now - self.idle_since >= config.idle_timeout:
+            self.rest(f"idle for {config.idle_timeout:g}s (--idle-timeout)")
+
+    def rest(self, reason: str) -> None:
+        """Close an idle connection: not a refusal, and a native client is told so (``bye``)
+        and comes back when it has records. Counted under connections_closed_total."""
+        if self.ended is not None or self.server.stopping:
+            return
+        self.ended = "idle"
+        self.server.stats.closed["idle"] += 1
+        self.say_bye(reason)
+        self.close()
+        self._cancel()
+
+    def end(self, reason: str, detail: str) -> None:
+        """Refuse this connection from outside its own task (the sweep, the frame budget):
+        counted and logged under ``reason``, its frame's bytes given back at once."""
+        if self.ended is not None or self.server.stopping:
+            return
+        self.ended = reason
+        self.server.release_frame_bytes(self)
+        self.refuse(reason, detail)
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
 
     async def serve(self) -> None:
         raise NotImplementedError
@@ -169,6 +298,9 @@ class _Connection:
 
     def tell_error(self, detail: str) -> None:
         """Say why before closing (only the native dialect has a way to)."""
+
+    def say_bye(self, reason: str) -> None:
+        """Say that an idle close is not a failure (only the native dialect has a way to)."""
 
     def close(self) -> None:
         if not self.writer.is_closing():
@@ -194,10 +326,12 @@ class LogConnection(_Connection):
         max_frame = server.config.max_frame
         while True:
             self.idle = True
-            first = await self.reader.readexactly(1)  # no timer: an idle peer costs nothing
+            self.idle_since = time.monotonic()
+            first = await self.reader.readexactly(1)  # no timer: the server's sweep sees idlers
             self.idle = False
             deadline = asyncio.get_running_loop().time() + server.config.read_timeout
             rest = await self.before(deadline, self._rest_of_frame(first, max_frame))
+            self.greeted = True
             if self.dialect is None:
                 self.dialect = self._choose_dialect(rest[0])
             if self.dialect == "native":
@@ -214,7 +348,20 @@ class LogConnection(_Connection):
             raise Refused(
                 "frame too large", f"a frame of {size} bytes is over the limit of {max_frame}"
             )
-        return await self.reader.readexactly(size)
+        # Read as it comes, counting each part against --frame-memory: a frame that does not
+        # finish holds only what really arrived, and the budget knows whose it is.
+        server = self.server
+        chunks: list[bytes] = []
+        left = size
+        while left:
+            chunk = await self.reader.read(left)
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", size)
+            server.hold_frame_bytes(self, len(chunk))
+            chunks.append(chunk)
+            left -= len(chunk)
+        server.release_frame_bytes(self)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _choose_dialect(self, first: int) -> str:
         if first == _NATIVE:
@@ -225,10 +372,11 @@ class LogConnection(_Connection):
                 f"a first frame starting with byte 0x{first:02x} (neither JSON nor a pickle)",
             )
         config = self.server.config
-        if config.token is not None:
+        if not self.may_skip_token():
             raise Refused(
                 "pickle without token",
-                "a stock SocketHandler cannot send the token this server requires",
+                "a stock SocketHandler cannot send the token this server requires, and "
+                "--allow-untokened does not name this peer",
             )
         if not (self.local or self.secure or config.allow_remote_pickle):
             raise Refused(
@@ -249,6 +397,10 @@ class LogConnection(_Connection):
     def tell_error(self, detail: str) -> None:
         if self.dialect == "native" and not self.writer.is_closing():
             self.writer.write(encode({"type": "error", "reason": detail}))
+
+    def say_bye(self, reason: str) -> None:
+        if self.dialect == "native" and not self.writer.is_closing():
+            self.writer.write(encode({"type": "bye", "reason": reason}))
 
     async def _native(self, payload: bytes) -> None:
         message = decode(payload)
@@ -273,7 +425,8 @@ class LogConnection(_Connection):
         if token is not None:
             given = message.get("token")
             if not isinstance(given, str) or not hmac.compare_digest(
-                given.encode("utf-8"), token.encode("utf-8")
+                given.encode("utf-8", "surrogatepass"),  # JSON may carry a lone surrogate
+                token.encode("utf-8"),
             ):
                 raise Refused("bad token", "a hello without the right token")
         origin = peer_origin(self.peer, self.writer.get_extra_info("socket"))
@@ -287,7 +440,10 @@ class LogConnection(_Connection):
                 "one sent again after a reconnect may be written twice",
             )
         self.client = key
-        self.native_host = _text(message.get("host"), self.host)
+        marked = server.config.token is not None
+        self.native_host = shown_host(
+            _text(message.get("host"), self.host), self.peer, server.hostname, marked
+        )
         self.app = _text(message.get("app"))
         welcome = {
             "type": "welcome",
@@ -317,6 +473,7 @@ class LogConnection(_Connection):
         writer = self.writer
 
         def acknowledge() -> None:
+            self.unacked -= 1
             if writer.is_closing():
                 return
             if writer.transport.get_write_buffer_size() > _ACK_BACKLOG:
@@ -325,6 +482,7 @@ class LogConnection(_Connection):
             writer.write(encode({"type": "ack", "seq": seq}))
 
         assert self.client is not None
+        self.unacked += 1
         # A batch without records has nothing to deduplicate: it never makes a journal entry.
         client = self.client if flats else None
         await server.queue.put(Work(flats, size, client, seq, acknowledge))
@@ -337,12 +495,18 @@ class SyslogConnection(_Connection):
 
     async def serve(self) -> None:
         server = self.server
+        if not self.may_skip_token():
+            raise Refused(
+                "untokened peer",
+                "syslog from a peer that --allow-untokened does not name (the server has a token)",
+            )
         framer = SyslogFramer(server.config.max_frame)
         started = 0.0  # when the pending, unfinished message began
         loop = asyncio.get_running_loop()
         while True:
             self.idle = framer.pending == 0
             if self.idle:
+                self.idle_since = time.monotonic()
                 data = await self.reader.read(_CHUNK)  # no timer while nothing is pending
             else:
                 # One deadline for the whole message: trickling bytes does not extend it.
@@ -356,13 +520,20 @@ class SyslogConnection(_Connection):
                 return
             framer.feed(data)
             messages = list(framer.messages())
+            server.release_frame_bytes(self)
+            if framer.pending:  # an unfinished message counts against --frame-memory
+                server.hold_frame_bytes(self, framer.pending)
             if framer.pending and (self.idle or messages):
                 started = loop.time()  # a new message began in this read
             if messages:
+                self.greeted = True
                 await self._queue(messages)
 
     async def _queue(self, messages: list[bytes]) -> None:
         now = time.time()
         records = [parse_syslog(m, now).to_record(now, self.host) for m in messages]
+        if self.server.config.token is not None and not self.local:
+            for record in records:
+                record["host"] = shown_host(record["host"], self.peer, self.server.hostname, True)
         self.server.stats.received += len(records)
         await self.server.queue.put(Work(records, sum(len(m) for m in messages)))

@@ -40,6 +40,7 @@ class Stats:
     connections_total: int = 0
     dropped: Counter[str] = field(default_factory=Counter)  # records, by reason
     refused: Counter[str] = field(default_factory=Counter)  # frames or connections, by reason
+    closed: Counter[str] = field(default_factory=Counter)  # closed by the server, not refused
 
     @property
     def refused_total(self) -> int:
@@ -59,9 +60,11 @@ def render(
     queue_depth: int,
     connections: int,
     files: Mapping[str, HandlerStats] | None = None,
+    frame_bytes: int = 0,
 ) -> str:
-    """The Prometheus text exposition of ``stats``, the two gauges, and the engine's counters
-    of each output file (``files``: the same :class:`HandlerStats` as ``handler.stats()``)."""
+    """The Prometheus text exposition of ``stats``, the gauges, and the engine's counters
+    of each output file (``files``: the same :class:`HandlerStats` as ``handler.stats()``);
+    ``frame_bytes``: what unfinished frames hold now (bounded by ``--frame-memory``)."""
     out: list[str] = []
 
     def metric(name: str, kind: str, help_text: str, samples: Sequence[tuple[str, float]]) -> None:
@@ -103,8 +106,19 @@ def render(
         stats.format_errors,
     )
     counter("connections_total", "Connections accepted.", stats.connections_total)
+    by_reason(
+        "connections_closed_total",
+        "Connections the server closed without a fault of the peer (idle), by reason.",
+        stats.closed,
+    )
     metric("queue_depth", "gauge", "Records waiting for the writer.", [("", queue_depth)])
     metric("connections", "gauge", "Open connections.", [("", connections)])
+    metric(
+        "frame_memory_bytes",
+        "gauge",
+        "Bytes held by frames still being received, all connections together.",
+        [("", frame_bytes)],
+    )
     if files:
         _render_files(metric, files)
     return "\n".join(out) + "\n"
