@@ -241,6 +241,25 @@ def test_the_client_comes_back_quietly_after_an_idle_close(
         assert stats.acked == 2
 
 
+def test_idle_stock_connections_are_closed_only_when_connections_are_scarce(
+    tmp_path: Path,
+) -> None:
+    # A stock SocketHandler cannot be told "bye": it would lose the next record into the closed
+    # socket. So its idle connection stays open until connections run short (3 of 4 here).
+    args = ["--format", "%(message)s", "--idle-timeout", "0.3", "--max-connections", "4"]
+    with run_server(tmp_path, *args) as server:
+        stock = connect(server)
+        payload = pickle.dumps({"name": "stock", "msg": "one stock record", "levelno": 20}, 1)
+        stock.sendall(struct.pack(">I", len(payload)) + payload)
+        server.assert_lands("one stock record")
+        assert not closed_by_server(stock, timeout=1.5), "closed while connections were plenty"
+        others = [connect(server), connect(server)]  # three of four in use: scarce
+        assert closed_by_server(stock, timeout=3.0)
+        assert server.metrics()['connections_closed_total{reason="idle"}'] == 1
+        for sock in (stock, *others):
+            sock.close()
+
+
 # -- errors ----------------------------------------------------------------------------------------
 @pytest.fixture(params=["orjson", "json"])
 def json_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:

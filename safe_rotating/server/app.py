@@ -357,6 +357,15 @@ class Server:
         )
         self.log.debug("%s: unexpected error", where, exc_info=exc)
 
+    def crowded(self, key: str | None) -> bool:
+        """Are connections scarce: three quarters of ``--max-connections`` open, or ``key``'s
+        peer at its ``--max-connections-per-peer``? Then idle stock-pickle and syslog
+        connections are closed too (see ``_Connection.check``)."""
+        config = self.config
+        if 4 * len(self.connections) >= 3 * config.max_connections:
+            return True
+        return key is not None and self._per_peer[key] >= config.max_connections_per_peer
+
     def hold_frame_bytes(self, connection: _Connection, size: int) -> None:
         """``connection`` received ``size`` more bytes of a frame it has not finished. When
         unfinished frames together pass ``--frame-memory``, the connection holding the most is
@@ -376,6 +385,12 @@ class Server:
             if victim is connection:
                 raise Refused("frame memory", detail)
             victim.end("frame memory", detail)
+            if victim.held:  # not ended (the server is stopping): the caller gives way
+                raise Refused(
+                    "frame memory",
+                    f"unfinished frames held {self.frame_bytes} bytes, over --frame-memory "
+                    f"({limit}), while stopping",
+                )
 
     def release_frame_bytes(self, connection: _Connection) -> None:
         """``connection`` finished its frame, or ended: its bytes leave the budget."""

@@ -160,7 +160,9 @@ def parser() -> argparse.ArgumentParser:
         "--max-connections-per-peer",
         metavar="N",
         help="open connections per remote address (IPv6: per /64) and per uid on a Unix socket "
-        "(default 256); loopback TCP clients all share 127.0.0.1 and are not capped this way",
+        "(default 1024: one sender cannot take all of --max-connections, while a host of many "
+        "worker processes fits); loopback TCP clients all share 127.0.0.1 and are not capped "
+        "this way",
     )
     lim.add_argument(
         "--hello-timeout",
@@ -171,8 +173,11 @@ def parser() -> argparse.ArgumentParser:
     lim.add_argument(
         "--idle-timeout",
         metavar="SECONDS",
-        help="close a connection that has sent nothing and is owed nothing for this long "
-        "(default 300); LogServerHandler reconnects when it next has records, quietly",
+        help="close a LogServerHandler connection that has sent nothing and is owed nothing "
+        "for this long (default 300): told 'bye', it reconnects when it next has records, "
+        "quietly. Idle stock-pickle and syslog connections, whose senders would lose a record, "
+        "are closed so only while connections are scarce (3/4 of --max-connections in use, or "
+        "the peer at --max-connections-per-peer)",
     )
     lim.add_argument(
         "--frame-memory",

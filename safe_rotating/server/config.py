@@ -46,7 +46,7 @@ DEFAULT_DRAIN_TIMEOUT: Final = 5.0
 DEFAULT_FORWARD_QUEUE: Final = 100_000
 DEFAULT_HELLO_TIMEOUT: Final = 10.0  # seconds from accept to the first complete frame
 DEFAULT_IDLE_TIMEOUT: Final = 300.0  # seconds a connection may wait with nothing under way
-DEFAULT_MAX_PER_PEER: Final = 256  # connections per remote address (IPv6: per /64) or Unix uid
+DEFAULT_MAX_PER_PEER: Final = 1024  # connections per remote address (IPv6: /64) or Unix uid
 DEFAULT_FRAME_MEMORY: Final = 64 * 1024 * 1024  # bytes of unfinished frames, all connections
 FACILITIES: Final = logging.handlers.SysLogHandler.facility_names  # "user" -> 1, "local0" -> 16
 

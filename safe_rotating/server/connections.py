@@ -5,7 +5,8 @@ of a frame (or of a syslog message) has arrived, the rest must arrive within ``-
 a peer that stops mid-frame — slowly trickling bytes or dead — is closed, not waited for. One
 sweep of the server (:meth:`_Connection.check`, about once a second) closes a connection whose
 first frame is not complete ``--hello-timeout`` after it connected, and one that has been idle,
-owed no ack, for ``--idle-timeout`` (a native client is told ``bye`` first: that is not an error).
+owed no ack, for ``--idle-timeout`` (a native client is told ``bye`` first: that is not an error;
+stock-pickle and syslog senders cannot be told, so theirs only while connections are scarce).
 
 Every connection also counts the bytes of the frame it is receiving against one budget shared by
 all (``--frame-memory``): past it, the connection holding the most is closed. So memory is bounded
@@ -250,7 +251,12 @@ class _Connection:
     def check(self, now: float) -> None:
         """The server's sweep: close this connection if its first frame is overdue (counted as
         refused, "hello timeout"), or if it has been idle for ``--idle-timeout`` with no ack
-        owed (counted under ``connections_closed_total{reason="idle"}``, not logged)."""
+        owed (counted under ``connections_closed_total{reason="idle"}``, not logged).
+
+        Only a native client is told ``bye`` and comes back without losing a record. A stock
+        ``SocketHandler`` or a syslog sender writes its next record into the closed socket and
+        loses it (the stdlib's handler even two), so their idle connections are closed only when
+        the server is crowded (:meth:`Server.crowded`): then the slot matters more."""
         config = self.server.config
         if not self.greeted:
             if now - self.accepted >= config.hello_timeout:
@@ -259,8 +265,17 @@ class _Connection:
                     f"no complete first frame within {config.hello_timeout:g}s of connecting "
                     "(--hello-timeout)",
                 )
-        elif self.idle and not self.unacked and now - self.idle_since >= config.idle_timeout:
+        elif (
+            self.idle
+            and not self.unacked
+            and now - self.idle_since >= config.idle_timeout
+            and (self.says_bye() or self.server.crowded(self.key))
+        ):
             self.rest(f"idle for {config.idle_timeout:g}s (--idle-timeout)")
+
+    def says_bye(self) -> bool:
+        """Can this dialect tell its peer that an idle close is not a failure?"""
+        return False
 
     def rest(self, reason: str) -> None:
         """Close an idle connection: not a refusal, and a native client is told so (``bye``)
@@ -397,6 +412,9 @@ class LogConnection(_Connection):
     def tell_error(self, detail: str) -> None:
         if self.dialect == "native" and not self.writer.is_closing():
             self.writer.write(encode({"type": "error", "reason": detail}))
+
+    def says_bye(self) -> bool:
+        return self.dialect == "native"
 
     def say_bye(self, reason: str) -> None:
         if self.dialect == "native" and not self.writer.is_closing():
