@@ -44,6 +44,7 @@ from ._lock import DIRTY, STAGED, SidecarLock
 from ._rotation import Backup, Retention
 from ._schedule import COMPRESSED_SUFFIXES, Schedule, order_key, parse_timed_name
 from ._staging import IndexState, Slot, from_names, next_move, normal
+from .exceptions import UnsafeFileError
 
 __all__ = ["Janitor", "StagedSet", "janitor_path", "move_any", "remove_any", "taken"]
 
@@ -125,7 +126,7 @@ class StagedSet:
 
     def load(self, lock: SidecarLock) -> IndexState:
         flags, counters = lock.state()
-        if flags & STAGED and not flags & DIRTY:
+        if flags & STAGED and not flags & DIRTY and _plausible(counters):
             state = normal(IndexState(*counters))
             # Two lookups catch files added or removed by hand (or by an older release) at
             # the old end of the set, where they would change what "oldest" means.
@@ -159,7 +160,8 @@ class StagedSet:
                 numbers.append(n)
                 n += 1
         _, counters = lock.state()
-        renames, state = from_names(numbers, pending, max(counters[4], 1))
+        hi = counters[4] if 1 <= counters[4] < _LARGEST_COUNTER else 1
+        renames, state = from_names(numbers, pending, hi)
         lock.set_flags(STAGED | DIRTY)
         for source, dest in renames:
             move_any(self.name(source), self.name(dest))
@@ -223,6 +225,12 @@ class StagedSet:
         while state.total > keep:
             oldest = state.oldest()
             assert oldest is not None
+            if not taken(self.name(oldest)):  # the table is not what the names say
+                state = self.rescan(lock)
+                if state.total <= keep:
+                    break
+                oldest = state.oldest()
+                assert oldest is not None
             lock.set_flags(STAGED | DIRTY)
             _step("staged:remove")
             remove_any(self.name(oldest))
@@ -246,6 +254,21 @@ class StagedSet:
             if deadline and done % 8 == 7 and (time.monotonic() > deadline or lock.wanted_since()):
                 break
         return state
+
+
+# The table is writable by everyone who may log, so its counters are checked before they drive
+# a loop: a set larger than this, or a counter this large, was not written by a rotation (a
+# billion rotations a day would take three thousand years to reach the counter bound).
+_LARGEST_SET = 1 << 20
+_LARGEST_COUNTER = 1 << 60
+
+
+def _plausible(counters: tuple[int, int, int, int, int]) -> bool:
+    """Could a rotation have left these counters (see :class:`IndexState`)? Else rescan."""
+    if not all(0 <= n < _LARGEST_COUNTER for n in counters):
+        return False
+    state = IndexState(*counters)
+    return state.b >= 1 and state.lo <= state.hi and state.total <= _LARGEST_SET
 
 
 def _lstat(path: str) -> os.stat_result | None:
@@ -714,6 +737,10 @@ class Janitor:
             source, st = _safefs.open_to_read(name, "a backup to compress")
         except FileNotFoundError:
             return False
+        except UnsafeFileError as exc:
+            if exc.errno == errno.ESTALE:
+                return False  # renumbered while we opened it: looked at again next time
+            return self._compress_failed(name, compression, exc, _lstat(name))
         except OSError as exc:
             return self._compress_failed(name, compression, exc, _lstat(name))
         temp = ""

@@ -379,6 +379,9 @@ class LogFile:
             if old >= 0:
                 self._fd = -1  # the next record looks at the path again, and so on
                 os.close(old)
+            # Written since the last check into the file now removed: again, once we can.
+            self._rewrite += b"".join(self._unconfirmed)
+            self._unconfirmed.clear()
             raise UnsafeFileError(
                 exc.errno, f"{exc.strerror}. Until then records cannot be written"
             ) from exc
