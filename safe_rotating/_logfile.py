@@ -45,7 +45,6 @@ Not thread-safe: a facade serialises its callers (the handler's lock, the server
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
 import os
 import stat
@@ -212,7 +211,8 @@ class LogFile:
         self._trouble: _RotationTrouble | None = None
         self._warned: set[str] = set()
         self._opened = False  # the path was opened once: from now on it must be a plain file
-        self._configured: tuple[int, int] | None = None  # a link at the path at the first open
+        # A link at the path at the first open: its text, and the file it led to then.
+        self._configured: tuple[str, str] | None = None
         # The path holds a link or FIFO we refuse while we write to the file we had (reported
         # once, then None again when a proper file is opened), and the lock's refusal, told.
         self._refusal: UnsafeFileError | None = None
@@ -283,9 +283,10 @@ class LogFile:
     def _open_path(self) -> int:
         """Open the log file at the path, creating it if missing.
 
-        The first open takes the path as configured (see the module docstring); a link found
-        there then stays trusted as long as the path holds that very link, and its target is
-        opened without following another. Everything else goes through :mod:`._safefs`.
+        The first open takes the path as configured (see the module docstring). A link found
+        there stays trusted while the path holds a link with the same text: then the file it
+        led to at the first open is opened again (never through the link itself, so swapping
+        links in between gains nothing). Everything else goes through :mod:`._safefs`.
         Raises :class:`UnsafeFileError` for a link or anything but a regular file at the path.
         """
         path = self.path
@@ -298,15 +299,37 @@ class LogFile:
             raise _explain(exc, "open the log file", path) from None
         if here is not None and not stat.S_ISREG(here.st_mode):
             if not self._opened:
-                self._configured = (here.st_dev, here.st_ino)
-                fd = self._open_following(path, flags)
+                fd = self._open_configured(path, here, flags)
                 self._opened = True
                 return fd
-            if stat.S_ISLNK(here.st_mode) and (here.st_dev, here.st_ino) == self._configured:
-                path = self._configured_target(path)
+            configured = self._configured
+            if configured is not None and stat.S_ISLNK(here.st_mode):
+                with contextlib.suppress(OSError):
+                    if os.readlink(path) == configured[0]:
+                        path = configured[1]
         fd = self._open_plain(path, flags)
         self._opened = True
         return fd
+
+    def _open_configured(self, path: str, here: os.stat_result, flags: int) -> int:
+        """The first open of a path that is not a plain file: a link is trusted as configured
+        and resolved once — a regular (or missing) target is then opened or created like any
+        log file, so ``chmod``/``owner`` apply to a target it creates; a device or a FIFO
+        (``/dev/stdout``) is opened as ``FileHandler`` would."""
+        if stat.S_ISLNK(here.st_mode):
+            real = os.path.realpath(path)
+            try:
+                kind: int | None = os.lstat(real).st_mode
+            except FileNotFoundError:
+                kind = None
+            except OSError as exc:
+                raise _explain(exc, "open the log file", path) from None
+            if kind is None or stat.S_ISREG(kind):
+                fd = self._open_plain(real, flags)
+                with contextlib.suppress(OSError):
+                    self._configured = (os.readlink(path), real)
+                return fd
+        return self._open_following(path, flags)
 
     def _open_following(self, path: str, flags: int) -> int:
         """The stdlib's open of a configured path (a link followed, a device opened)."""
@@ -328,22 +351,6 @@ class LogFile:
             return fd
         except OSError as exc:
             raise _explain(exc, "open the log file", path) from None
-
-    def _configured_target(self, path: str) -> str:
-        """Where the link configured at ``path`` points, read while the path still holds it
-        (a link's text never changes: a new one is a new inode, which is refused)."""
-        try:
-            target = os.readlink(path)
-            again = os.lstat(path)
-        except OSError as exc:
-            raise _explain(exc, "open the log file", path) from None
-        if (again.st_dev, again.st_ino) != self._configured:
-            raise UnsafeFileError(
-                errno.ESTALE, f"refusing to open the log file {path!r}: it was replaced while "
-                "being opened; remove what is there, and make sure only trusted users can write "
-                "the directory",
-            )  # fmt: skip
-        return os.path.join(os.path.dirname(path), target)
 
     def _open_plain(self, path: str, flags: int) -> int:
         """A regular file at ``path``, never through a link: created ``O_EXCL`` 0600 and then

@@ -602,3 +602,37 @@ def test_a_log_path_that_is_a_symlink_from_the_start_keeps_working(
     assert os.path.islink(shared_dir.join("app.log.2")) or os.path.islink(
         shared_dir.join("app.log.1")
     )
+
+
+def test_a_configured_symlink_whose_target_is_moved_away_is_followed_to_a_new_target(
+    shared_dir: SharedDir,
+) -> None:
+    """The link configured at start stays trusted while the path holds that very link: when
+    its target is moved away (an external rotation), a new target is created where it points.
+    A different link put in its place is refused."""
+    real = os.path.join(outside(shared_dir), "real.log")
+    path = shared_dir.join("app.log")
+    os.symlink(real, path)
+    running = handler(shared_dir, maxBytes=0)
+    records(running, 0, 5)
+    os.rename(real, real + ".old")
+    time.sleep(1.05)  # AUDIT_EVERY
+    records(running, 5, 5)
+    with open(real, "rb") as current:
+        assert [parse_line(line) for line in current.read().splitlines()][0] is not None
+    assert os.path.islink(path)
+    target = victim(shared_dir)
+    before = Snapshot.of(target)
+    shared_dir.run(_replace_with_link, target, path)
+    os.rename(real, real + ".older")
+    time.sleep(1.05)
+    records(running, 10, 5)
+    running.close()
+    assert Snapshot.of(target) == before
+    assert len(running.failures) == 1
+    assert "symbolic link" in str(running.failures[0])
+    found: set[int] = set()
+    for name in ("real.log.old", "real.log.older"):
+        with open(os.path.join(outside(shared_dir), name), "rb") as moved:
+            found |= {p[1] for line in moved.read().splitlines() if (p := parse_line(line))}
+    assert found == set(range(15))  # the last five went to the file it had: "real.log.older"
