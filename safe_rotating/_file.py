@@ -364,6 +364,12 @@ class SafeRotatingFileHandler(_Facade, logging.handlers.RotatingFileHandler):
         Where the sidecar lock file ``.<name>.lock`` lives (default: beside the log).
     ``chmod`` / ``owner``
         Permission mode and ``(user, group)`` for the log and lock files this handler creates.
+        Every file it creates in the directory starts as mode 0600 and gets these only once it
+        is checked to be the regular file just created; nothing there is opened through a
+        symbolic link, except a link that is already at the log path when the handler first
+        opens it (as with ``FileHandler``). A link or FIFO that appears there later, put by
+        anyone else who may write the directory, is refused and reported once through
+        ``handleError``.
     ``compress``
         ``"gzip"`` or ``"zstd"``: backups are compressed in the background, never by a writer
         waiting for it (``use_gzip=True`` is accepted for ``"gzip"``).

@@ -740,7 +740,9 @@ class Janitor:
         except UnsafeFileError as exc:
             if exc.errno == errno.ESTALE:
                 return False  # renumbered while we opened it: looked at again next time
-            return self._compress_failed(name, compression, exc, _lstat(name))
+            # Not remembered by inode (a link's number is soon reused): refused again, quietly,
+            # whenever a full pass meets it.
+            return self._compress_failed(name, compression, exc, None)
         except OSError as exc:
             return self._compress_failed(name, compression, exc, _lstat(name))
         temp = ""

@@ -618,8 +618,10 @@ def test_a_configured_symlink_whose_target_is_moved_away_is_followed_to_a_new_ta
     os.rename(real, real + ".old")
     time.sleep(1.05)  # AUDIT_EVERY
     records(running, 5, 5)
-    with open(real, "rb") as current:
-        assert [parse_line(line) for line in current.read().splitlines()][0] is not None
+    with open(real, "rb") as current:  # a new file where the link points
+        lines = current.read().splitlines()
+    assert {p[1] for line in lines if (p := parse_line(line))} == set(range(5, 10))
+    assert stat.S_IMODE(os.stat(real).st_mode) == 0o660, "created with the handler's chmod"
     assert os.path.islink(path)
     target = victim(shared_dir)
     before = Snapshot.of(target)
