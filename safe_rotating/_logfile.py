@@ -219,6 +219,7 @@ class LogFile:
         self._refusal_told = False
         self._refused_as: str | None = None  # what was found, to tell a new episode
         self._lock_refusal_told = False
+        self._unsafe = False  # either refusal is set or was: _news has something to look at
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -403,6 +404,7 @@ class LogFile:
             told.__cause__ = exc
             self._refusal, self._refusal_told = told, False
             self._refused_as = exc.strerror
+            self._unsafe = True
 
     def _news(self) -> Exception | None:
         """A refusal not yet reported (the log path's, else the lock's), once per episode."""
@@ -413,6 +415,7 @@ class LogFile:
         lock_refusal = self._lock.refusal
         if lock_refusal is None:
             self._lock_refusal_told = False
+            self._unsafe = refusal is not None
         elif not self._lock_refusal_told:
             self._lock_refusal_told = True
             told = UnsafeFileError(
@@ -690,7 +693,9 @@ class LogFile:
             if end - policy.max_bytes > self.largest_overshoot:
                 self.largest_overshoot = end - policy.max_bytes
             problem = self._try_rollover(1) or problem
-        return problem or self._news()
+        if self._unsafe and problem is None:  # one attribute look on the hot path
+            problem = self._news()
+        return problem
 
     def check(self, now: float | None = None) -> None:
         """Follow a rotation done by another process; runs at most every :data:`CHECK_EVERY`.
@@ -718,10 +723,12 @@ class LogFile:
         """Do the paths still name the files we hold? Follow a deleted or replaced file."""
         self._next_audit = now + AUDIT_EVERY
         if not self._lock.names_its_file():
-            self._lock.reopen()
+            self._lock.reopen()  # keeps ours if the path holds something it refuses
             self._open_current()
         elif not self._names_our_file():
             self._open_current()
+        if self._lock.refusal is not None:
+            self._unsafe = True
 
     def _write_all(self, fd: int, data: bytes) -> None:
         if self._torn or self._glue:  # a line was cut short (by us, or by a killed process)
@@ -901,6 +908,8 @@ class LogFile:
             return self._lock.acquire(timeout, abandon=abandon, announce=True)
         finally:
             self.lock_waits.add(_monotonic() - started)
+            if self._lock.refusal is not None:  # it kept its file: say so (see _news)
+                self._unsafe = True
 
     def _keep(self) -> int:
         """How many backups a rotation keeps: ours, or more if a running process keeps more."""
@@ -1039,14 +1048,16 @@ class LogFile:
         most = most or limit
         total = sum(map(len, records))
         if total <= most and self._end + total <= limit:  # the usual case: no cut, no loop
-            return self._write_chunk(records, last=True) or problem or self._news()
+            problem = self._write_chunk(records, last=True) or problem
+            return problem or (self._news() if self._unsafe else None)
         for record in records:
             if chunk and (self._end + size + len(record) > limit or size + len(record) > most):
                 problem = self._write_chunk(chunk) or problem
                 chunk, size = [], 0
             chunk.append(record)
             size += len(record)
-        return self._write_chunk(chunk) or problem or self._news()
+        problem = self._write_chunk(chunk) or problem
+        return problem or (self._news() if self._unsafe else None)
 
     def _ends_a_line(self) -> bool:
         """Does the file end with a newline? A process killed (SIGKILL) in the middle of a
