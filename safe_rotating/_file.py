@@ -555,9 +555,12 @@ class SafeTimedRotatingFileHandler(_Facade, logging.handlers.TimedRotatingFileHa
         return self._schedule.compute_rollover(currentTime)
 
     def shouldRollover(self, record: logging.LogRecord) -> int:
-        """Is ``record`` due for a new period, or would it push the file past ``maxBytes``?"""
+        """Is ``record`` due for a new period, or would it push the file past ``maxBytes``?
+
+        A record dated after the clock counts as written now, as when it is written: only the
+        clock moves the schedule."""
         with self._handler_lock():
-            if record.created >= self.rolloverAt:
+            if min(record.created, time.time()) >= self.rolloverAt:
                 return True
             if not self.maxBytes:
                 return False

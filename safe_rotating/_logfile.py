@@ -75,6 +75,9 @@ from .exceptions import LockTimeout, RotationError, UnsafeFileError
 
 __all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile"]
 
+# More files in one period than this means a count in the lock table nobody wrote honestly.
+_MOST_PERIOD_FILES = 1 << 31
+
 # Read access too, for one look at a file's last byte per batch (see _ends_a_line); a file we
 # may only write is opened write-only.
 _OPEN_FLAGS = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
@@ -633,7 +636,9 @@ class LogFile:
 
         flags, (cached_key, count, *_) = lock.state() if lock.extended else (0, (0, 0))
         n = -1
-        if flags & KNOWN and cached_key == key and not self._taken(name(count)):
+        # The count comes from a file others may write: only a plausible one is believed.
+        plausible = 0 <= count < _MOST_PERIOD_FILES
+        if flags & KNOWN and cached_key == key and plausible and not self._taken(name(count)):
             n = count
         elif not self._taken(name(0)) and not self._taken(name(1)):
             n = 0
@@ -651,7 +656,8 @@ class LogFile:
         highest = 0
         for entry in os.listdir(directory or "."):
             parsed = parse_timed_name(entry, base, self._schedule.stamp_pattern)
-            if parsed is not None and parsed.stamp == stamp:
+            # A name numbered past any honest count (planted?) is not continued from.
+            if parsed is not None and parsed.stamp == stamp and parsed.n < _MOST_PERIOD_FILES:
                 highest = max(highest, parsed.n)
         return highest
 

@@ -14,9 +14,11 @@ import logging
 import os
 import stat
 import struct
+import sys
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from safe_rotating import (
     RecordsLost,
     SafeRotatingFileHandler,
     SafeRotatingWarning,
+    SafeTimedRotatingFileHandler,
     UnsafeFileError,
     _janitor,
 )
@@ -232,6 +235,50 @@ def test_forged_backup_counters_in_the_lock_table_cost_no_more_than_a_rescan(
     assert set(range(15, 65)) <= logged(shared_dir.path)
     backups = [n for n in os.listdir(shared_dir.path) if n.startswith("app.log.")]
     assert len(backups) <= 5, backups
+
+
+class TimedRecording(SafeTimedRotatingFileHandler):
+    """``SafeTimedRotatingFileHandler`` keeping what goes to ``handleError``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures: list[BaseException] = []
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        failure = sys.exc_info()[1]
+        assert failure is not None
+        self.failures.append(failure)
+
+
+def _forge_period_count(lock: str, stamp: str, count: int) -> None:
+    fd = os.open(lock, os.O_WRONLY)
+    try:  # KNOWN, then the period's key and the number of its files so far
+        os.pwrite(fd, struct.pack("<6Q", 1, zlib.crc32(stamp.encode()) + 1, count, 0, 0, 0), 80)
+    finally:
+        os.close(fd)
+
+
+def test_a_forged_count_of_a_periods_files_does_not_stop_time_rotation(
+    shared_dir: SharedDir,
+) -> None:
+    """The table says this second's period already has 2**64 - 1 files. Before: the rotation
+    named the file after that count and failed to record the next one, at every boundary."""
+    path = shared_dir.join("app.log")
+    running = TimedRecording(path, when="S", backupCount=0, chmod=0o660)
+    running.setFormatter(logging.Formatter("%(message)s"))
+    rotated: list[str] = []
+    for attempt in range(3):
+        time.sleep(1.05 - time.time() % 1)  # just after a whole second: 0.9 s ahead
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(int(time.time())))
+        records(running, attempt * 10, 5)
+        shared_dir.run(_forge_period_count, shared_dir.join(".app.log.lock"), stamp, 2**64 - 1)
+        time.sleep(1.05 - time.time() % 1)
+        records(running, attempt * 10 + 5, 5)  # the first one rotates the period of ``stamp``
+        rotated += [n for n in os.listdir(shared_dir.path) if n.startswith(f"app.log.{stamp}")]
+    running.close()
+    assert not running.failures, running.failures
+    assert len(rotated) == 3, rotated
+    assert logged(shared_dir.path) == {a * 10 + n for a in range(3) for n in range(10)}
 
 
 # -- case 12 and the backup set: nothing is read through a link ----------------------------------

@@ -272,6 +272,21 @@ def test_a_file_mode_record_dated_9999_does_not_move_the_shared_schedule(tmp_pat
     assert [p.read_text() for p in backups(tmp_path)] == ["first\ndated 9999\n"]
 
 
+def test_should_rollover_agrees_that_a_record_dated_9999_is_written_now(tmp_path: Path) -> None:
+    """``shouldRollover`` (called by logging tools, and by subclasses) says what ``emit`` does:
+    a record dated after the clock belongs to the current period."""
+    start_of_a_second()
+    handler = SafeTimedRotatingFileHandler(tmp_path / "app.log", when="S")
+    try:
+        emit(handler, "opens the file and the schedule")
+        future = logging.makeLogRecord({"msg": "x", "created": YEAR_9999})
+        assert not handler.shouldRollover(future)
+        time.sleep(max(0.0, handler.rolloverAt - time.time()) + 0.05)
+        assert handler.shouldRollover(logging.makeLogRecord({"msg": "now due"}))
+    finally:
+        handler.close()
+
+
 @pytest.mark.parametrize("bogus", [YEAR_9999 + 1, math.inf, math.nan])
 def test_a_poisoned_schedule_in_the_lock_table_is_computed_again(
     tmp_path: Path, bogus: float
