@@ -27,7 +27,10 @@ from safe_rotating._pickle import (
 )
 from tests.test_pickle import make_record, stock_payload
 
-BUDGET = 0.2  # seconds per decode
+# Seconds per decode: a liveness bound, not a speed target. The worst frames the limits admit
+# take well under 0.1 s on an idle core; the margin is for a loaded 2-core CI machine. What it
+# catches is exponential work (the 2**60 hash), which no margin would hide.
+BUDGET = 1.0
 FUZZ = settings(
     max_examples=150,
     deadline=None,  # timed by each test itself, around the decode only
