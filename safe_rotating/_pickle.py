@@ -73,7 +73,7 @@ class _NoGlobals(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> NoReturn:
         raise PickleRefused(
-            "pickle global", f"a pickle that references {module}.{name} (globals are refused)"
+            "pickle global", f"a pickle that references {module!r}.{name!r} (globals are refused)"
         )
 
     def persistent_load(self, pid: Any) -> NoReturn:

@@ -26,11 +26,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
 
+from .._escape import escape
 from .._pickle import decode_pickle
 from .._syslog import parse as parse_syslog
 from .._wire import LENGTH, ProtocolError
-from .config import Address, ServerConfig
+from .config import Address, ServerConfig, untokened_gap
 from .connections import (
+    EVICT_QUIET,
     LogConnection,
     Refused,
     SyslogConnection,
@@ -44,7 +46,7 @@ from .metrics import Stats, render, serve_metrics
 from .state import Journal
 from .writer import Work, WorkQueue, Writer
 
-__all__ = ["Server", "activated_sockets", "bind_unix"]
+__all__ = ["STREAM_LIMIT", "Server", "activated_sockets", "bind_unix", "one_line"]
 
 LINGER: Final = 0.25  # seconds for bytes already sent to be read once stopping starts
 _POLL: Final = 0.05  # seconds between looks at the connections while they finish
@@ -52,6 +54,10 @@ _NOTE_EVERY: Final = 10.0  # seconds of one window of the refusal log
 _NOTE_MOST: Final = 5  # refusals logged per reason and window; the rest are counted
 _ERROR_EVERY: Final = 60.0  # an internal error is logged once per kind and place a minute
 _SWEEP_MOST: Final = 1.0  # seconds between sweeps at most (hello and idle timeouts, note counts)
+# What a connection's StreamReader buffers beyond what its task has taken (asyncio's default is
+# 64 KiB). It holds bytes that --frame-memory does not count: those a peer sends while its task
+# waits for room in the full queue. Reading pauses once more than twice this is buffered.
+STREAM_LIMIT: Final = 16 * 1024
 
 ConnectionFactory = Callable[["Server", asyncio.StreamReader, asyncio.StreamWriter], _Connection]
 
@@ -83,7 +89,10 @@ def bind_unix(path: str, mode: int) -> socket.socket:
     """A Unix stream socket bound at ``path`` with permission ``mode`` from the first instant.
 
     A stale socket file left by a server that died is replaced; a live one (something accepts
-    connections on it) or any other kind of file is not.
+    connections on it) or any other kind of file is not. The mode comes from the umask around
+    ``bind`` (a socket file is created ``0o777 & ~umask``), never from a ``chmod`` afterwards:
+    that follows symbolic links, so in a directory a neighbour may write, swapping the socket for
+    a link in between would have root change the mode of any file.
     """
     with contextlib.suppress(FileNotFoundError):
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -106,8 +115,14 @@ def bind_unix(path: str, mode: int) -> socket.socket:
         raise
     finally:
         os.umask(previous)
-    os.chmod(path, mode)
     return sock
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line of the server's own log: control characters escaped by the rule
+    records follow (:mod:`safe_rotating._escape`), and a line feed written ``\\n`` as well,
+    since a refusal's detail is one line."""
+    return escape(text.replace("\n", "\\n"))
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -208,10 +223,9 @@ class Server:
         self, factory: ConnectionFactory
     ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if self.stopping or len(self.connections) >= self.config.max_connections:
-                reason = "stopping" if self.stopping else "too many connections"
-                self.stats.refused[reason] += 1
-                self.note(reason, f"closed a new connection: {reason}")
+            if self.stopping:
+                self.stats.refused["stopping"] += 1
+                self.note("stopping", "closed a new connection: stopping")
                 writer.close()
                 return
             connection = factory(self, reader, writer)
@@ -224,6 +238,17 @@ class Server:
                     reason,
                     f"closed a new {connection.describe()}: {key} has {most} open "
                     "(--max-connections-per-peer)",
+                )
+                writer.close()
+                return
+            if len(self.connections) >= self.config.max_connections and not self.make_room():
+                reason = "too many connections"
+                self.stats.refused[reason] += 1
+                self.note(
+                    reason,
+                    f"closed a new {connection.describe()}: {reason} (--max-connections "
+                    f"{self.config.max_connections}), and each has work under way or sent "
+                    f"records within {EVICT_QUIET:g}s",
                 )
                 writer.close()
                 return
@@ -251,7 +276,9 @@ class Server:
         if address.path is not None:
             sock = bind_unix(address.path, self.config.unix_mode)
             self._unix_paths.append(address.path)
-            listener = await asyncio.start_server(handle, sock=sock, backlog=1024)
+            listener = await asyncio.start_server(
+                handle, sock=sock, backlog=1024, limit=STREAM_LIMIT
+            )
         else:
             listener = await asyncio.start_server(
                 handle,
@@ -261,6 +288,7 @@ class Server:
                 ssl_handshake_timeout=self.config.read_timeout if tls else None,
                 reuse_address=True,
                 backlog=1024,
+                limit=STREAM_LIMIT,
             )
         self._listeners.append(listener)
         kind = "syslog-tcp" if factory is SyslogConnection else "listen"
@@ -282,19 +310,21 @@ class Server:
         syslog = name.startswith("syslog")
         where = f"systemd fd {sock.fileno()} {name or ''}".rstrip()
         config = self.config
-        if config.token is not None and not config.allow_untokened:
-            stream = sock.type == socket.SOCK_STREAM
-            authenticated = stream and sock.family != socket.AF_UNIX and config.tls_client_ca
-            if (syslog or not stream) and not authenticated:
-                raise OSError(
-                    f"{where} takes records without the token: name its senders with "
-                    "--allow-untokened (a network, or uid:NAME for a Unix socket)"
-                )
-        if sock.type == socket.SOCK_STREAM:
+        stream = sock.type == socket.SOCK_STREAM
+        if config.token is not None and (syslog or not stream):
+            gap = untokened_gap(
+                config.allow_untokened,
+                config.tls_client_ca,
+                unix=sock.family == socket.AF_UNIX,
+                datagram=not stream,
+            )
+            if gap is not None:
+                raise OSError(f"{where} takes records without the token, but {gap}")
+        if stream:
             factory: ConnectionFactory = SyslogConnection if syslog else LogConnection
             secure = tls if sock.family != socket.AF_UNIX else None
             listener = await asyncio.start_server(
-                self._connected(factory), sock=sock, ssl=secure, backlog=1024
+                self._connected(factory), sock=sock, ssl=secure, backlog=1024, limit=STREAM_LIMIT
             )
             self._listeners.append(listener)
             self.addresses.append(f"{'syslog-tcp' if syslog else 'listen'} {where}")
@@ -312,7 +342,11 @@ class Server:
         self, reason: str, detail: str, *, every: float = _NOTE_EVERY, most: int = _NOTE_MOST
     ) -> None:
         """Log a refusal; floods are cut to ``most`` lines per reason every ``every`` seconds
-        (all are counted in the metrics; the sweep logs how many were not shown)."""
+        (all are counted in the metrics; the sweep logs how many were not shown).
+
+        ``detail`` may hold a peer's text (a global a pickle names, an exception's message):
+        it is written on one line with control characters escaped (:func:`one_line`), so no
+        peer can start a line of the server's own log, nor send its terminal escape codes."""
         now = time.monotonic()
         window = self._noted.get(reason)
         if window is None or now - window[0] >= window[3]:
@@ -321,7 +355,7 @@ class Server:
             window = self._noted[reason] = [now, 0, 0, every]
         if window[1] < most:
             window[1] += 1
-            self.log.warning("%s", detail)
+            self.log.warning("%s", one_line(detail))
         else:
             window[2] += 1
 
@@ -355,7 +389,9 @@ class Server:
             every=_ERROR_EVERY,
             most=1,
         )
-        self.log.debug("%s: unexpected error", where, exc_info=exc)
+        # The traceback at DEBUG level, escaped as a record is: its lines continue with a TAB.
+        formatted = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.log.debug("%s", escape(f"{where}: unexpected error\n{formatted.rstrip()}"))
 
     def crowded(self, key: str | None) -> bool:
         """Are connections scarce: three quarters of ``--max-connections`` open, or ``key``'s
@@ -396,6 +432,35 @@ class Server:
         """``connection`` finished its frame, or ended: its bytes leave the budget."""
         self.frame_bytes -= connection.held
         connection.held = 0
+
+    def make_room(self) -> bool:
+        """``--max-connections`` are open and one more came: close the connection that has
+        been quiet the longest among those that may be (:meth:`_Connection.quiet_for`: a native
+        client is told ``bye`` and comes back when it has records), so that connections nobody
+        uses cannot lock real clients out. False if every connection has work under way or
+        sent records within ``EVICT_QUIET``: then the new one is refused. Counted under
+        ``connections_closed_total{reason="evicted"}``."""
+        now = time.monotonic()
+        victim: _Connection | None = None
+        longest = 0.0
+        for connection in self.connections:
+            quiet = connection.quiet_for(now)
+            if quiet is not None and (victim is None or quiet > longest):
+                victim, longest = connection, quiet
+        if victim is None:
+            return False
+        victim.rest(
+            "evicted",
+            f"idle for {longest:.0f}s while --max-connections ({self.config.max_connections}) "
+            "were open: closed to make room for a new connection",
+        )
+        self.connections.discard(victim)  # its task ends soon; its place is taken now
+        self.note(
+            "evicted",
+            f"closed {victim.describe()}, idle for {longest:.1f}s, to make room for a new "
+            f"connection: --max-connections ({self.config.max_connections}) were open",
+        )
+        return True
 
     async def _sweep(self) -> None:
         """About once a second: close connections past their hello or idle timeout (see

@@ -32,6 +32,7 @@ __all__ = [
     "build",
     "load_toml",
     "parse_address",
+    "untokened_gap",
 ]
 
 DEFAULT_LISTEN: Final = "127.0.0.1:9020"  # the standard library's DEFAULT_TCP_LOGGING_PORT
@@ -524,6 +525,41 @@ def _token(settings: Mapping[str, Any]) -> str | None:
     return str(token)
 
 
+def untokened_gap(
+    allow: tuple[Untokened, ...], tls_client_ca: str | None, *, unix: bool, datagram: bool
+) -> str | None:
+    """With a token: why a listener that cannot carry it (syslog, pickle datagrams; ``unix``
+    and ``datagram`` say what kind of socket) would take records from nobody, and how to fix
+    that; ``None`` if ``allow`` can name some peer of it.
+
+    A Unix datagram socket never can: a datagram does not say which uid sent it (that needs
+    ``SO_PASSCRED``), so no ``uid:`` entry can match, and it would refuse everything. A Unix
+    stream socket is named by a ``uid:`` entry only, a TCP or UDP one by a network only.
+    Syslog over TCP with required client certificates (``tls_client_ca``) needs no entry."""
+    if unix and datagram:
+        return (
+            "a Unix datagram socket does not tell which uid sent a datagram, so no "
+            "--allow-untokened entry can name its senders: with a token it would refuse every "
+            "record. Remove the token, or use a Unix stream socket (with --allow-untokened "
+            "uid:NAME) or UDP (with --allow-untokened NETWORK) instead"
+        )
+    if not unix and not datagram and tls_client_ca is not None:
+        return None
+    if unix:
+        if any(isinstance(entry, int) for entry in allow):
+            return None
+        return (
+            "--allow-untokened names no uid: name the users that may send on it with "
+            "--allow-untokened uid:NAME (repeatable), or remove the listener"
+        )
+    if any(not isinstance(entry, int) for entry in allow):
+        return None
+    return (
+        "--allow-untokened names no network: name its senders with --allow-untokened "
+        "(a network such as 10.1.2.0/24 or 127.0.0.1; repeatable), or remove the listener"
+    )
+
+
 def _check_untokened(
     token: str | None,
     allow: tuple[Untokened, ...],
@@ -543,6 +579,18 @@ def _check_untokened(
             )
         return
     if allow:
+        # Each listener needs an entry of its kind: a uid for a Unix socket, else a network.
+        for flag, addresses, datagram in (
+            ("--udp", udp, True),
+            ("--syslog-udp", syslog_udp, True),
+            ("--syslog-tcp", syslog_tcp, False),
+        ):
+            for address in addresses:
+                gap = untokened_gap(allow, tls_client_ca, unix=address.is_unix, datagram=datagram)
+                if gap is not None:
+                    raise ConfigError(
+                        f"a token is set, and {flag} {address} cannot carry it: {gap}"
+                    )
         return
     untokened = [f"--udp {a}" for a in udp] + [f"--syslog-udp {a}" for a in syslog_udp]
     untokened += [f"--syslog-tcp {a}" for a in syslog_tcp if a.is_unix or tls_client_ca is None]

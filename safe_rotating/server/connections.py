@@ -7,6 +7,9 @@ sweep of the server (:meth:`_Connection.check`, about once a second) closes a co
 first frame is not complete ``--hello-timeout`` after it connected, and one that has been idle,
 owed no ack, for ``--idle-timeout`` (a native client is told ``bye`` first: that is not an error;
 stock-pickle and syslog senders cannot be told, so theirs only while connections are scarce).
+Idle means sending no records: a frame that carries none (an empty batch, a batch the journal
+shows was written already) does not keep a connection open. And when ``--max-connections`` are
+open, a new connection takes the place of the one idle the longest (:meth:`_Connection.quiet_for`).
 
 Every connection also counts the bytes of the frame it is receiving against one budget shared by
 all (``--frame-memory``): past it, the connection holding the most is closed. So memory is bounded
@@ -59,6 +62,9 @@ _CHUNK: Final = 64 * 1024
 _MAX_NAME: Final = 255
 _ACK_BACKLOG: Final = 1024 * 1024  # bytes of unread acks before a client is dropped
 _CRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# A connection that queued records less than this long ago (or connected less than this long
+# ago) is never evicted to make room for a new one: a client gets time to say hello and send.
+EVICT_QUIET: Final = 1.0
 SERVER_NAME: Final = f"safe-rotating-server {_version.__version__}"
 
 
@@ -164,7 +170,10 @@ class _Connection:
         self.key = peer_key(self.peer, self.uid)  # for --max-connections-per-peer
         self.idle = True  # waiting for the first byte of a frame: nothing buffered
         self.accepted = time.monotonic()
-        self.idle_since = self.accepted
+        # When it last queued records or had them acknowledged: frames without records (an
+        # empty batch, a batch already written) are not activity, or a peer could hold its
+        # connection forever with an empty batch a second (see check and quiet_for).
+        self.active_at = self.accepted
         self.greeted = False  # its first frame is complete: the hello timeout is over
         self.unacked = 0  # batches queued and not acknowledged yet: not idle
         self.held = 0  # bytes of an unfinished frame, counted in server.frame_bytes
@@ -268,22 +277,42 @@ class _Connection:
         elif (
             self.idle
             and not self.unacked
-            and now - self.idle_since >= config.idle_timeout
+            and now - self.active_at >= config.idle_timeout
             and (self.says_bye() or self.server.crowded(self.key))
         ):
-            self.rest(f"idle for {config.idle_timeout:g}s (--idle-timeout)")
+            self.rest("idle", f"idle for {config.idle_timeout:g}s (--idle-timeout)")
+
+    def quiet_for(self, now: float) -> float | None:
+        """Seconds this connection has sent no records, if it may be closed to make room for a
+        new connection at ``--max-connections`` (:meth:`Server.make_room`); else ``None``.
+
+        Never while it has work under way — part of a frame received, an ack owed — nor within
+        ``EVICT_QUIET`` of its last records or of connecting. A native client is told ``bye``
+        and comes back when it has records, losing none; a connection that has sent nothing
+        loses nothing either. A stock ``SocketHandler`` or a syslog sender cannot be told and
+        would lose its next record, so it is closed only once idle for ``--idle-timeout``, as
+        the sweep closes it anyway when connections are scarce."""
+        if self.ended is not None or not self.idle or self.unacked:
+            return None
+        quiet = now - self.active_at
+        if quiet < EVICT_QUIET:
+            return None
+        if self.says_bye() or not self.greeted or quiet >= self.server.config.idle_timeout:
+            return quiet
+        return None
 
     def says_bye(self) -> bool:
         """Can this dialect tell its peer that an idle close is not a failure?"""
         return False
 
-    def rest(self, reason: str) -> None:
-        """Close an idle connection: not a refusal, and a native client is told so (``bye``)
-        and comes back when it has records. Counted under connections_closed_total."""
+    def rest(self, label: str, reason: str) -> None:
+        """Close an idle connection (``label``: "idle", or "evicted" to make room for a new
+        one): not a refusal, and a native client is told so (``bye``) and comes back when it
+        has records. Counted under connections_closed_total{reason=label}."""
         if self.ended is not None or self.server.stopping:
             return
-        self.ended = "idle"
-        self.server.stats.closed["idle"] += 1
+        self.ended = label
+        self.server.stats.closed[label] += 1
         self.say_bye(reason)
         self.close()
         self._cancel()
@@ -341,7 +370,6 @@ class LogConnection(_Connection):
         max_frame = server.config.max_frame
         while True:
             self.idle = True
-            self.idle_since = time.monotonic()
             first = await self.reader.readexactly(1)  # no timer: the server's sweep sees idlers
             self.idle = False
             deadline = asyncio.get_running_loop().time() + server.config.read_timeout
@@ -408,6 +436,7 @@ class LogConnection(_Connection):
         flat["app"] = "-"
         server.stats.received += 1
         await server.queue.put(Work([flat], len(payload)))
+        self.active_at = time.monotonic()
 
     def tell_error(self, detail: str) -> None:
         if self.dialect == "native" and not self.writer.is_closing():
@@ -489,9 +518,15 @@ class LogConnection(_Connection):
             flats.append(flat)
         server.stats.received += len(records)
         writer = self.writer
+        assert self.client is not None
+        # Activity (see active_at): records, unless the journal says this batch was written
+        # before (a resend after a reconnect is acknowledged without writing).
+        active = bool(flats) and seq > server.journal.last_seq(self.client)
 
         def acknowledge() -> None:
             self.unacked -= 1
+            if active:
+                self.active_at = time.monotonic()
             if writer.is_closing():
                 return
             if writer.transport.get_write_buffer_size() > _ACK_BACKLOG:
@@ -499,11 +534,12 @@ class LogConnection(_Connection):
                 return
             writer.write(encode({"type": "ack", "seq": seq}))
 
-        assert self.client is not None
         self.unacked += 1
         # A batch without records has nothing to deduplicate: it never makes a journal entry.
         client = self.client if flats else None
         await server.queue.put(Work(flats, size, client, seq, acknowledge))
+        if active:
+            self.active_at = time.monotonic()
 
 
 class SyslogConnection(_Connection):
@@ -524,7 +560,6 @@ class SyslogConnection(_Connection):
         while True:
             self.idle = framer.pending == 0
             if self.idle:
-                self.idle_since = time.monotonic()
                 data = await self.reader.read(_CHUNK)  # no timer while nothing is pending
             else:
                 # One deadline for the whole message: trickling bytes does not extend it.
@@ -555,3 +590,4 @@ class SyslogConnection(_Connection):
                 record["host"] = shown_host(record["host"], self.peer, self.server.hostname, True)
         self.server.stats.received += len(records)
         await self.server.queue.put(Work(records, sum(len(m) for m in messages)))
+        self.active_at = time.monotonic()

@@ -108,7 +108,7 @@ def render(
     counter("connections_total", "Connections accepted.", stats.connections_total)
     by_reason(
         "connections_closed_total",
-        "Connections the server closed without a fault of the peer (idle), by reason.",
+        "Connections the server closed without a fault of the peer (idle, evicted), by reason.",
         stats.closed,
     )
     metric("queue_depth", "gauge", "Records waiting for the writer.", [("", queue_depth)])
