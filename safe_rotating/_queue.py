@@ -24,13 +24,13 @@ Fork, however it happens: a queue and its thread belong to the process that made
 its own thread, and never touches the parent's objects (a thread of the parent may have held
 their locks at the fork). What the parent had queued is the parent's: its own writer writes it,
 exactly once; the child discards its inherited copy. ``os.register_at_fork`` only does the same
-earlier. Records still queued at interpreter exit are written by an ``atexit`` hook, and by a
-``multiprocessing`` finalizer in its child processes, which leave with ``os._exit``.
+earlier. Records still queued at interpreter exit are written by the exit hook of :mod:`._atexit`
+(``atexit``, and a ``multiprocessing`` finalizer in its child processes, which leave with
+``os._exit``).
 """
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import logging
 import os
@@ -41,6 +41,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, TypeVar
 
+from . import _atexit
 from ._pid import PID_CELL, current_pid
 from ._stats import HandlerStats
 from .exceptions import QueueOverflow
@@ -242,7 +243,7 @@ class Queue:
             self._state = state
             self._live = state.pid
             _LIVE.add(self)
-            _hook_exit()
+            _atexit.hook()
             try:
                 thread.start()
             except RuntimeError:  # no thread to be had (interpreter shutdown, a thread limit)
@@ -406,7 +407,6 @@ class _Inline:
 # Queues with a writer in this process, drained at exit; re-made in a child by the at-fork hook
 # (the fast path: emit compares the pid anyway, for forks done in C).
 _LIVE: weakref.WeakSet[Queue] = weakref.WeakSet()
-_hooked_pid = 0
 
 
 def _drain_all() -> None:
@@ -420,24 +420,11 @@ def _drain_all() -> None:
                 )
 
 
-def _hook_exit() -> None:
-    """Make sure this process drains at exit, also as a ``multiprocessing`` child, which leaves
-    with ``os._exit`` after its finalizers (the parent's are cleared in a forked child)."""
-    global _hooked_pid
-    pid = current_pid()
-    if _hooked_pid == pid:
-        return
-    _hooked_pid = pid
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None:
-        util.Finalize(None, _drain_all, exitpriority=100)
-
-
 def _after_fork_in_child() -> None:
     for queue in list(_LIVE):
         queue._adopt()
 
 
-atexit.register(_drain_all)
+_atexit.register(_drain_all)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)

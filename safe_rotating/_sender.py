@@ -56,13 +56,18 @@ from typing import Any, Final
 from . import _spool, _wire
 from .exceptions import ServerUnavailable
 
-__all__ = ["BATCH_BYTES", "ClientStats", "Config", "Sender"]
+__all__ = ["BATCH_BYTES", "ClientStats", "Config", "Leftover", "Sender"]
 
 BATCH_BYTES: Final = 64 * 1024  # a batch takes no more records once it is this long ...
 _RECORD_BYTES: Final = 512 * 1024 - 256  # ... but one record may be up to this (then it is cut)
 _NO_LIMIT: Final = 1 << 62
 _BACKOFF_FIRST: Final = 0.05  # seconds before the first reconnect ...
-_BACKOFF_MAX: Final = 5.0  # ... doubling up to this; each wait is drawn from [half, full]
+# ... doubling up to this; each wait is drawn from [half, full]. Small, so that a client is back
+# within half a second of a server's restart: a refused connect to a server that is down costs
+# microseconds, and a server that is back must not find its clients asleep for seconds.
+_BACKOFF_MAX: Final = 0.4
+_LASTED: Final = 5.0  # a connection that lasted this long ends an outage: backoff starts afresh
+_BUG_PAUSE: Final = 5.0  # after an unforeseen error in the sender thread
 _RESCAN_EVERY: Final = 30.0  # seconds between looks for spools left by dead processes
 _REPORT_OUTAGE_AFTER: Final = 10.0  # an outage is reported once it lasts this long
 _SPOOL_RETRY: Final = 5.0  # after a spool write failed, seconds before trying the disk again
@@ -71,7 +76,6 @@ _STALL_RECONNECT_MIN: Final = 30.0  # ... but never sooner than this (a slow dis
 _SEND_CHUNK: Final = 1024 * 1024  # bytes of frames joined for one send
 _REPLAY_WINDOW: Final = 32  # batches of a dead spool in flight before waiting for acks
 _IDLE_WAIT: Final = 5.0  # longest sleep of the sender thread
-_CLOSE_GRACE: Final = 1.0  # at close, a server unreachable for this long is not waited for
 _INF: Final = math.inf
 _LENGTH = struct.Struct(">I")
 _monotonic = time.monotonic
@@ -124,6 +128,19 @@ class ClientStats:
     reconnects: int = 0
     fallback: int = 0
     pending: int = 0
+
+
+@dataclass
+class Leftover:
+    """What :meth:`Sender.close` could not deliver: ``spooled`` records wait in the spool of
+    ``client`` in ``spool_dir``; ``lost`` had nowhere to go (no spool, no fallback file);
+    ``reason`` why the server did not take them (the last connection error, or no ack)."""
+
+    spooled: int = 0
+    lost: int = 0
+    spool_dir: str | None = None
+    client: str = ""
+    reason: str = ""
 
 
 class _Batch:
@@ -237,9 +254,12 @@ def fit_frame(frame: bytes, limit: int) -> tuple[bytes, int]:
 
 # -- connections ---------------------------------------------------------------------------------
 def open_connection(
-    config: Config, client: str, host: str
+    config: Config, client: str, host: str, identity: _spool.Identity | None = None
 ) -> tuple[socket.socket, _wire.FrameReader, dict[str, Any]]:
     """Connect, send ``hello`` and wait for ``welcome``; every step bounded by ``ack_timeout``.
+
+    ``identity``: the process that logged the records, when it is not this one (a spool left
+    by a process that ended): the server shows its host and app, not the replaying program's.
 
     Returns the socket (still blocking), its reader, and the welcome message. Raises ``OSError``
     (``ServerRefused`` when the server answered with an error).
@@ -270,6 +290,8 @@ def open_connection(
             "pid": os.getpid(),
             "app": config.app,
         }
+        if identity is not None:
+            hello.update(host=identity.host, pid=identity.pid, app=identity.app)
         if config.token is not None:
             hello["token"] = config.token
         sock.sendall(_wire.encode(hello))
@@ -470,6 +492,7 @@ class Sender:
                     segment_bytes,
                     config.spool_max_bytes,
                     self.direct_ids,
+                    self.identity(),
                 )
                 self.direct_full = outcome == _spool.FULL
                 if outcome != _spool.BUSY:
@@ -565,11 +588,19 @@ class Sender:
         self._tell_problems()
         return done
 
-    def close(self, timeout: float) -> int:
-        """Flush (bounded by ``timeout``), stop the thread, spool whatever is left.
+    def identity(self) -> _spool.Identity:
+        """Who logs through this sender: kept with its spool, so that whoever delivers a spool
+        this process leaves behind shows the records as this process's."""
+        return _spool.Identity(self.pid, self.host, self.config.app, self.config.address)
 
-        Returns how many records could be neither delivered, spooled nor written to the fallback
-        file (they are lost; the caller reports them)."""
+    def close(self, timeout: float) -> Leftover:
+        """Deliver (bounded by ``timeout``), stop the thread, spool whatever is left.
+
+        Delivered means acknowledged by the server: what is queued, in memory *and in this
+        process's spool* is sent while the deadline allows, the server being retried every
+        :data:`_BACKOFF_MAX` at most, so a server that restarts meanwhile still gets it all.
+        Returns what was not delivered (see :class:`Leftover`); the caller reports it."""
+        left = Leftover()
         if self.thread is not None:
             deadline = _monotonic() + timeout
             self.flush(timeout)
@@ -579,12 +610,16 @@ class Sender:
             self.thread.join(min(timeout, 1.0) if timeout > 0 else 0.5)
         with self.lock:
             if self.finished:
-                return 0
+                return left
             if self._spool_usable():
                 self._spool_everything()
             lost = [record for batch in self.mem for record in self._records_of(batch)] + list(
                 self.queue
             )
+            left.spooled = sum(batch.count for batch in self.disk)
+            left.spool_dir = self.spool_dir
+            left.client = self.client
+            left.reason = self._outage_reason if self.sock is None else "not acknowledged in time"
             self.queue.clear()
             self.mem.clear()
             self.mem_records = 0
@@ -607,14 +642,15 @@ class Sender:
                 self._report(exc)
             else:
                 self.stats.fallback += len(lost)
-                return 0
-        return len(lost)
+                return left
+        left.lost = len(lost)
+        return left
 
     def _deliver(self, deadline: float) -> None:
-        """Before closing: wait (until ``deadline``) for the server to acknowledge what is
-        queued, in memory or spooled, while it takes batches or may be back soon (a restart);
-        when it has been unreachable for :data:`_CLOSE_GRACE` or stopped acknowledging, what is
-        left stays in the spool. A replay of dead spools under way may finish too."""
+        """Before closing: wait until the server has acknowledged everything queued, in memory
+        or spooled, or until ``deadline``. An unreachable server is retried meanwhile (the
+        thread's backoff is at most :data:`_BACKOFF_MAX`): it may be restarting. A replay of
+        dead spools under way may finish too."""
         thread = self.thread
         assert thread is not None
         with self.lock:
@@ -622,10 +658,7 @@ class Sender:
             try:
                 while (self.disk or self.mem or self.queue) and thread.is_alive():
                     now = _monotonic()
-                    if now >= deadline or self.stalled:
-                        break
-                    since = self._outage_since
-                    if self.sock is None and since is not None and now - since >= _CLOSE_GRACE:
+                    if now >= deadline:
                         break
                     self.changed.wait(min(deadline - now, 0.05))
             finally:
@@ -716,7 +749,7 @@ class Sender:
                         self.config.spool_root_is_default,
                     )
                 spool = self.spool = _spool.OwnSpool(
-                    self.spool_dir, self.client, self.config.spool_max_bytes
+                    self.spool_dir, self.client, self.config.spool_max_bytes, self.identity()
                 )
             count = spool.fits([batch.length for batch in batches])
             if not count:
@@ -937,7 +970,7 @@ class Sender:
                         with contextlib.suppress(Exception):
                             self._report(exc)
                     self._disconnect(None)
-                    time.sleep(_BACKOFF_MAX)
+                    time.sleep(_BUG_PAUSE)
         finally:
             self._disconnect(None)
             if self.finished:
@@ -1139,7 +1172,7 @@ class Sender:
             return
         now = _monotonic()
         self._outage(now, reason)
-        if now - self._connected_at >= _BACKOFF_MAX:
+        if now - self._connected_at >= _LASTED:
             self._backoff = 0.0  # a connection that lasted: this is a new outage
         self._back_off(now)
         self.stalled = False
@@ -1344,7 +1377,8 @@ class Sender:
     def _replay_one(self, dead: _spool.DeadSpool) -> bool:
         """Send every batch of ``dead`` the server has not written; True once all are acked."""
         try:
-            sock, reader, welcome = open_connection(self.config, dead.client, self.host)
+            identity = dead.identity()
+            sock, reader, welcome = open_connection(self.config, dead.client, self.host, identity)
         except Exception:
             return False
         try:

@@ -36,6 +36,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -53,6 +54,7 @@ from .exceptions import SafeRotatingWarning
 
 __all__ = [
     "DeadSpool",
+    "Identity",
     "OwnSpool",
     "claim_dead",
     "default_spool_root",
@@ -72,6 +74,52 @@ APPENDED: Final = "appended"  # outcomes of append_unlocked
 BUSY: Final = "busy"
 FULL: Final = "full"
 _STALE_TEMP = 60.0  # seconds after which a temporary lock file left by a crash is removed
+_IDENTITY_BYTES = 4096  # the most of a lock file read for its identity
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The process that logged a spool's records, written into its lock file: whoever delivers
+    the spool later (the next process, ``safe-rotating-spools send``) sends it under this host
+    and app, so the records show who logged them, not who delivered them."""
+
+    pid: int
+    host: str
+    app: str
+    address: str  # the server address the records were meant for, as configured
+
+    def text(self) -> bytes:
+        """The lock file's content: ``pid N`` (what older releases wrote) and a JSON line."""
+        fields = {"host": self.host, "app": self.app, "address": self.address}
+        line = json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
+        return f"pid {self.pid}\n{line}\n".encode()
+
+    @classmethod
+    def parse(cls, data: bytes) -> Identity | None:
+        """The identity in a lock file's ``data``; None if it has none (written by an older
+        release, or by a claimant that found the lock file removed)."""
+        lines = data.decode("utf-8", "replace").splitlines()
+        if len(lines) < 2 or not lines[0].startswith("pid "):
+            return None
+        try:
+            pid = int(lines[0][4:])
+            fields = json.loads(lines[1])
+        except ValueError:
+            return None
+        if not isinstance(fields, dict):
+            return None
+        host, app, address = (fields.get(k) for k in ("host", "app", "address"))
+        if not all(isinstance(v, str) and v for v in (host, app, address)):
+            return None
+        return cls(pid, str(host), str(app), str(address))
+
+
+def read_identity(fd: int) -> Identity | None:
+    """The identity written in the lock file open at ``fd``."""
+    try:
+        return Identity.parse(os.pread(fd, _IDENTITY_BYTES, 0))
+    except OSError:
+        return None
 
 
 def default_spool_root() -> str:
@@ -235,13 +283,14 @@ def _warn(message: str) -> None:
         sys.stderr.write(f"safe_rotating: {message}\n")
 
 
-def _create_locked(path: str) -> int:
-    """A new lock file at ``path``, already locked by us; ``FileExistsError`` if one exists."""
+def _create_locked(path: str, identity: Identity | None) -> int:
+    """A new lock file at ``path``, already locked by us; ``FileExistsError`` if one exists.
+    It holds ``identity`` (else only this pid: a claimant does not know who logged)."""
     directory, name = os.path.split(path)
     fd, temp = _safefs.create_temporary(directory, f"{name}.{os.getpid()}.", ".tmp")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(fd, f"pid {os.getpid()}\n".encode())
+        os.write(fd, identity.text() if identity else f"pid {os.getpid()}\n".encode())
         os.link(temp, path, follow_symlinks=False)
     except BaseException:
         os.close(fd)
@@ -267,8 +316,11 @@ class OwnSpool:
     """The spool of one live client id, owned by this process (the lock is held until
     :meth:`close`). Not thread-safe: the sender serialises its callers."""
 
-    def __init__(self, directory: str, client: str, max_bytes: int) -> None:
+    def __init__(
+        self, directory: str, client: str, max_bytes: int, identity: Identity | None = None
+    ) -> None:
         self.directory = directory
+        self.identity = identity
         self.client = client
         self.max_bytes = max_bytes
         # Several segments, so a long outage followed by a slow catch-up frees space as it goes.
@@ -299,7 +351,7 @@ class OwnSpool:
         ``(segment, offset)`` of each. Raises ``OSError`` (then nothing of the failed write is
         kept: a torn tail is cut off so the segment stays readable)."""
         if self.lock_fd < 0:
-            self.lock_fd = _create_locked(self.lock_path)
+            self.lock_fd = _create_locked(self.lock_path, self.identity)
         placed: list[tuple[int, int]] = []
         start = 0
         while start < len(frames):
@@ -405,6 +457,10 @@ class DeadSpool:
     segments: list[str] = field(default_factory=list)
     bad_frames: int = 0  # frames that could not be read (torn by a crash, foreign, damaged)
 
+    def identity(self) -> Identity | None:
+        """Who logged these records (from the lock file), if it says."""
+        return read_identity(self.lock_fd)
+
     def frames(self) -> Iterator[tuple[int, int, bytes]]:
         """``(seq, records, frame)`` of every readable batch, in order."""
         for name in self.segments:
@@ -487,6 +543,7 @@ def append_unlocked(
     segment_bytes: int,
     max_bytes: int,
     mine: set[str],
+    identity: Identity | None = None,
 ) -> str:
     """Append ``frame`` to the spool of ``client`` holding its lock only meanwhile, so that the
     spool is free for any other client to deliver as soon as this returns.
@@ -505,7 +562,7 @@ def append_unlocked(
     fd = _lock_existing(lock_path)
     if fd is None:
         try:
-            fd = _create_locked(lock_path)
+            fd = _create_locked(lock_path, identity)
         except FileExistsError:
             return BUSY
     try:
@@ -570,7 +627,7 @@ def claim_dead(directory: str, skip: set[str]) -> Iterator[DeadSpool]:
         fd = _lock_existing(lock_path)
         if fd is None and client not in locks:
             try:  # segments whose lock file was removed by hand: take them over
-                fd = _create_locked(lock_path)
+                fd = _create_locked(lock_path, None)
             except OSError:
                 fd = None
         if fd is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import os
 import socket
 import ssl
@@ -27,13 +28,19 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from . import _options, _spool, _wire
+from . import _atexit, _options, _spool, _wire
 from ._file import SafeRotatingFileHandler
 from ._pid import PID_CELL, current_pid
-from ._sender import ClientStats, Config, Sender
-from .exceptions import RecordsDropped, ServerUnavailable
+from ._sender import ClientStats, Config, Leftover, Sender
+from .exceptions import RecordsDropped, RecordsNotDelivered, ServerUnavailable
 
-__all__ = ["ClientStats", "LogServerHandler", "RecordsDropped", "ServerUnavailable"]
+__all__ = [
+    "ClientStats",
+    "LogServerHandler",
+    "RecordsDropped",
+    "RecordsNotDelivered",
+    "ServerUnavailable",
+]
 
 _monotonic = time.monotonic
 _DEFAULT_FORMATTER = logging.Formatter()
@@ -52,6 +59,20 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _close_all_at_exit() -> None:
+    """This process is ending (see :mod:`._atexit`: also a ``multiprocessing`` child or a Celery
+    pool process, which leave through ``os._exit``): deliver and close every handler that holds
+    records of this process. The handlers that only hold a parent's state have nothing to do."""
+    pid = current_pid()
+    for handler in list(_LIVE):
+        sender = handler._sender
+        if sender.pid == pid and (sender.thread is not None or sender.direct):
+            handler.close()
+
+
+_atexit.register(_close_all_at_exit)
 
 
 # -- arguments -----------------------------------------------------------------------------------
@@ -390,13 +411,18 @@ class LogServerHandler(logging.Handler):
             self.handleError(record)
             return
         if sender.thread is None:
+            if not sender.direct:
+                try:
+                    sender.start()
+                    _atexit.hook()
+                except RuntimeError:  # no thread to be had (interpreter shutdown, a limit)
+                    sender.direct = True
             if sender.direct:  # a uWSGI master: no thread, the spool takes the record
                 if not sender.write_direct(flat):
                     self._count_dropped(1, self._direct_reason(), record)
                 elif self._drops is not None:
                     self._drops_ended(record)
                 return
-            sender.start()
         queue = sender.queue
         if len(queue) + sender.mem_records >= sender.queue_size and not self._make_room(sender):
             self._count_dropped(1, self._full_reason(), record)
@@ -497,13 +523,20 @@ class LogServerHandler(logging.Handler):
         sender.flush(self.flush_timeout)
 
     def close(self) -> None:
-        """Flush, stop the sender thread and keep whatever is not acknowledged in the spool.
+        """Deliver every record of this process to the server — what is queued, in memory and
+        in this process's spool — waiting at most ``flush_timeout`` (retrying a server that is
+        away meanwhile), then stop the sender thread. Also done when the process exits.
 
-        Without a spool, records that could not be delivered within ``flush_timeout`` go to
-        ``fallback_file`` if there is one, else they are lost and reported."""
+        What the server has not acknowledged by then stays in the spool and is reported once
+        (:class:`RecordsNotDelivered`: how many, where, and what will deliver them). Without a
+        spool, such records go to ``fallback_file`` if there is one, else they are lost and
+        reported."""
         sender = self._sender_for_this_process()
         try:
-            lost = sender.close(self.flush_timeout)
+            left = sender.close(self.flush_timeout)
+            if left.spooled:
+                self._report(self._not_delivered(left))
+            lost = left.lost
             if lost:
                 with self._episode_lock:
                     sender.stats.dropped += lost
@@ -521,6 +554,21 @@ class LogServerHandler(logging.Handler):
         finally:
             _LIVE.discard(self)
             logging.Handler.close(self)
+
+    def _not_delivered(self, left: Leftover) -> RecordsNotDelivered:
+        config = self._config
+        command = f"safe-rotating-spools send --address {shlex.quote(self.address)}"
+        if not config.spool_root_is_default and config.spool_root is not None:
+            command += f" --spool-dir {shlex.quote(config.spool_root)}"
+        return RecordsNotDelivered(
+            self.address,
+            left.spooled,
+            self.flush_timeout,
+            left.reason or "the server did not acknowledge them",
+            left.spool_dir or self.spool_directory or "?",
+            left.client,
+            command,
+        )
 
     def stats(self) -> ClientStats:
         """Counters of this process (see :class:`ClientStats`)."""

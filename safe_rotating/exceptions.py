@@ -13,6 +13,7 @@ __all__ = [
     "QueueOverflow",
     "RecordsDropped",
     "RecordsLost",
+    "RecordsNotDelivered",
     "RotationError",
     "SafeRotatingError",
     "SafeRotatingWarning",
@@ -165,6 +166,41 @@ class ServerUnavailable(SafeRotatingError, ConnectionError):
         return (
             f"the log server {self.address} has been unavailable for {self.seconds:.1f}s "
             f"({self.reason}); {self.kept}. Reported once per outage"
+        )
+
+
+class RecordsNotDelivered(SafeRotatingError):
+    """At ``close()`` or process exit, records the log server had not acknowledged within
+    ``flush_timeout``: ``count`` of them wait in the spool file(s) of client id ``client`` in
+    ``spool_dir``. Reported once. Nothing is lost yet: the next process that logs to ``address``
+    on this host (same user, same spool directory) delivers them, or
+    ``command`` (``safe-rotating-spools send --address ADDRESS``) does."""
+
+    def __init__(
+        self,
+        address: str,
+        count: int,
+        seconds: float,
+        reason: str,
+        spool_dir: str,
+        client: str,
+        command: str,
+    ) -> None:
+        super().__init__(address, count, seconds, reason, spool_dir, client, command)
+        self.address = address
+        self.count = count
+        self.seconds = seconds
+        self.reason = reason
+        self.spool_dir = spool_dir
+        self.client = client
+        self.command = command
+
+    def __str__(self) -> str:
+        return (
+            f"{self.count} record(s) for the log server {self.address} were not delivered "
+            f"within flush_timeout={self.seconds:g}s ({self.reason}); they wait in the spool "
+            f"{self.spool_dir}/{self.client}.*.spool. The next process that logs to "
+            f"{self.address} with this spool directory delivers them, or run: {self.command}"
         )
 
 
