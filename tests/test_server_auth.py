@@ -10,6 +10,7 @@ came from. Real servers; 127.0.0.2 is a second loopback address to send from.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import pickle
 import socket
 import struct
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from safe_rotating.server.config import ConfigError, build
+from safe_rotating.server.config import ConfigError, build, untokened_gap
 from safe_rotating.server.connections import shown_host
 
 from .logserver import LogServer, NativeClient, run_server
@@ -172,3 +173,64 @@ def test_a_remote_claim_is_shown_with_its_address(
     claimed: str, peer: Any, marked: bool, shown: str
 ) -> None:
     assert shown_host(claimed, peer, "logs-1", marked) == shown
+
+
+# -- listeners an allow-list cannot name -------------------------------------------------------
+def test_untokened_gap_says_which_listener_could_take_nothing() -> None:
+    uid, network = 0, ipaddress.ip_network("10.0.0.0/8")
+    # A Unix datagram carries no sender uid: no entry can ever name a sender.
+    for allow in ((), (uid,), (network,), (uid, network)):
+        gap = untokened_gap(allow, None, unix=True, datagram=True)
+        assert gap is not None
+        assert "Remove the token" in gap
+    assert untokened_gap((uid,), None, unix=True, datagram=False) is None
+    assert "names no uid" in str(untokened_gap((network,), None, unix=True, datagram=False))
+    for datagram in (True, False):
+        assert untokened_gap((network,), None, unix=False, datagram=datagram) is None
+        gap = untokened_gap((uid,), None, unix=False, datagram=datagram)
+        assert "names no network" in str(gap)
+    # Syslog over TLS with required client certificates: the certificate names the sender.
+    assert untokened_gap((uid,), "/etc/ca.pem", unix=False, datagram=False) is None
+    assert untokened_gap((uid,), "/etc/ca.pem", unix=False, datagram=True) is not None
+
+
+def test_an_allow_list_must_name_some_peer_of_each_listener(tmp_path: Path) -> None:
+    log = str(tmp_path / "app.log")
+    with pytest.raises(ConfigError, match=r"--syslog-udp 127\.0\.0\.1:5514 .* names no network"):
+        build({"file": log, "token": "t", "syslog_udp": "127.0.0.1:5514",
+               "allow_untokened": ["uid:0"]})  # fmt: skip
+    sock = str(tmp_path / "syslog.sock")
+    with pytest.raises(ConfigError, match="names no uid"):
+        build({"file": log, "token": "t", "syslog_tcp": f"unix:{sock}",
+               "allow_untokened": ["127.0.0.1"]})  # fmt: skip
+    both = build(
+        {"file": log, "token": "t", "syslog_tcp": f"unix:{sock}", "udp": "127.0.0.1:5515",
+         "allow_untokened": ["127.0.0.1", "uid:0"]}
+    )  # fmt: skip
+    assert both.allow_untokened
+
+
+ACTIVATE_UNIX_DATAGRAM = """
+import os, socket, sys
+datagram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+datagram.bind(sys.argv[1])
+os.dup2(datagram.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="syslog")
+os.execv(sys.executable, [sys.executable, "-m", "safe_rotating.server", *sys.argv[2:]])
+"""
+
+
+def test_a_token_with_an_activated_unix_datagram_socket_does_not_start(tmp_path: Path) -> None:
+    # systemd hands over a Unix datagram socket; with a token, no sender could be named (a
+    # datagram has no uid), so the server would refuse every record: it says so instead.
+    command = [sys.executable, "-c", ACTIVATE_UNIX_DATAGRAM, str(tmp_path / "syslog.sock")]
+    command += ["--file", str(tmp_path / "app.log"), "--token", "secret"]
+    command += ["--allow-untokened", "uid:0"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the server started with a Unix datagram socket it can take nothing on")
+    assert done.returncode == 1, done.stderr
+    assert "cannot start: systemd fd 3 syslog takes records without the token" in done.stderr
+    assert "Unix datagram socket does not tell which uid sent" in done.stderr

@@ -4,6 +4,13 @@ Real servers on 127.0.0.1 (and a Unix socket reached by a neighbour at uid 65534
 
 * connections that never say hello are closed after ``--hello-timeout``, so a handful of silent
   sockets cannot lock every client out of ``--max-connections``;
+* idle means sending no records: empty batches, or batches written before, do not keep a
+  connection from its ``--idle-timeout``;
+* at ``--max-connections``, a new connection takes the place of the one idle the longest (a native
+  client is told ``bye``; a stock or syslog sender only once idle for ``--idle-timeout``), and is
+  refused only while every connection has work under way or sent records within a second;
+* a peer's text in a refusal (a global's name in a pickle) cannot start a line of the server's own
+  log nor put an escape sequence in it;
 * a Unix socket caps connections per uid (``SO_PEERCRED``), one user's cap never another's;
 * unfinished frames of all connections together stay within ``--frame-memory``;
 * an idle connection is closed after ``--idle-timeout`` with a ``bye``; LogServerHandler comes back
@@ -28,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating.server.app import Server
+from safe_rotating.server.app import Server, bind_unix
 from safe_rotating.server.config import ConfigError, build
 
 from .logserver import LogServer, NativeClient, eventually, rss_bytes, run_server
@@ -75,20 +82,174 @@ def warnings_in(server: LogServer) -> list[str]:
 
 
 # -- connections -------------------------------------------------------------------------------
-def test_silent_sockets_do_not_lock_clients_out_past_the_hello_timeout(tmp_path: Path) -> None:
+def test_half_sent_hellos_do_not_lock_clients_out_past_the_hello_timeout(tmp_path: Path) -> None:
+    # Part of a first frame is work under way: such a connection is not evicted for a new one,
+    # so the 21st meets the limit; the hello timeout then closes all twenty.
     args = ["--format", "%(message)s", "--max-connections", "20", "--hello-timeout", "1"]
     with run_server(tmp_path, *args) as server:
-        silent = [connect(server) for _ in range(20)]
+        stalled = [connect(server) for _ in range(20)]
+        for sock in stalled:
+            sock.sendall(struct.pack(">I", 100) + b"{")
         eventually(lambda: server.metrics()["connections"] == 20, what="20 connections")
         shut_out = connect(server)
         assert closed_by_server(shut_out), "the 21st connection should meet the limit"
         server.wait_refused("too many connections")
         lands_eventually(server, "after the hello timeout", timeout=5.0)
-        for sock in silent:
+        for sock in stalled:
             assert closed_by_server(sock, timeout=2.0)
             sock.close()
         assert server.refused("hello timeout") == 20
         assert "no complete first frame within 1s of connecting" in server.stderr
+
+
+def test_silent_sockets_make_room_for_a_client(tmp_path: Path) -> None:
+    # Sockets that sent nothing lose nothing when closed: past a second, a new connection takes
+    # the place of one of them at once, without waiting for the hello timeout.
+    args = ["--format", "%(message)s", "--max-connections", "20", "--hello-timeout", "60"]
+    with run_server(tmp_path, *args) as server:
+        silent = [connect(server) for _ in range(20)]
+        eventually(lambda: server.metrics()["connections"] == 20, what="20 connections")
+        time.sleep(1.1)
+        server.send_stock("served beside twenty silent sockets")
+        server.assert_lands("served beside twenty silent sockets")
+        assert sum(closed_by_server(sock, timeout=0.2) for sock in silent) == 1
+        metrics = server.metrics()
+        assert metrics['connections_closed_total{reason="evicted"}'] == 1
+        assert metrics.get('refused_frames_total{reason="too many connections"}', 0) == 0
+        for sock in silent:
+            sock.close()
+
+
+class Squatter(threading.Thread):
+    """A native client that holds a connection without sending a record: a hello, then an
+    empty batch every ``every`` seconds. Keeps the ``bye`` it is told; ends when closed."""
+
+    def __init__(self, server: LogServer, client: str, every: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.client = NativeClient(("127.0.0.1", server.port))
+        self.client.hello(client)
+        self.every = every
+        self.stop = threading.Event()
+        self.bye: dict[str, object] | None = None
+
+    def run(self) -> None:
+        sock = self.client.sock
+        seq = 0
+        with contextlib.suppress(OSError):
+            while not self.stop.is_set():
+                seq += 1
+                self.client.send({"type": "batch", "seq": seq, "records": []})
+                deadline = time.monotonic() + self.every
+                while (left := deadline - time.monotonic()) > 0:
+                    sock.settimeout(left)
+                    try:
+                        message = self.client.receive()
+                    except TimeoutError:
+                        break
+                    if message is None:
+                        return
+                    if message["type"] == "bye":
+                        self.bye = message
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(5)
+        self.client.close()
+
+
+def test_empty_batches_do_not_hold_connections(tmp_path: Path) -> None:
+    # Five connections at --max-connections 5, each sending an empty batch a second: they never
+    # send a record, so a real client takes the place of the one idle the longest at once, and
+    # the idle timeout closes the others although they keep sending.
+    args = ["--format", "%(message)s", "--max-connections", "5", "--idle-timeout", "3"]
+    with run_server(tmp_path, *args) as server:
+        squatters = [Squatter(server, f"squat{n}") for n in range(5)]
+        for squatter in squatters:
+            squatter.start()
+        eventually(lambda: server.metrics()["connections"] == 5, what="5 connections")
+        time.sleep(1.2)
+        clients = []
+        for n in range(3):  # each stays open: the next one needs a place of its own
+            client = NativeClient(("127.0.0.1", server.port))
+            client.hello(f"real{n}")
+            client.batch(1, [f"real client {n} served"])
+            client.acked(1)
+            server.assert_lands(f"real client {n} served", timeout=2.0)
+            clients.append(client)
+        metrics = server.metrics()
+        assert metrics['connections_closed_total{reason="evicted"}'] == 3
+        assert metrics.get('refused_frames_total{reason="too many connections"}', 0) == 0
+        # The evicted were told bye, like an idle close; so, after --idle-timeout, are the two
+        # left, empty batches and all.
+        for squatter in squatters:
+            squatter.join(5)
+            assert not squatter.is_alive(), "a squatter's connection is still open"
+            assert squatter.bye is not None, "closed without a bye"
+            assert squatter.bye["type"] == "bye"
+        reasons = sorted(str(squatter.bye and squatter.bye["reason"]) for squatter in squatters)
+        assert sum("make room" in reason for reason in reasons) == 3, reasons
+        assert sum("--idle-timeout" in reason for reason in reasons) == 2, reasons
+        assert server.metrics()['connections_closed_total{reason="idle"}'] >= 2
+        for squatter in squatters:
+            squatter.close()
+        for client in clients:
+            client.close()
+
+
+def test_a_batch_written_before_is_not_activity(tmp_path: Path) -> None:
+    # Sending the same batch again and again (acknowledged, never written twice) does not keep
+    # a connection from its idle timeout either.
+    with run_server(tmp_path, "--format", "%(message)s", "--idle-timeout", "1") as server:
+        first = NativeClient(("127.0.0.1", server.port))
+        first.hello("again")
+        first.batch(1, ["written once"])
+        first.acked(1)
+        first.close()
+        again = NativeClient(("127.0.0.1", server.port))
+        assert again.hello("again")["last_seq"] == 1
+        started = time.monotonic()
+        told = None
+        while told is None and time.monotonic() - started < 5:
+            again.batch(1, ["written once"])
+            message = again.receive()
+            if message is not None and message["type"] == "bye":
+                told = message
+            time.sleep(0.2)
+        assert told is not None, "the resends kept the connection open"
+        assert "--idle-timeout" in str(told["reason"])
+        assert server.lines().count("written once") == 1
+        again.close()
+
+
+def test_a_stock_connection_is_evicted_only_once_idle_for_the_idle_timeout(
+    tmp_path: Path,
+) -> None:
+    # A stock SocketHandler would lose its next record into a closed socket: at the limit, a
+    # native connection idle for a second goes first, and then a newcomer is refused rather
+    # than close the stock one before its --idle-timeout.
+    args = ["--format", "%(message)s", "--max-connections", "2", "--idle-timeout", "60"]
+    with run_server(tmp_path, *args) as server:
+        stock = connect(server)
+        payload = pickle.dumps({"name": "stock", "msg": "one stock record", "levelno": 20}, 1)
+        stock.sendall(struct.pack(">I", len(payload)) + payload)
+        server.assert_lands("one stock record")
+        native = NativeClient(("127.0.0.1", server.port))
+        native.hello("idle1")
+        time.sleep(1.1)
+        newcomer = NativeClient(("127.0.0.1", server.port))
+        newcomer.hello("newcomer")
+        newcomer.batch(1, ["the newcomer is served"])
+        newcomer.acked(1)
+        server.assert_lands("the newcomer is served")
+        bye = native.receive()
+        assert bye is not None
+        assert bye["type"] == "bye"
+        late = connect(server)  # the stock connection is protected, the newcomer is active
+        assert closed_by_server(late)
+        server.wait_refused("too many connections")
+        assert not closed_by_server(stock, timeout=0.5)
+        for sock in (stock, late, newcomer.sock, native.sock):
+            sock.close()
 
 
 def _hold_connections(path: str, count: int) -> list[bool]:
@@ -260,6 +421,47 @@ def test_idle_stock_connections_are_closed_only_when_connections_are_scarce(
             sock.close()
 
 
+# -- the server's own log --------------------------------------------------------------------------
+FORGED = "2024-01-01 CRITICAL FORGED"
+
+
+def _global_pickle(module: str, name: str) -> bytes:
+    """A protocol 4 pickle whose record names the global ``module.name`` (STACK_GLOBAL)."""
+
+    def text(value: str) -> bytes:
+        data = value.encode()
+        return b"\x8c" + bytes([len(data)]) + data  # SHORT_BINUNICODE
+
+    return b"\x80\x04}" + text("msg") + text(module) + text(name) + b"\x93s."
+
+
+def test_a_peer_cannot_write_a_line_of_the_servers_log(tmp_path: Path) -> None:
+    evil = f"os\n{FORGED}\x1b[31m"
+    with run_server(tmp_path, "--format", "%(message)s") as server:
+        for module, name in ((evil, "system"), ("os", evil)):
+            sock = connect(server)
+            sock.sendall(_frame(_global_pickle(module, name)))
+            assert closed_by_server(sock)
+            sock.close()
+        server.wait_refused("pickle global", 2)
+        lands_eventually(server, "after the forged globals", timeout=2.0)
+        log = server.stderr
+        assert "a pickle that references" in log
+        assert not any(line.startswith(FORGED) for line in log.splitlines()), log
+        assert "\x1b" not in log
+        assert "\r" not in log
+
+
+def test_refusal_details_are_one_escaped_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = Server(build({"file": str(tmp_path / "app.log")}), logging.getLogger("tests.note"))
+    with caplog.at_level(logging.WARNING, logger="tests.note"):
+        server.note("test", f"refused it: \r\n{FORGED} \x1b[2J\u2028\x85 tab\tkept")
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message == (f"refused it: \\r\\n{FORGED} \\x1b[2J\\u2028\\x85 tab\tkept"), message
+
+
 # -- errors ----------------------------------------------------------------------------------------
 @pytest.fixture(params=["orjson", "json"])
 def json_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
@@ -322,6 +524,19 @@ def test_a_flood_of_bad_frames_is_a_few_lines(
         assert metrics.get('refused_frames_total{reason="internal error"}', 0) == 0, log
 
 
+def test_a_bug_s_traceback_is_escaped_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = Server(build({"file": str(tmp_path / "app.log")}), logging.getLogger("tests.bug2"))
+    with caplog.at_level(logging.DEBUG, logger="tests.bug2"):
+        try:
+            raise ValueError(f"peer text\n{FORGED}\x1b[31m")
+        except ValueError as exc:
+            server.internal_error("a connection", exc)
+    text = caplog.text  # as a handler writes them, exc_info included
+    assert "Traceback" in text  # at DEBUG: the whole traceback, its lines continued by a TAB
+    assert not any(line.startswith(FORGED) for line in text.splitlines()), text
+    assert "\x1b" not in text
+
+
 def _fail(depth: int) -> None:
     if depth:
         _fail(depth - 1)
@@ -367,3 +582,34 @@ def test_json_nested_past_the_recursion_limit_is_refused() -> None:
             assert caught.value.reason == "invalid json"
     finally:
         _wire._orjson = saved  # type: ignore[attr-defined]
+
+
+# -- the Unix socket's mode ------------------------------------------------------------------------
+def test_binding_a_unix_socket_changes_no_other_file_s_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A neighbour who may write the socket's directory swaps the new socket for a link to a
+    # file of root's, right after bind (the earliest it can): the file's mode must not change.
+    # The swap is done inside bind so that it happens every time, not once in a thousand.
+    victim = tmp_path / "root-only"
+    victim.write_text("secret\n")
+    victim.chmod(0o600)
+    path = str(tmp_path / "log.sock")
+    bind = socket.socket.bind
+
+    def bind_then_swap(sock: socket.socket, address: object) -> None:
+        bind(sock, address)
+        os.unlink(path)
+        os.symlink(victim, path)
+
+    monkeypatch.setattr(socket.socket, "bind", bind_then_swap)
+    sock = bind_unix(path, 0o666)
+    sock.close()
+    assert victim.stat().st_mode & 0o777 == 0o600
+    monkeypatch.undo()
+    os.unlink(path)
+    sock = bind_unix(path, 0o660)  # the mode still comes from the umask around bind
+    try:
+        assert os.lstat(path).st_mode & 0o777 == 0o660
+    finally:
+        sock.close()
