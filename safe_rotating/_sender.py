@@ -1342,8 +1342,8 @@ class Sender:
         replayer = threading.Thread(
             target=self._replay_dead, name="safe_rotating-replay", daemon=True
         )
-        self.replayer = replayer
         replayer.start()
+        self.replayer = replayer  # only once started: close() may join it at any moment
 
     def _replay_dead(self) -> None:
         directory = self.spool_dir
