@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
-import shlex
 import os
+import shlex
 import socket
 import ssl
 import sys

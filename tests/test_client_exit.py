@@ -46,7 +46,7 @@ def python(script: str, *args: str, **kwargs: object) -> subprocess.Popen[str]:
     """``script`` run from a file (``spawn`` children import ``__main__`` from it)."""
     path = Path(args[1]).parent / f"script-{abs(hash(script))}.py"
     path.write_text(script)
-    return subprocess.Popen(
+    process: subprocess.Popen[str] = subprocess.Popen(
         [sys.executable, str(path), *args],
         env={**os.environ, "PYTHONPATH": ROOT},
         text=True,
@@ -54,6 +54,7 @@ def python(script: str, *args: str, **kwargs: object) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         **kwargs,  # type: ignore[call-overload]
     )
+    return process
 
 
 _CHILDREN = """
