@@ -336,7 +336,7 @@ class Janitor:
         self._name_for = name_for
         self.retention = retention
         self.compression = compression
-        self._lock = SidecarLock(lock_path, chmod, owner, log_path=path)
+        self._lock = SidecarLock(lock_path, chmod, owner, log_path=path, warn=warn)
         self._janitor_path = janitor_path(lock_path)
         self._chmod = chmod
         self._owner = owner

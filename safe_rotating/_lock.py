@@ -44,11 +44,18 @@ processes is noticed the next time the lock is taken (the path no longer names t
 and every process moves to the file at the path.
 
 The sidecar lives in a directory that other users may write (a group-shared log directory), so
-it is opened through :mod:`._safefs`: never through a symbolic link, a regular file only,
-created 0600 and given its mode and owner once checked. A link or a FIFO planted at the path is
-refused (:class:`~safe_rotating.exceptions.UnsafeFileError`); when it replaces the sidecar under
-running processes, each keeps the file it has (they all refuse the new one, so they still agree
-on one lock) and the refusal is kept in :attr:`SidecarLock.refusal` for the caller to report.
+it is opened through :mod:`._safefs`: never through a symbolic link, a regular file with one
+name only, created 0600 and given its mode and owner once checked. Its contents are ours to
+rebuild, so anything else found at the path — a link, a FIFO, a socket, a device, a hard link
+to some other file — is removed (the name only: a link's target, a hard-linked file's contents
+are untouched), a new sidecar created in its place and the removal reported once through
+``warn``: a planted link cannot stop a process from starting, nor make it write elsewhere.
+Processes already running move to the new file within a second (their audit) or at their next
+lock, whichever comes first, as after any deletion of the sidecar. Only what cannot be removed
+— a directory, or an entry of another user in a sticky directory — is refused
+(:class:`~safe_rotating.exceptions.UnsafeFileError`): a new process cannot start, and each
+running one keeps the file it has (they all refuse the same thing, so they still agree on one
+lock), the refusal kept in :attr:`SidecarLock.refusal` for the caller to report.
 Numbers read from the table are never trusted: anyone who may write the file may write any pid.
 """
 
@@ -179,11 +186,13 @@ class SidecarLock:
         mode: int | None = None,
         owner: tuple[int, int] | None = None,
         log_path: str | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.path = path
         self._what = "the rotation lock file" + (f" of {log_path!r}" if log_path else "")
         self._mode = mode
         self._owner = owner
+        self._warn = warn
         self._fd = -1
         self._pid = 0
         self._depth = 0
@@ -205,17 +214,20 @@ class SidecarLock:
     def _open_fd(self) -> int:
         """A descriptor on the sidecar at the path, created if missing, its table valid.
 
-        Raises :class:`UnsafeFileError` (as is: its message says what to do) for a link or
-        anything but a regular file at the path."""
+        Something else planted at the path is removed and reported (see the module
+        docstring); raises :class:`UnsafeFileError` (as is: its message says what to do) for
+        what cannot be removed."""
         path = self.path
         try:
-            fd, _ = _safefs.open_or_create(
+            fd, removed = _safefs.open_or_replace(
                 path, os.O_RDWR, mode=self._mode, owner=self._owner, role=self._what
             )
         except UnsafeFileError:
             raise
         except OSError as exc:
             raise explain(exc, f"open {self._what},", path) from None
+        if removed is not None:
+            self._report_removal(removed)
         try:
             if os.fstat(fd).st_size < _TABLE_END:
                 self._initialise(fd)
@@ -223,6 +235,20 @@ class SidecarLock:
             os.close(fd)
             raise explain(exc, f"prepare {self._what},", path) from None
         return fd
+
+    def _report_removal(self, removed: str) -> None:
+        """Say what was removed: someone who may write the directory put it there."""
+        if self._warn is None:
+            return
+        directory = os.path.dirname(self.path) or "."
+        with contextlib.suppress(Exception):
+            self._warn(
+                f"found {removed} at {self.path!r}, where safe_rotating keeps {self._what}: "
+                "removed it (a link's target, a hard-linked file's contents are untouched) and "
+                "created a new lock file, which every process writing the log moves to. Someone "
+                f"who may write {directory!r} put it there: make sure only trusted users can "
+                "write that directory"
+            )
 
     def _use(self, fd: int) -> None:
         self._fd = fd

@@ -31,13 +31,17 @@ has open, so a log or lock file deleted or replaced under it is followed, not wr
 forever.
 
 The directory may be writable by users we do not trust (README's "Several users"). The first
-open takes the path as configured, as ``FileHandler`` does: a symbolic link there is followed.
+open takes the path as configured, as ``FileHandler`` does: a symbolic link there is followed —
+if it belongs to root, to this process's user or to the directory's owner (the kernel's
+``protected_symlinks`` rule, applied whatever the system's setting; a neighbour's link is
+refused like one planted later), and a pipe or device (``/dev/stdout``) is opened as it is.
 Every later open — after a rotation, ours or another process's, or of a replaced or deleted
 file — creates the file ``O_EXCL`` 0600 (then gives it its mode and owner) or opens it without
-following a link, a regular file only (:mod:`._safefs`). A link or a FIFO that appears at the
-path is refused and reported once (``handleError``): records keep going to the file this process
-had open while it still has a name (it was rotated or moved away), else they are counted and
-reported as lost; a new file is opened as soon as the path is clear.
+following a link, a regular file with one name only (:mod:`._safefs`). A link, a FIFO or a
+hard link that appears at the path is refused and reported once (``handleError``): records
+keep going to the file this process had open while it still has a name (it was rotated or
+moved away), else they are counted and reported as lost; a new file is opened as soon as the
+path is clear.
 
 Not thread-safe: a facade serialises its callers (the handler's lock, the server's one task).
 """
@@ -45,6 +49,7 @@ Not thread-safe: a facade serialises its callers (the handler's lock, the server
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import stat
@@ -58,6 +63,7 @@ from . import _safefs
 from ._compress import Compression
 from ._janitor import Janitor, StagedSet, move_any, remove_any, taken
 from ._lock import KNOWN, LAYOUT, SidecarLock, path_names
+from ._oserror import _user
 from ._oserror import explain as _explain
 from ._rotation import (
     Remove,
@@ -74,6 +80,9 @@ from ._stats import HandlerStats, WaitHistogram
 from .exceptions import LockTimeout, RotationError, UnsafeFileError
 
 __all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile"]
+
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_MOST_LINKS = 40  # links followed one after the other, as the kernel's MAXSYMLINKS
 
 # More files in one period than this means a count in the lock table nobody wrote honestly.
 _MOST_PERIOD_FILES = 1 << 31
@@ -110,6 +119,63 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _trusted_end(path: str) -> tuple[str, os.stat_result | None]:
+    """Follow the links at ``path`` one by one to the name the last one gives: ``(name, its
+    lstat)``, ``None`` when nothing is there (a file to create).
+
+    Each link on the way, and a pipe, socket or device at the end, must belong to root, to this
+    process's effective user or to the owner of the directory holding it — the kernel's
+    ``protected_symlinks`` rule, which only that user, root, or the link's own maker (us) can
+    satisfy — else :class:`UnsafeFileError`. A regular file at the end may belong to anyone, as
+    in the stdlib. Directories on the way are not checked: keeping the parents of a log
+    directory unwritable to others is the administrator's part (docs/security.md).
+    """
+    me = os.geteuid()
+    for _ in range(_MOST_LINKS + 1):
+        try:
+            here = os.lstat(path)
+        except FileNotFoundError:
+            return path, None
+        except OSError as exc:
+            raise _explain(exc, "open the log file", path) from None
+        if stat.S_ISREG(here.st_mode):
+            return path, here
+        directory = os.path.dirname(path) or "."
+        try:
+            directory_owner = os.stat(directory).st_uid
+        except OSError:
+            directory_owner = 0
+        if here.st_uid not in (0, me, directory_owner):
+            raise _untrusted(path, here, directory_owner)
+        if not stat.S_ISLNK(here.st_mode):
+            return path, here
+        try:
+            path = os.path.join(directory, os.readlink(path))
+        except OSError as exc:
+            raise _explain(exc, "open the log file", path) from None
+    raise UnsafeFileError(
+        errno.ELOOP, f"cannot open the log file {path!r}: more than {_MOST_LINKS} links in a row"
+    )
+
+
+def _untrusted(path: str, here: os.stat_result, directory_owner: int) -> UnsafeFileError:
+    what = _safefs.what_is(here)
+    if stat.S_ISLNK(here.st_mode):
+        with contextlib.suppress(OSError):
+            what += f" to {os.readlink(path)!r}"
+    owner = _user(here.st_uid)
+    return UnsafeFileError(
+        errno.ELOOP if stat.S_ISLNK(here.st_mode) else errno.EACCES,
+        f"refusing to open the log file through {path!r}: it is {what} owned by {owner}, and a "
+        "link (or a pipe or device) at a log path is followed only when it belongs to root, to "
+        f"the user this process runs as ({_user(os.geteuid())}) or to the owner of its directory "
+        f"({_user(directory_owner)}), as the kernel's protected_symlinks rule says: anyone else "
+        "who may write the directory could have planted it to make this process write, or "
+        f"create, a file elsewhere; remove it (or have one of those users make it), and make sure "
+        "only trusted users can write the directory",
+    )
 
 
 def _same_name(path: str) -> str:
@@ -198,7 +264,7 @@ class LogFile:
         self._rotated = False  # a rotation was done here since the janitor was last woken
         self._staged_busy = False  # our last rotation left backups to renumber
         self._last_write = 0.0  # monotonic time of our last append
-        self._lock = SidecarLock(self.lock_path, chmod, owner, log_path=path)
+        self._lock = SidecarLock(self.lock_path, chmod, owner, log_path=path, warn=warn)
         self._fd = -1
         self._gen = b""
         self._end = 0
@@ -216,6 +282,8 @@ class LogFile:
         self._opened = False  # the path was opened once: from now on it must be a plain file
         # A link at the path at the first open: its text, and the file it led to then.
         self._configured: tuple[str, str] | None = None
+        # A pipe or device opened at the first open (``/dev/stdout``): its (st_dev, st_ino).
+        self._special: tuple[int, int] | None = None
         # The path holds a link or FIFO we refuse while we write to the file we had (reported
         # once, then None again when a proper file is opened), and the lock's refusal, told.
         self._refusal: UnsafeFileError | None = None
@@ -287,11 +355,13 @@ class LogFile:
     def _open_path(self) -> int:
         """Open the log file at the path, creating it if missing.
 
-        The first open takes the path as configured (see the module docstring). A link found
-        there stays trusted while the path holds a link with the same text: then the file it
-        led to at the first open is opened again (never through the link itself, so swapping
-        links in between gains nothing). Everything else goes through :mod:`._safefs`.
-        Raises :class:`UnsafeFileError` for a link or anything but a regular file at the path.
+        The first open takes the path as configured (:meth:`_open_configured`). Later, a link
+        found there stays trusted while the path holds a link with the same text: then the file
+        it led to at the first open is opened again (never through the link itself, so swapping
+        links in between gains nothing); and a pipe or device opened at the first open
+        (``/dev/stdout``) is opened again while the path still leads to that very one.
+        Everything else goes through :mod:`._safefs`: a regular file with one name only.
+        Raises :class:`UnsafeFileError` for a link or anything but such a file at the path.
         """
         path = self.path
         flags = self._create_flags()
@@ -301,74 +371,105 @@ class LogFile:
             here = None
         except OSError as exc:
             raise _explain(exc, "open the log file", path) from None
+        if not self._opened:
+            if here is not None and not stat.S_ISREG(here.st_mode):
+                fd = self._open_configured(path, flags)
+            else:  # as configured: a file with other names too is the stdlib's to open
+                fd = self._open_plain(path, flags, links=None)
+            self._opened = True
+            return fd
         if here is not None and not stat.S_ISREG(here.st_mode):
-            if not self._opened:
-                fd = self._open_configured(path, here, flags)
-                self._opened = True
-                return fd
+            if self._special is not None:
+                with contextlib.suppress(OSError):
+                    now = os.stat(path)
+                    if (now.st_dev, now.st_ino) == self._special:
+                        return self._open_configured(path, flags)
             configured = self._configured
             if configured is not None and stat.S_ISLNK(here.st_mode):
                 with contextlib.suppress(OSError):
                     if os.readlink(path) == configured[0]:
                         path = configured[1]
-        fd = self._open_plain(path, flags)
-        self._opened = True
-        return fd
+        return self._open_plain(path, flags)
 
-    def _open_configured(self, path: str, here: os.stat_result, flags: int) -> int:
-        """The first open of a path that is not a plain file: a link is trusted as configured
-        and resolved once — a regular (or missing) target is then opened or created like any
-        log file, so ``chmod``/``owner`` apply to a target it creates; a device or a FIFO
-        (``/dev/stdout``) is opened as ``FileHandler`` would."""
-        if stat.S_ISLNK(here.st_mode):
-            real = os.path.realpath(path)
-            try:
-                kind: int | None = os.lstat(real).st_mode
-            except FileNotFoundError:
-                kind = None
-            except OSError as exc:
-                raise _explain(exc, "open the log file", path) from None
-            if kind is None or stat.S_ISREG(kind):
-                fd = self._open_plain(real, flags)
-                with contextlib.suppress(OSError):
-                    self._configured = (os.readlink(path), real)
-                return fd
-        return self._open_following(path, flags)
+    def _open_configured(self, path: str, flags: int) -> int:
+        """The first open of a path that holds a link, or anything but a regular file.
 
-    def _open_following(self, path: str, flags: int) -> int:
-        """The stdlib's open of a configured path (a link followed, a device opened)."""
+        The rule of the kernel's ``protected_symlinks`` (and ``protected_fifos``), whatever the
+        system's settings: every link on the way, and a pipe, socket or device at its end, must
+        belong to root, to this process's user or to the owner of its directory
+        (:func:`_trusted_end`) — else anyone who may write the directory could plant
+        ``app.log -> /etc/…`` before a process starts and have it write there, or create a file
+        there with ``chmod``. Then:
+
+        * a pipe, socket or device (``/dev/stdout``, ``/dev/null``) is opened through the path,
+          as ``FileHandler`` would — never created nor truncated — and must be the one looked at;
+        * a regular or missing file at the end of the links is opened, or created with
+          ``chmod``/``owner``, right there without following a link; later opens go back to it
+          while the path holds the same link (see :meth:`_open_path`).
+        """
         try:
-            if self._chmod is None and self._owner is None:
-                return self._os_open(path, flags, 0o666)
-            try:  # we must know whether we created it, to set mode and owner
-                fd = self._os_open(path, flags | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return self._os_open(path, flags & ~os.O_CREAT, 0o600)
-            try:
-                if self._chmod is not None:
-                    os.fchmod(fd, self._chmod)
-                if self._owner is not None:
-                    os.fchown(fd, *self._owner)
-            except OSError:
-                os.close(fd)
-                raise
-            return fd
+            target: os.stat_result | None = os.stat(path)
+        except FileNotFoundError:
+            target = None  # a dangling link: its target is created, once trusted
         except OSError as exc:
             raise _explain(exc, "open the log file", path) from None
+        end, last = _trusted_end(path)
+        if target is not None and (
+            not stat.S_ISREG(target.st_mode)
+            or last is None
+            or (last.st_dev, last.st_ino) != (target.st_dev, target.st_ino)
+        ):
+            # A pipe or a device; or a file the links do not name as a path (``/dev/stdout``
+            # into a file since deleted): the stdlib's open, through the trusted links.
+            fd = self._open_through(path, flags, target)
+            if not stat.S_ISREG(target.st_mode):
+                self._special = (target.st_dev, target.st_ino)
+            return fd
+        fd = self._open_plain(end, flags, links=None)
+        if end != path:
+            with contextlib.suppress(OSError):
+                self._configured = (os.readlink(path), end)
+        return fd
 
-    def _open_plain(self, path: str, flags: int) -> int:
+    def _open_through(self, path: str, flags: int, expected: os.stat_result) -> int:
+        """Open what ``path`` leads to, following links, as ``FileHandler`` does — but never
+        creating nor truncating it, nor waiting on a FIFO nobody reads (``O_NONBLOCK``, undone
+        once open) — and check it is ``expected``: else the path was changed meanwhile."""
+        flags = (flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)) | _NONBLOCK
+        try:
+            fd = self._os_open(path, flags, 0)
+        except OSError as exc:
+            raise _explain(exc, "open the log file", path) from None
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (expected.st_dev, expected.st_ino):
+                raise UnsafeFileError(
+                    errno.ESTALE,
+                    f"refusing to open the log file {path!r}: what it leads to was replaced "
+                    "while it was being opened",
+                )
+            if _NONBLOCK:
+                os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_plain(self, path: str, flags: int, links: int | None = 1) -> int:
         """A regular file at ``path``, never through a link: created ``O_EXCL`` 0600 and then
-        given its mode (``chmod``, else 0666 less the umask, as ``open()``) and owner."""
+        given its mode (``chmod``, else 0666 less the umask, as ``open()``) and owner. An
+        existing one must have at most ``links`` names (``None``: the first open, as
+        configured): a file hard-linked there could be any file of its owner's."""
         mode = self._chmod if self._chmod is not None else _safefs.default_mode(0o666)
         try:
             try:
                 fd, _ = _safefs.open_or_create(
-                    path, flags, mode=mode, owner=self._owner, role="the log file"
+                    path, flags, mode=mode, owner=self._owner, role="the log file", links=links
                 )
             except PermissionError:  # may write but not read it: write-only (mode 0o220)
                 fd, _ = _safefs.open_or_create(
                     path, flags & _WRITE_ONLY | os.O_WRONLY, mode=mode, owner=self._owner,
-                    role="the log file",
+                    role="the log file", links=links,
                 )  # fmt: skip
         except UnsafeFileError:
             raise
@@ -694,7 +795,11 @@ class LogFile:
         self._write_all(fd, data)
         self._unconfirmed.append(data)
         self._last_write = now
-        end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_CUR)
+        except OSError:  # a pipe or a terminal (``/dev/stdout``) has no position
+            end = self._end + len(data)
+        self._end = end
         if policy.enabled and end >= policy.max_bytes:
             if end - policy.max_bytes > self.largest_overshoot:
                 self.largest_overshoot = end - policy.max_bytes
@@ -1132,7 +1237,10 @@ class LogFile:
             self._write_all(self._fd, data)
             self._unconfirmed.append(data)
             self._last_write = _monotonic()
-            self._end = os.lseek(self._fd, 0, os.SEEK_CUR)
+            try:
+                self._end = os.lseek(self._fd, 0, os.SEEK_CUR)
+            except OSError:  # no position: a pipe or a terminal
+                self._end += len(data)
         finally:
             if held:
                 self._lock.release()
@@ -1158,7 +1266,10 @@ class LogFile:
         if last:
             end = self._end = self._end + len(data)
         else:
-            end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
+            try:
+                end = self._end = os.lseek(fd, 0, os.SEEK_CUR)
+            except OSError:  # no position: a pipe or a terminal
+                end = self._end = self._end + len(data)
         self._own_end = end
         if end >= policy.max_bytes:
             if end - policy.max_bytes > self.largest_overshoot:

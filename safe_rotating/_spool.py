@@ -524,7 +524,8 @@ def _clean_temp(directory: str, name: str) -> None:
     try:
         if time.time() - os.lstat(path).st_mtime < _STALE_TEMP:
             return
-        fd = _safefs.open_existing(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        # links=2: a process that died between its os.link() and the unlink of this name
+        fd = _safefs.open_existing(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0), links=2)
     except OSError:
         return
     try:
@@ -649,7 +650,9 @@ def claim_dead(directory: str, skip: set[str]) -> Iterator[DeadSpool]:
 def _lock_existing(path: str) -> int | None:
     """Lock the existing lock file ``path`` without waiting; ``None`` if it is held or gone."""
     try:
-        fd = _safefs.open_existing(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0), "a spool lock")
+        fd = _safefs.open_existing(  # links=2: published by os.link, see _create_locked
+            path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0), "a spool lock", links=2
+        )
     except OSError:
         return None
     try:

@@ -6,6 +6,9 @@ import logging
 import logging.config
 import multiprocessing
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +19,8 @@ import pytest
 from safe_rotating import RecordsLost, SafeRotatingFileHandler
 from safe_rotating.verify import make_line, verify
 from tests.support import Recording
+
+ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 def attach(logger: logging.Logger, handler: logging.Handler) -> logging.Handler:
@@ -302,6 +307,58 @@ def test_disk_full(tmp_path: Path, logger: Any) -> None:
     (failure,) = handler.failures
     assert isinstance(failure, OSError)
     assert "cannot write to '/dev/full': the disk is full" in str(failure)
+
+
+_TO_STDOUT = """
+import ast, logging, sys
+from safe_rotating import SafeRotatingFileHandler
+options = ast.literal_eval(sys.argv[2])
+made = SafeRotatingFileHandler("/dev/stdout", lock_file_directory=sys.argv[1], **options)
+made.setFormatter(logging.Formatter("%(message)s"))
+made.handle(logging.makeLogRecord({"msg": "one"}))
+made.flush()
+made.doRollover()  # backupCount=0: opens the path again, as after a lock file was re-created
+made.handle(logging.makeLogRecord({"msg": "two"}))
+made.close()
+"""
+
+
+@pytest.mark.parametrize("options", [{}, {"chmod": 0o660}, {"enqueue": True}])
+def test_dev_stdout_as_a_pipe_is_written_to_as_with_the_stdlib(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    """``/dev/stdout`` is a root-owned link to ``/proc/self/fd/1``, which names the pipe
+    ``pipe:[…]``. Before: the first open resolved the link and tried to create that name, so
+    the constructor raised where the stdlib (and the previous release) wrote; and every write
+    then reported "Illegal seek" (a pipe has no position). Now the pipe is opened through the
+    link, written to, and opened again the same way; nothing goes to handleError."""
+    done = subprocess.run(
+        [sys.executable, "-c", _TO_STDOUT, str(tmp_path), repr(options)],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        check=False,
+    )
+    assert done.stderr.decode() == ""
+    assert done.returncode == 0
+    assert done.stdout == b"one\ntwo\n"
+
+
+def test_dev_stdout_as_a_socket_fails_as_with_the_stdlib(tmp_path: Path) -> None:
+    """Linux cannot open a socket through ``/proc/self/fd`` (``ENXIO``), for ``FileHandler``
+    neither: the constructor says so about ``/dev/stdout``, the path the user gave."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        done = subprocess.run(
+            [sys.executable, "-c", _TO_STDOUT, str(tmp_path), "{}"],
+            stdout=theirs.fileno(),
+            stderr=subprocess.PIPE,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": ROOT},
+            check=False,
+        )
+    assert done.returncode == 1
+    assert "OSError: [Errno 6] cannot open the log file '/dev/stdout'" in done.stderr.decode()
 
 
 def _log_as_nobody(directory: str, queue: Any) -> None:

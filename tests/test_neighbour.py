@@ -113,29 +113,84 @@ def handler(shared_dir: SharedDir, **kwargs: Any) -> Recording:
 
 
 # -- case 11: the rotation lock file -----------------------------------------------------------
-def test_a_lock_file_planted_as_a_symlink_is_refused_and_its_target_untouched(
-    shared_dir: SharedDir,
+def _plant_lock(kind: str, target: str, lock: str, shared_dir: SharedDir) -> None:
+    """What a neighbour leaves at the lock path: a symlink, a FIFO or a hard link to a root file.
+    The hard link is made by root: the kernel's ``fs.protected_hardlinks`` (on here) stops
+    uid 65534 from linking a file it does not own, so root plays the neighbour of a system
+    where that protection is off."""
+    if kind == "symlink":
+        shared_dir.run(os.symlink, target, lock)
+    elif kind == "fifo":
+        shared_dir.run(os.mkfifo, lock)
+    else:
+        os.link(target, lock)
+
+
+def _lock_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, SafeRotatingWarning) and ".app.log.lock" in str(w.message)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "found"),
+    [
+        ("symlink", "a symbolic link to '{target}' (owner nobody (uid 65534)"),
+        ("fifo", "a named pipe (owner nobody (uid 65534)"),
+        ("hard link", "a regular file with 2 hard links (owner root (uid 0)"),
+    ],
+)
+def test_a_lock_file_planted_before_start_is_replaced_and_its_target_untouched(
+    shared_dir: SharedDir, kind: str, found: str
 ) -> None:
-    """Before: root opened the link and wrote its 4096-byte table over the target."""
+    """Before: the symlink was followed and root wrote its 4096-byte table over the target;
+    then (a first fix) every process started while it was there failed in its constructor, so
+    one planted link stopped the application from starting. Now the entry is removed — only its
+    name: the target, the hard-linked file keep their contents — a new lock file is created in
+    its place and the removal is reported once, naming what was there and whose it was."""
     target = victim(shared_dir)
     before = Snapshot.of(target)
     lock = shared_dir.join(".app.log.lock")
-    shared_dir.run(os.symlink, target, lock)
-    with pytest.raises(UnsafeFileError, match=r"\.app\.log\.lock.*symbolic link.*remove it"):
+    _plant_lock(kind, target, lock, shared_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        started = handler(shared_dir, maxBytes=1000, backupCount=5)
+        records(started, 0, 30)  # three rotations, under the new lock
+        started.close()
+    assert Snapshot.of(target) == before
+    here = os.lstat(lock)
+    assert stat.S_ISREG(here.st_mode)
+    assert here.st_nlink == 1
+    assert os.lstat(target).st_nlink == 1
+    (report,) = _lock_warnings(caught)
+    assert found.format(target=target) in report, report
+    assert "removed it" in report
+    assert not started.failures
+    assert logged(shared_dir.path) == set(range(30))
+    assert os.path.exists(shared_dir.join("app.log.2")), "rotation went on"
+
+
+def test_a_directory_planted_as_the_lock_file_is_refused_and_reported_once(
+    shared_dir: SharedDir,
+) -> None:
+    """A directory cannot be removed in passing: the constructor says what to do, and with
+    ``delay=True`` emit never raises — one report, then the records lost are counted."""
+    lock = shared_dir.join(".app.log.lock")
+    shared_dir.run(os.mkdir, lock)
+    with pytest.raises(IsADirectoryError, match=r"\.app\.log\.lock.*is a directory"):
         SafeRotatingFileHandler(shared_dir.join("app.log"), maxBytes=1000, chmod=0o660)
     late = handler(shared_dir, delay=True)
-    records(late, 0, 20)  # emit never raises: one report for the episode
-    assert Snapshot.of(target) == before
+    records(late, 0, 20)
     assert len(late.failures) == 1, late.failures
-    assert isinstance(late.failures[0].__cause__ or late.failures[0], UnsafeFileError)
     assert ".app.log.lock" in str(late.failures[0])
-    os.remove(lock)  # what the message says to do: logging resumes, the loss is counted
+    os.rmdir(lock)  # what the message says to do: logging resumes, the loss is counted
     records(late, 20, 1)
     late.close()
     (lost,) = [f for f in late.failures if isinstance(f, RecordsLost)]
     assert lost.count == 20
     assert logged(shared_dir.path) == {20}
-    assert Snapshot.of(target) == before
 
 
 def _replace_with_link(target: str, path: str) -> None:
@@ -143,29 +198,49 @@ def _replace_with_link(target: str, path: str) -> None:
     os.symlink(target, path)
 
 
-# The janitor, whose own descriptor on the lock file is opened later, says it once as well.
-@pytest.mark.filterwarnings("ignore:renumbering .* postponed:safe_rotating.SafeRotatingWarning")
-def test_a_lock_file_replaced_by_a_symlink_under_a_running_handler(
+def _lock_inode(made: SafeRotatingFileHandler) -> int:
+    return os.fstat(made._lock._fd).st_ino
+
+
+def test_a_lock_file_replaced_by_a_symlink_under_running_handlers(
     shared_dir: SharedDir,
 ) -> None:
     """Before: the next rotation found the lock "replaced", moved to the file at the path and
-    overwrote the link's target with a fresh table. Now the handler keeps the lock file it had
-    (every running process does the same), rotates on, loses nothing and says so once."""
+    overwrote the link's target with a fresh table. Now the first process to look removes the
+    link and makes a new lock file; every running process moves to it (at its next lock, or its
+    audit within a second), and so does one started later: one lock again, rotation goes on,
+    nothing is lost, the target is untouched, one report. Only a refused entry is ever removed,
+    so the processes do not take turns removing each other's new file: it stays."""
     target = victim(shared_dir)
     before = Snapshot.of(target)
-    running = handler(shared_dir, maxBytes=1000, backupCount=50)
-    records(running, 0, 30)
-    shared_dir.run(_replace_with_link, target, shared_dir.join(".app.log.lock"))
-    records(running, 30, 70)  # seven rotations
-    running.close()
+    lock = shared_dir.join(".app.log.lock")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = handler(shared_dir, maxBytes=1000, backupCount=50)
+        quiet = handler(shared_dir, maxBytes=1000, backupCount=50)  # writes, never rotates
+        records(ours, 0, 30)
+        records(quiet, 1000, 1)
+        shared_dir.run(_replace_with_link, target, lock)
+        records(ours, 30, 70)  # seven rotations
+        made = os.lstat(lock)
+        assert stat.S_ISREG(made.st_mode)
+        later = handler(shared_dir, maxBytes=1000, backupCount=50)
+        time.sleep(1.05)  # AUDIT_EVERY: the quiet one looks at the path again
+        records(quiet, 1001, 1)
+        records(later, 100, 20)
+        records(ours, 120, 20)
+        inodes = {_lock_inode(h) for h in (ours, quiet, later)}
+        for each in (ours, quiet, later):
+            each.close()
+    assert inodes == {made.st_ino}, "every process uses the lock file at the path"
+    assert os.lstat(lock).st_ino == made.st_ino, "nobody removed the new lock file"
     assert Snapshot.of(target) == before
-    assert logged(shared_dir.path) == set(range(100))
+    assert logged(shared_dir.path) == set(range(140)) | {1000, 1001}
     assert os.path.exists(shared_dir.join("app.log.9")), "rotation went on"
-    assert len(running.failures) == 1, running.failures
-    (report,) = running.failures
-    assert isinstance(report, UnsafeFileError)
-    assert ".app.log.lock" in str(report)
-    assert "symbolic link" in str(report)
+    (report,) = _lock_warnings(caught)
+    assert "a symbolic link" in report
+    assert "nobody" in report
+    assert [h.failures for h in (ours, quiet, later)] == [[], [], []]
 
 
 def _write_keeper(lock: str, pid: int) -> None:
@@ -381,6 +456,39 @@ def _saved(shared_dir: SharedDir) -> set[int]:
     return found
 
 
+def test_compression_never_reads_a_backup_hard_linked_to_a_secret(shared_dir: SharedDir) -> None:
+    """The neighbour removes ``app.log.1`` and hard-links a root-only ``0640`` secret in its
+    place. Root makes that link here: the kernel's ``fs.protected_hardlinks`` (on here) stops
+    uid 65534 from linking a file it may not read, so this plays a system where that protection
+    is off. Before: the janitor compressed the secret into ``app.log.1.gz`` with the handler's
+    ``chmod=0o660`` and group, which the neighbour read. Now a file with more than one name is
+    never read: its compression is refused and reported."""
+    secret = secret_file(outside(shared_dir))
+    os.utime(secret, (0, 0))  # looks long settled: compressed at once
+    before = Snapshot.of(secret)
+    running = handler(shared_dir, maxBytes=1000, backupCount=5, compress="gzip")
+    janitor = running._file._janitor
+    paused = _janitor._mutex(janitor._janitor_path)
+    paused.acquire()  # no background pass compresses before the swap
+    records(running, 0, 25)
+    backup = shared_dir.join("app.log.1")
+    shared_dir.run(os.rename, backup, backup + ".saved")
+    os.link(secret, backup)
+    for name in ("app.log.2", "app.log.1.saved"):
+        os.utime(shared_dir.join(name), (0, 0))
+    paused.release()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        settle(janitor)
+        running.close()
+    assert SECRET not in str(shared_dir.run(_read_everything, shared_dir.path))
+    assert Snapshot.of(secret) == before
+    assert os.path.exists(shared_dir.join("app.log.2.gz")), "the genuine backup was compressed"
+    reports = [str(w.message) for w in caught if issubclass(w.category, SafeRotatingWarning)]
+    assert [r for r in reports if "could not compress" in r and "2 hard links" in r], reports
+    assert set(range(25)) <= logged(shared_dir.path) | _saved(shared_dir)
+
+
 def test_compression_temporaries_are_private_until_complete(
     shared_dir: SharedDir, janitor_steps: list[str]
 ) -> None:
@@ -539,6 +647,45 @@ def test_a_symlink_planted_at_the_log_path_during_a_rotation_is_refused(
     assert len(running.failures) == 1
 
 
+def test_a_hard_link_planted_at_the_log_path_during_a_rotation_is_refused(
+    shared_dir: SharedDir,
+) -> None:
+    """Between the rename of ``app.log`` and the open of the new one, a root-only file is
+    hard-linked at the path (by root, playing a neighbour on a system without
+    ``fs.protected_hardlinks``). Before: root appended the next records to that file. Now a
+    log file with more than one name is refused after the first open, like a link: records
+    keep going to the file just rotated, one report, and a new file once the path is clear."""
+    target = victim(shared_dir)
+    os.chmod(target, 0o600)
+    before = Snapshot.of(target)
+    path = shared_dir.join("app.log")
+    running = handler(shared_dir, maxBytes=1000, backupCount=5)
+    planted: list[str] = []
+
+    def rotate_then_link(source: str, dest: str) -> None:
+        os.rename(source, dest)
+        if not planted:
+            planted.append(dest)
+            os.link(target, source)
+
+    running.rotator = rotate_then_link
+    records(running, 0, 30)
+    assert planted
+    assert Snapshot.of(target) == before
+    assert len(running.failures) == 1, running.failures
+    (report,) = running.failures
+    assert isinstance(report, UnsafeFileError)
+    assert repr(path) in str(report)
+    assert "2 hard links" in str(report)
+    os.remove(path)  # the name only: the target keeps its contents
+    time.sleep(0.01)
+    records(running, 30, 5)
+    running.close()
+    assert Snapshot.of(target) == before
+    assert logged(shared_dir.path) == set(range(35)), "nothing lost"
+    assert len(running.failures) == 1
+
+
 def test_a_symlink_at_the_log_path_after_another_process_rotated_is_refused(
     shared_dir: SharedDir,
 ) -> None:
@@ -630,6 +777,118 @@ def test_records_for_a_deleted_log_whose_path_holds_a_link_are_reported_lost(
     # Records written into the deleted file since the last look are written again, as for any
     # log file deleted by hand; the five refused ones are the ones reported lost.
     assert {10} <= logged(shared_dir.path) <= {0, 1, 2, 3, 4, 10}
+
+
+def _move_and_link(target: str, path: str) -> None:
+    os.rename(path, path + ".x")
+    os.symlink(target, path)
+
+
+def _link_then_plant(target: str, hop: str) -> None:
+    os.symlink(target, hop)
+
+
+@pytest.mark.parametrize("planted", ["existing", "missing", "chain"])
+def test_a_symlink_planted_at_the_log_path_before_a_process_starts_is_refused(
+    shared_dir: SharedDir, planted: str
+) -> None:
+    """An earlier run left ``app.log``; the neighbour moves it away and links the path to a
+    root-only file (``existing``: root appended its records to it), to a file root would create
+    with ``chmod=0o660`` in a root-only directory (``missing``: a new ``/etc/cron.d/x``), or
+    puts its link one hop further (``chain``: root's own ``app.log -> current`` link, and the
+    neighbour's ``current -> target``). Before: the first open of a new process took any link as
+    configured and followed it. Now a link is followed only if root, this process's user or the
+    directory's owner made it — every link on the way — as the kernel's protected_symlinks rule
+    says: the constructor refuses and says what to do; with ``delay=True`` emit reports once
+    and counts the records lost until the path is cleared."""
+    path = shared_dir.join("app.log")
+    SafeRotatingFileHandler(path, maxBytes=1000, chmod=0o660).close()  # the earlier run
+    root_only = os.path.join(outside(shared_dir), "root-only")
+    os.mkdir(root_only, 0o700)
+    target = os.path.join(root_only, "x")
+    if planted != "missing":
+        with open(target, "wb") as out:
+            out.write(b"root's own\n")
+        os.chmod(target, 0o600)
+        before: Snapshot | None = Snapshot.of(target)
+    else:
+        before = None
+    if planted == "chain":
+        hop = shared_dir.join("current")
+        os.remove(path)
+        os.symlink("current", path)  # root's link: trusted
+        shared_dir.run(_link_then_plant, target, hop)
+    else:
+        shared_dir.run(_move_and_link, target, path)
+    message = r"symbolic link to .* owned by nobody \(uid 65534\).*remove it"
+    with pytest.raises(UnsafeFileError, match=message):
+        SafeRotatingFileHandler(path, maxBytes=1000, chmod=0o660)
+    late = handler(shared_dir, delay=True)
+    records(late, 0, 20)
+    if before is None:
+        assert not os.path.lexists(target), "root created the file the link named"
+    else:
+        assert Snapshot.of(target) == before
+    assert len(late.failures) == 1, late.failures
+    assert "symbolic link" in str(late.failures[0])
+    os.remove(shared_dir.join("current") if planted == "chain" else path)
+    records(late, 20, 1)
+    late.close()
+    (lost,) = [f for f in late.failures if isinstance(f, RecordsLost)]
+    assert lost.count == 20
+    if before is None:
+        assert not os.path.lexists(target)
+    else:
+        assert Snapshot.of(target) == before
+
+
+def test_a_fifo_planted_at_the_log_path_before_a_process_starts_is_refused(
+    shared_dir: SharedDir,
+) -> None:
+    """Before: root opened the neighbour's FIFO as its log (``O_RDWR`` does not wait for a
+    reader), and the first 64 KiB of records later blocked the application forever. A pipe or
+    device at a log path is used only if root, this process's user or the directory's owner
+    made it, like a link."""
+    path = shared_dir.join("app.log")
+    shared_dir.run(os.mkfifo, path)
+    with pytest.raises(UnsafeFileError, match=r"named pipe owned by nobody.*remove it"):
+        SafeRotatingFileHandler(path, maxBytes=1000, chmod=0o660)
+
+
+def _service_user_logs_through_its_link(directory: str, target: str) -> bool:
+    """As the service user (uid 65534): link the log path to a file, log, and tell whether
+    the record went through the link."""
+    path = os.path.join(directory, "app.log")
+    os.symlink(target, path)
+    made = SafeRotatingFileHandler(path, maxBytes=0, chmod=0o660)
+    made.setFormatter(logging.Formatter("%(message)s"))
+    made.handle(logging.makeLogRecord({"msg": "through my own link"}))
+    made.close()
+    with open(target, encoding="utf-8") as written:
+        return "through my own link" in written.read()
+
+
+def test_a_log_path_link_made_by_the_service_user_or_the_directory_owner_is_followed(
+    shared_dir: SharedDir,
+) -> None:
+    """A link the process's own user made is followed (here the service user is uid 65534
+    and logs into the shared directory), and so is a link made by the owner of the
+    directory that holds it (root follows uid 65534's link in uid 65534's own directory)."""
+    assert shared_dir.run(
+        _service_user_logs_through_its_link, shared_dir.path, shared_dir.join("mine.log")
+    )
+    owned = os.path.join(outside(shared_dir), "owned")
+    os.mkdir(owned)
+    os.chown(owned, 65534, 65534)
+    real = shared_dir.join("app.log-real")
+    shared_dir.run(os.symlink, real, os.path.join(owned, "app.log"))
+    running = Recording(os.path.join(owned, "app.log"), maxBytes=0, chmod=0o660)
+    running.setFormatter(logging.Formatter("%(message)s"))
+    records(running, 0, 3)
+    running.close()
+    assert not running.failures
+    assert logged(shared_dir.path) == {0, 1, 2}
+    assert stat.S_IMODE(os.stat(real).st_mode) == 0o660
 
 
 def test_a_log_path_that_is_a_symlink_from_the_start_keeps_working(
