@@ -459,17 +459,23 @@ class LogFile:
         """A regular file at ``path``, never through a link: created ``O_EXCL`` 0600 and then
         given its mode (``chmod``, else 0666 less the umask, as ``open()``) and owner. An
         existing one must have at most ``links`` names (``None``: the first open, as
-        configured): a file hard-linked there could be any file of its owner's."""
+        configured): a file hard-linked there could be any file of its owner's — unless it is
+        the file we have open (a reopen after a new lock table), which gives nothing new."""
         mode = self._chmod if self._chmod is not None else _safefs.default_mode(0o666)
+        known = None
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                known = os.fstat(self._fd)
         try:
             try:
                 fd, _ = _safefs.open_or_create(
-                    path, flags, mode=mode, owner=self._owner, role="the log file", links=links
-                )
+                    path, flags, mode=mode, owner=self._owner, role="the log file",
+                    links=links, known=known,
+                )  # fmt: skip
             except PermissionError:  # may write but not read it: write-only (mode 0o220)
                 fd, _ = _safefs.open_or_create(
                     path, flags & _WRITE_ONLY | os.O_WRONLY, mode=mode, owner=self._owner,
-                    role="the log file", links=links,
+                    role="the log file", links=links, known=known,
                 )  # fmt: skip
         except UnsafeFileError:
             raise

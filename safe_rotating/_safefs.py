@@ -111,12 +111,21 @@ def _refuse_symlink(exc: OSError, path: str, role: str) -> OSError:
 
 
 def check_regular(
-    fd: int, path: str, role: str = "the file", links: int | None = 1
+    fd: int,
+    path: str,
+    role: str = "the file",
+    links: int | None = 1,
+    known: os.stat_result | None = None,
 ) -> os.stat_result:
     """``fstat(fd)``, or :class:`UnsafeFileError` (and ``fd`` closed) when it is not a regular
-    file, or has more than ``links`` names (``None``: any number)."""
+    file, or has more than ``links`` names (``None``: any number) and is not ``known`` (a file
+    the caller already has open: opening it again reaches nothing new)."""
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or (links is not None and st.st_nlink > links):
+    if not stat.S_ISREG(st.st_mode) or (
+        links is not None
+        and st.st_nlink > links
+        and (known is None or (known.st_dev, known.st_ino) != (st.st_dev, st.st_ino))
+    ):
         os.close(fd)
         raise _refusal(path, what_is(st), role)
     _blocking(fd)
@@ -131,19 +140,26 @@ def _blocking(fd: int) -> None:
             os.set_blocking(fd, True)
 
 
-def open_existing(path: str, flags: int, role: str = "the file", links: int | None = 1) -> int:
+def open_existing(
+    path: str,
+    flags: int,
+    role: str = "the file",
+    links: int | None = 1,
+    known: os.stat_result | None = None,
+) -> int:
     """Open an existing regular file without following a link; raises ``FileNotFoundError``
     when it is missing and :class:`UnsafeFileError` when it is not a plain file or has more
     than ``links`` names (nothing is truncated before that check).
 
     ``links=2`` is for a file published with ``os.link(temporary, name)`` (the spool's lock),
     which has two names until its temporary one is removed; ``None`` for a log file at its
-    first open, which the stdlib opens whatever its link count."""
+    first open, which the stdlib opens whatever its link count. ``known``: see
+    :func:`check_regular`."""
     try:
         fd = os.open(path, (flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)) | _GUARD)
     except OSError as exc:
         raise _refuse_symlink(exc, path, role) from None
-    check_regular(fd, path, role, links)
+    check_regular(fd, path, role, links, known)
     if flags & os.O_TRUNC:
         try:
             os.ftruncate(fd, 0)
@@ -181,19 +197,20 @@ def open_or_create(
     owner: tuple[int, int] | None = None,
     role: str = "the file",
     links: int | None = 1,
+    known: os.stat_result | None = None,
 ) -> tuple[int, bool]:
     """Open ``path``, creating it if missing; ``(fd, created)``.
 
     A file we create starts 0600 and gets ``mode`` (default: 0644 less the umask, as an
     ``open()`` would give) and ``owner`` once checked. Two processes racing to create it both
-    end up with the one file. ``links``: see :func:`open_existing`.
+    end up with the one file. ``links``, ``known``: see :func:`check_regular`.
     """
     for _ in range(8):
         try:
             fd = create_new(path, flags, role)
         except FileExistsError:
             try:
-                return open_existing(path, flags, role, links), False
+                return open_existing(path, flags, role, links, known), False
             except FileNotFoundError:
                 continue  # removed between the two opens: try to create it again
         try:

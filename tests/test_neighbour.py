@@ -114,7 +114,7 @@ def handler(shared_dir: SharedDir, **kwargs: Any) -> Recording:
 
 # -- case 11: the rotation lock file -----------------------------------------------------------
 def _plant_lock(kind: str, target: str, lock: str, shared_dir: SharedDir) -> None:
-    """What a neighbour leaves at the lock path: a symlink, a FIFO or a hard link to a root file.
+    """What a neighbour leaves at a lock path: a symlink, a FIFO or a hard link to a root file.
     The hard link is made by root: the kernel's ``fs.protected_hardlinks`` (on here) stops
     uid 65534 from linking a file it does not own, so root plays the neighbour of a system
     where that protection is off."""
@@ -561,14 +561,16 @@ def _posix_locks_on(path: str) -> bool:
         return any("POSIX" in line and line.split()[5].endswith(f":{ino}") for line in table)
 
 
+@pytest.mark.parametrize(("kind", "found"), [("symlink", "symbolic link"), ("hard link", "2 hard")])
 def test_a_janitor_lock_planted_as_a_link_is_refused(
-    shared_dir: SharedDir, janitor_steps: list[str]
+    shared_dir: SharedDir, janitor_steps: list[str], kind: str, found: str
 ) -> None:
     """Before: the janitor followed ``.app.log.janitor -> target`` and took its ``lockf`` on
-    the target (a root file another program may lock: dpkg, xtables)."""
+    the target (a root file another program may lock: dpkg, xtables); a hard link to it (made
+    by root here, as on a system without ``fs.protected_hardlinks``) did the same."""
     target = victim(shared_dir)
     before = Snapshot.of(target)
-    shared_dir.run(os.symlink, target, shared_dir.join(".app.log.janitor"))
+    _plant_lock(kind, target, shared_dir.join(".app.log.janitor"), shared_dir)
     locked: list[bool] = []
 
     def look(step: str) -> None:
@@ -587,7 +589,7 @@ def test_a_janitor_lock_planted_as_a_link_is_refused(
     assert not any(locked), "the link's target was locked"
     assert Snapshot.of(target) == before
     reports = [str(w.message) for w in caught if issubclass(w.category, SafeRotatingWarning)]
-    assert [r for r in reports if ".app.log.janitor" in r and "symbolic link" in r], reports
+    assert [r for r in reports if ".app.log.janitor" in r and found in r], reports
     assert logged(shared_dir.path) == set(range(25)), "the writers never needed the janitor"
     assert not running.failures
 
@@ -684,6 +686,24 @@ def test_a_hard_link_planted_at_the_log_path_during_a_rotation_is_refused(
     assert Snapshot.of(target) == before
     assert logged(shared_dir.path) == set(range(35)), "nothing lost"
     assert len(running.failures) == 1
+
+
+def test_the_log_file_this_process_writes_may_have_a_second_name(shared_dir: SharedDir) -> None:
+    """A file with more names is refused only when it is not the one already open: here a
+    backup tool hard-linked the current ``app.log`` elsewhere, then the lock file was deleted,
+    so every process opens the log path again with the new lock table — and finds its own
+    file, which gives nothing new. Rotation goes on; nothing is reported."""
+    path = shared_dir.join("app.log")
+    running = handler(shared_dir, maxBytes=2000, backupCount=5)
+    records(running, 0, 5)
+    os.link(path, os.path.join(outside(shared_dir), "backup-of-app.log"))
+    os.remove(shared_dir.join(".app.log.lock"))
+    time.sleep(1.05)  # AUDIT_EVERY: the new lock file, then the log path again
+    records(running, 5, 60)
+    running.close()
+    assert not running.failures, running.failures
+    assert logged(shared_dir.path) == set(range(65))
+    assert os.path.exists(shared_dir.join("app.log.2")), "rotation went on"
 
 
 def test_a_symlink_at_the_log_path_after_another_process_rotated_is_refused(
