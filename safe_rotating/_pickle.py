@@ -73,7 +73,9 @@ class _NoGlobals(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> NoReturn:
         raise PickleRefused(
-            "pickle global", f"a pickle that references {module!r}.{name!r} (globals are refused)"
+            # repr: the names are the peer's text, and end up in the server's log
+            "pickle global",
+            f"a pickle that references {module + '.' + name!r} (globals are refused)",
         )
 
     def persistent_load(self, pid: Any) -> NoReturn:

@@ -12,7 +12,8 @@ Real servers on 127.0.0.1 (and a Unix socket reached by a neighbour at uid 65534
 * a peer's text in a refusal (a global's name in a pickle) cannot start a line of the server's own
   log nor put an escape sequence in it;
 * a Unix socket caps connections per uid (``SO_PEERCRED``), one user's cap never another's;
-* unfinished frames of all connections together stay within ``--frame-memory``;
+* unfinished frames of all connections together stay within ``--frame-memory``, and so do
+  complete frames waiting for room in a full queue (decoded only when it is their turn);
 * an idle connection is closed after ``--idle-timeout`` with a ``bye``; LogServerHandler comes back
   when it next has a record, without a report, a spool or a backoff;
 * frames that used to raise inside the server (a lone surrogate in a token, JSON nested past the
@@ -29,16 +30,19 @@ import os
 import pickle
 import socket
 import struct
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from safe_rotating._wire import encode
 from safe_rotating.server.app import Server, bind_unix
 from safe_rotating.server.config import ConfigError, build
 
-from .logserver import LogServer, NativeClient, eventually, rss_bytes, run_server
+from .logserver import LogServer, NativeClient, eventually, rss_bytes, run_server, start_server
 from .neighbour import SharedDir
 from .wire_peer import RecordingClient
 
@@ -345,6 +349,67 @@ def test_unfinished_frames_share_one_memory_budget(tmp_path: Path) -> None:
         for sock in hoarders:
             sock.close()
         eventually(lambda: server.metrics()["frame_memory_bytes"] == 0, what="budget released")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs, mounted for this test (the tests run as root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill the queue needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_frames_waiting_for_a_full_queue_share_the_memory_budget(small_disk: Path) -> None:
+    # The disk is full: the writer holds its records and retries, the queue fills, and every
+    # connection waits with a complete frame. Those frames count against --frame-memory, and
+    # wait as bytes: decoded, 2 000 small records take about ten times their frame.
+    budget = 2 * MiB
+    args = ["--format", "%(message)s", "--queue-size", "1", "--frame-memory", "2MiB"]
+    server = start_server(small_disk, *args, err_dir=small_disk.parent)
+    try:
+        writer = NativeClient(("127.0.0.1", server.port))
+        writer.hello("w" * 32)
+        filler = small_disk / "filler"
+        with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        writer.batch(1, ["held by the writer"])
+        writer.batch(2, ["fills the queue"])
+        eventually(lambda: server.metrics()["write_errors_total"] >= 1, 5, "a failed write")
+        time.sleep(0.3)
+        baseline = rss_bytes(server.pid)
+        records = [{"msg": f"r{n}", "levelno": 20} for n in range(2000)]
+        hello = encode({"type": "hello", "client": "h" * 32})
+        waiting = []
+        for n in range(100):
+            sock = connect(server)
+            with contextlib.suppress(OSError):
+                sock.sendall(hello + encode({"type": "batch", "seq": 1 + n, "records": records}))
+            waiting.append(sock)
+            time.sleep(0.02)  # each frame complete before the next: none is unfinished
+        time.sleep(0.5)
+        grown = rss_bytes(server.pid) - baseline
+        frame = len(encode({"type": "batch", "seq": 1, "records": records}))
+        print(f"RSS grew by {grown / MiB:.0f} MiB for 100 frames of {frame // 1024} KiB waiting")
+        assert grown < budget + 24 * MiB, f"RSS grew by {grown / MiB:.0f} MiB"
+        assert server.metrics()["frame_memory_bytes"] <= budget
+        assert server.refused("frame memory") >= 100 - budget // frame
+        filler.unlink()  # room again: what waited is written, and clients are served
+        writer.acked(1)
+        writer.acked(2)
+        server.assert_lands("fills the queue", timeout=5.0)
+        for sock in waiting:
+            sock.close()
+        lands_eventually(server, "after the full queue", timeout=5.0)
+    finally:
+        server.process.kill()
+        server.process.wait()
 
 
 def test_frame_memory_is_at_least_one_frame(tmp_path: Path) -> None:

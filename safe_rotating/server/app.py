@@ -54,9 +54,11 @@ _NOTE_EVERY: Final = 10.0  # seconds of one window of the refusal log
 _NOTE_MOST: Final = 5  # refusals logged per reason and window; the rest are counted
 _ERROR_EVERY: Final = 60.0  # an internal error is logged once per kind and place a minute
 _SWEEP_MOST: Final = 1.0  # seconds between sweeps at most (hello and idle timeouts, note counts)
-# What a connection's StreamReader buffers beyond what its task has taken (asyncio's default is
-# 64 KiB). It holds bytes that --frame-memory does not count: those a peer sends while its task
-# waits for room in the full queue. Reading pauses once more than twice this is buffered.
+# What a connection buffers beyond what its task has taken, which --frame-memory does not count:
+# bytes a peer sends while its task waits for room in the full queue. Its StreamReader pauses
+# reading once more than twice this ``limit`` is buffered (asyncio's default is 64 KiB), and
+# one read of CPython's socket transport adds at most its ``max_size`` (256 KiB by default, set
+# to this too): at most 3 x 16 KiB a connection, plus its objects (about 5 KiB).
 STREAM_LIMIT: Final = 16 * 1024
 
 ConnectionFactory = Callable[["Server", asyncio.StreamReader, asyncio.StreamWriter], _Connection]
@@ -166,6 +168,11 @@ class Server:
         self._noted: dict[str, list[float]] = {}
         self.frame_bytes = 0  # bytes of unfinished frames, all connections: --frame-memory
         self._per_peer: Counter[str] = Counter()  # open connections per peer_key
+        # Held from decoding a frame to queuing its records. Never waited for while the queue
+        # has room (nothing awaits inside); while it is full, the connections wait here in
+        # turn, holding their frames as bytes counted by --frame-memory, not as decoded
+        # records (several times larger, and not counted).
+        self.admission = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
         self.exit_code = 0
 
@@ -253,6 +260,8 @@ class Server:
                 writer.close()
                 return
             connection.task = asyncio.current_task()
+            if hasattr(writer.transport, "max_size"):  # see STREAM_LIMIT
+                writer.transport.max_size = STREAM_LIMIT
             self.connections.add(connection)
             if key is not None:
                 self._per_peer[key] += 1
@@ -403,10 +412,12 @@ class Server:
         return key is not None and self._per_peer[key] >= config.max_connections_per_peer
 
     def hold_frame_bytes(self, connection: _Connection, size: int) -> None:
-        """``connection`` received ``size`` more bytes of a frame it has not finished. When
-        unfinished frames together pass ``--frame-memory``, the connection holding the most is
-        closed (refused, "frame memory") until they fit — a peer hoarding half-sent frames loses
-        them, a client sending an ordinary batch does not. That may be the caller: Refused."""
+        """``connection`` received ``size`` more bytes of a frame it has not queued yet: still
+        arriving, or complete and waiting for room in a full queue. When such frames together
+        pass ``--frame-memory``, the connection holding the most is closed (refused, "frame
+        memory") until they fit — a peer hoarding half-sent frames loses them, and so does one
+        of many connections each holding a frame while the queue is full; a client sending an
+        ordinary batch does not. That may be the caller: Refused."""
         self.frame_bytes += size
         connection.held += size
         limit = self.config.frame_memory
@@ -415,7 +426,7 @@ class Server:
             if victim.held <= 0:
                 break
             detail = (
-                f"unfinished frames held {self.frame_bytes} bytes, over --frame-memory "
+                f"frames not queued yet held {self.frame_bytes} bytes, over --frame-memory "
                 f"({limit}); this connection held the most ({victim.held})"
             )
             if victim is connection:
@@ -424,12 +435,13 @@ class Server:
             if victim.held:  # not ended (the server is stopping): the caller gives way
                 raise Refused(
                     "frame memory",
-                    f"unfinished frames held {self.frame_bytes} bytes, over --frame-memory "
+                    f"frames not queued yet held {self.frame_bytes} bytes, over --frame-memory "
                     f"({limit}), while stopping",
                 )
 
     def release_frame_bytes(self, connection: _Connection) -> None:
-        """``connection`` finished its frame, or ended: its bytes leave the budget."""
+        """``connection`` queued its frame's records (or the frame had none), or ended: its
+        bytes leave the budget."""
         self.frame_bytes -= connection.held
         connection.held = 0
 

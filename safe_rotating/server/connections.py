@@ -11,9 +11,13 @@ Idle means sending no records: a frame that carries none (an empty batch, a batc
 shows was written already) does not keep a connection open. And when ``--max-connections`` are
 open, a new connection takes the place of the one idle the longest (:meth:`_Connection.quiet_for`).
 
-Every connection also counts the bytes of the frame it is receiving against one budget shared by
-all (``--frame-memory``): past it, the connection holding the most is closed. So memory is bounded
-however many connections there are, and a peer hoarding half-sent frames loses them first.
+Every connection also counts the bytes of the frame it is receiving, until that frame's records
+are in the queue, against one budget shared by all (``--frame-memory``): past it, the connection
+holding the most is closed. So memory is bounded however many connections there are, whether
+their frames are half-sent or complete and waiting for room in a full queue, and a peer hoarding
+half-sent frames loses them first. A frame is decoded only once it is its turn to be queued
+(``Server.admission``): decoded records take several times the bytes of their frame, so while
+the queue is full one frame waits decoded and the others wait as the bytes the budget counts.
 
 Anything a peer does wrong closes that connection only, with the reason logged and counted under
 ``refused_frames_total{reason}``; a native client is told why in an ``error`` frame first.
@@ -377,10 +381,17 @@ class LogConnection(_Connection):
             self.greeted = True
             if self.dialect is None:
                 self.dialect = self._choose_dialect(rest[0])
-            if self.dialect == "native":
-                await self._native(rest)
+            if self.dialect == "native" and self.client is None:
+                await self._native(rest)  # the hello: nothing waits for the queue
             else:
-                await self._pickle(rest)
+                async with server.admission:  # decoded only when the queue can take it
+                    if self.dialect == "native":
+                        await self._native(rest)
+                    else:
+                        await self._pickle(rest)
+            # Held until here, not just until the frame was complete: a connection waiting for
+            # room in a full queue holds its frame, so the budget counts it (--frame-memory).
+            server.release_frame_bytes(self)
 
     async def _rest_of_frame(self, first: bytes, max_frame: int) -> bytes:
         head = first + await self.reader.readexactly(3)
@@ -403,7 +414,6 @@ class LogConnection(_Connection):
             server.hold_frame_bytes(self, len(chunk))
             chunks.append(chunk)
             left -= len(chunk)
-        server.release_frame_bytes(self)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _choose_dialect(self, first: int) -> str:
@@ -573,21 +583,29 @@ class SyslogConnection(_Connection):
                 return
             framer.feed(data)
             messages = list(framer.messages())
+            # Messages not queued yet and an unfinished one count against --frame-memory.
             server.release_frame_bytes(self)
-            if framer.pending:  # an unfinished message counts against --frame-memory
-                server.hold_frame_bytes(self, framer.pending)
+            waiting = framer.pending + sum(len(m) for m in messages)
+            if waiting:
+                server.hold_frame_bytes(self, waiting)
             if framer.pending and (self.idle or messages):
                 started = loop.time()  # a new message began in this read
             if messages:
                 self.greeted = True
                 await self._queue(messages)
+                server.release_frame_bytes(self)
+                if framer.pending:
+                    server.hold_frame_bytes(self, framer.pending)
 
     async def _queue(self, messages: list[bytes]) -> None:
-        now = time.time()
-        records = [parse_syslog(m, now).to_record(now, self.host) for m in messages]
-        if self.server.config.token is not None and not self.local:
-            for record in records:
-                record["host"] = shown_host(record["host"], self.peer, self.server.hostname, True)
-        self.server.stats.received += len(records)
-        await self.server.queue.put(Work(records, sum(len(m) for m in messages)))
+        async with self.server.admission:  # parsed only when the queue can take them
+            now = time.time()
+            records = [parse_syslog(m, now).to_record(now, self.host) for m in messages]
+            if self.server.config.token is not None and not self.local:
+                for record in records:
+                    record["host"] = shown_host(
+                        record["host"], self.peer, self.server.hostname, True
+                    )
+            self.server.stats.received += len(records)
+            await self.server.queue.put(Work(records, sum(len(m) for m in messages)))
         self.active_at = time.monotonic()

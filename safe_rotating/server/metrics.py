@@ -116,7 +116,7 @@ def render(
     metric(
         "frame_memory_bytes",
         "gauge",
-        "Bytes held by frames still being received, all connections together.",
+        "Bytes of frames received or being received, not queued yet, all connections together.",
         [("", frame_bytes)],
     )
     if files:
