@@ -662,7 +662,7 @@ def test_binding_a_unix_socket_changes_no_other_file_s_mode(
     path = str(tmp_path / "log.sock")
     bind = socket.socket.bind
 
-    def bind_then_swap(sock: socket.socket, address: object) -> None:
+    def bind_then_swap(sock: socket.socket, address: str) -> None:
         bind(sock, address)
         os.unlink(path)
         os.symlink(victim, path)

@@ -578,6 +578,7 @@ class SyslogConnection(_Connection):
             if not data:
                 rest = framer.rest()
                 if rest is not None:
+                    self.idle = False
                     await self._queue([rest])
                 self.idle = True
                 return
@@ -592,6 +593,7 @@ class SyslogConnection(_Connection):
                 started = loop.time()  # a new message began in this read
             if messages:
                 self.greeted = True
+                self.idle = False  # records under way: neither idle-closed nor evicted now
                 await self._queue(messages)
                 server.release_frame_bytes(self)
                 if framer.pending:
