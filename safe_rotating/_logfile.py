@@ -52,6 +52,7 @@ import contextlib
 import errno
 import math
 import os
+import re
 import stat
 import time
 import weakref
@@ -83,6 +84,7 @@ __all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile"]
 
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _MOST_LINKS = 40  # links followed one after the other, as the kernel's MAXSYMLINKS
+_PROC_FD = re.compile(r"/proc/[0-9]+(?:/task/[0-9]+)?/fd")  # a process's open files
 
 # More files in one period than this means a count in the lock table nobody wrote honestly.
 _MOST_PERIOD_FILES = 1 << 31
@@ -125,14 +127,18 @@ def _trusted_end(path: str) -> tuple[str, os.stat_result | None]:
     """Follow the links at ``path`` one by one to the name the last one gives: ``(name, its
     lstat)``, ``None`` when nothing is there (a file to create).
 
-    Each link on the way, and a pipe, socket or device at the end, must belong to root, to this
-    process's effective user or to the owner of the directory holding it — the kernel's
-    ``protected_symlinks`` rule, which only that user, root, or the link's own maker (us) can
-    satisfy — else :class:`UnsafeFileError`. A regular file at the end may belong to anyone, as
-    in the stdlib. Directories on the way are not checked: keeping the parents of a log
-    directory unwritable to others is the administrator's part (docs/security.md).
+    Each link on the way, and a FIFO or socket at the end, must belong to root, to this
+    process's effective user or to the owner of the directory holding it — the rule of the
+    kernel's ``protected_symlinks`` and ``protected_fifos``, which a neighbour cannot meet —
+    else :class:`UnsafeFileError`. Not checked: a regular file (it may belong to anyone, as in
+    the stdlib), a device (only root makes device nodes: a neighbour can only link to one, and
+    that link is checked — a terminal belongs to whoever logged in, say the user who ran
+    ``sudo``), and what a link in ``/proc/<pid>/fd`` leads to (``/dev/stdout``: a file the
+    process already has open, whoever owns it). Directories on the way are not checked either:
+    keeping the parents of a log directory unwritable to others is the administrator's part.
     """
     me = os.geteuid()
+    held = False  # reached through /proc/<pid>/fd
     for _ in range(_MOST_LINKS + 1):
         try:
             here = os.lstat(path)
@@ -140,17 +146,19 @@ def _trusted_end(path: str) -> tuple[str, os.stat_result | None]:
             return path, None
         except OSError as exc:
             raise _explain(exc, "open the log file", path) from None
-        if stat.S_ISREG(here.st_mode):
-            return path, here
+        mode = here.st_mode
+        link = stat.S_ISLNK(mode)
         directory = os.path.dirname(path) or "."
-        try:
-            directory_owner = os.stat(directory).st_uid
-        except OSError:
-            directory_owner = 0
-        if here.st_uid not in (0, me, directory_owner):
-            raise _untrusted(path, here, directory_owner)
-        if not stat.S_ISLNK(here.st_mode):
+        if link or (not held and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode))):
+            try:
+                directory_owner = os.stat(directory).st_uid
+            except OSError:
+                directory_owner = 0  # unknown: root and ourselves only
+            if here.st_uid not in (0, me, directory_owner):
+                raise _untrusted(path, here, directory_owner)
+        if not link:
             return path, here
+        held = held or _PROC_FD.fullmatch(os.path.realpath(directory)) is not None
         try:
             path = os.path.join(directory, os.readlink(path))
         except OSError as exc:
@@ -169,11 +177,11 @@ def _untrusted(path: str, here: os.stat_result, directory_owner: int) -> UnsafeF
     return UnsafeFileError(
         errno.ELOOP if stat.S_ISLNK(here.st_mode) else errno.EACCES,
         f"refusing to open the log file through {path!r}: it is {what} owned by {owner}, and a "
-        "link (or a pipe or device) at a log path is followed only when it belongs to root, to "
+        "link (or a named pipe) at a log path is used only when it belongs to root, to "
         f"the user this process runs as ({_user(os.geteuid())}) or to the owner of its directory "
         f"({_user(directory_owner)}), as the kernel's protected_symlinks rule says: anyone else "
         "who may write the directory could have planted it to make this process write, or "
-        f"create, a file elsewhere; remove it (or have one of those users make it), and make sure "
+        "create, a file elsewhere; remove it (or have one of those users make it), and make sure "
         "only trusted users can write the directory",
     )
 
@@ -282,7 +290,8 @@ class LogFile:
         self._opened = False  # the path was opened once: from now on it must be a plain file
         # A link at the path at the first open: its text, and the file it led to then.
         self._configured: tuple[str, str] | None = None
-        # A pipe or device opened at the first open (``/dev/stdout``): its (st_dev, st_ino).
+        # What the first open opened through the path's links (``/dev/stdout``: a pipe, a
+        # terminal, a file the process has open): its (st_dev, st_ino).
         self._special: tuple[int, int] | None = None
         # The path holds a link or FIFO we refuse while we write to the file we had (reported
         # once, then None again when a proper file is opened), and the lock's refusal, told.
@@ -395,14 +404,14 @@ class LogFile:
         """The first open of a path that holds a link, or anything but a regular file.
 
         The rule of the kernel's ``protected_symlinks`` (and ``protected_fifos``), whatever the
-        system's settings: every link on the way, and a pipe, socket or device at its end, must
-        belong to root, to this process's user or to the owner of its directory
-        (:func:`_trusted_end`) — else anyone who may write the directory could plant
-        ``app.log -> /etc/…`` before a process starts and have it write there, or create a file
-        there with ``chmod``. Then:
+        system's settings: every link on the way, and a FIFO at its end, must belong to root,
+        to this process's user or to the owner of its directory (:func:`_trusted_end`) — else
+        anyone who may write the directory could plant ``app.log -> /etc/…`` before a process
+        starts and have it write there, or create a file there with ``chmod``. Then:
 
-        * a pipe, socket or device (``/dev/stdout``, ``/dev/null``) is opened through the path,
-          as ``FileHandler`` would — never created nor truncated — and must be the one looked at;
+        * a pipe, terminal or other device (``/dev/stdout``, ``/dev/null``) is opened through
+          the path, as ``FileHandler`` would — never created nor truncated — and must be the one
+          looked at; later opens do the same while the path leads to that very one;
         * a regular or missing file at the end of the links is opened, or created with
           ``chmod``/``owner``, right there without following a link; later opens go back to it
           while the path holds the same link (see :meth:`_open_path`).
@@ -422,8 +431,7 @@ class LogFile:
             # A pipe or a device; or a file the links do not name as a path (``/dev/stdout``
             # into a file since deleted): the stdlib's open, through the trusted links.
             fd = self._open_through(path, flags, target)
-            if not stat.S_ISREG(target.st_mode):
-                self._special = (target.st_dev, target.st_ino)
+            self._special = (target.st_dev, target.st_ino)
             return fd
         fd = self._open_plain(end, flags, links=None)
         if end != path:

@@ -344,19 +344,61 @@ def test_dev_stdout_as_a_pipe_is_written_to_as_with_the_stdlib(
     assert done.stdout == b"one\ntwo\n"
 
 
+def _run_into(stdout: int, directory: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-c", _TO_STDOUT, str(directory), "{}"],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        check=False,
+    )
+
+
+def _read_until_closed(fd: int) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # a terminal whose other side is closed: EIO
+            break
+        if not chunk:
+            break
+        data += chunk
+    os.close(fd)
+    return data
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_dev_stdout_owned_by_another_user_is_written_to(tmp_path: Path) -> None:
+    """Under ``sudo`` the terminal belongs to the user who ran it, and a shell may redirect
+    stdout into a named pipe of someone else's: ``/dev/stdout`` leads there through
+    ``/proc/self/fd/1``, a file this process already has open, so it is opened whoever owns it
+    (the links on the way are still checked)."""
+    master, terminal = os.openpty()
+    os.chown(os.ttyname(terminal), 65534, 65534)  # nobody's terminal
+    done = _run_into(terminal, tmp_path)
+    os.close(terminal)
+    assert done.stderr.decode() == ""
+    assert _read_until_closed(master).replace(b"\r\n", b"\n") == b"one\ntwo\n"
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    os.chown(fifo, 65534, 65534)  # nobody's named pipe, in root's directory
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(fifo, os.O_WRONLY)
+    done = _run_into(writer, tmp_path)
+    os.close(writer)
+    os.set_blocking(reader, True)
+    assert done.stderr.decode() == ""
+    assert _read_until_closed(reader) == b"one\ntwo\n"
+
+
 def test_dev_stdout_as_a_socket_fails_as_with_the_stdlib(tmp_path: Path) -> None:
     """Linux cannot open a socket through ``/proc/self/fd`` (``ENXIO``), for ``FileHandler``
     neither: the constructor says so about ``/dev/stdout``, the path the user gave."""
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        done = subprocess.run(
-            [sys.executable, "-c", _TO_STDOUT, str(tmp_path), "{}"],
-            stdout=theirs.fileno(),
-            stderr=subprocess.PIPE,
-            timeout=60,
-            env={**os.environ, "PYTHONPATH": ROOT},
-            check=False,
-        )
+        done = _run_into(theirs.fileno(), tmp_path)
     assert done.returncode == 1
     assert "OSError: [Errno 6] cannot open the log file '/dev/stdout'" in done.stderr.decode()
 
