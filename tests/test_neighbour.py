@@ -3,8 +3,8 @@
 The directory is ``root:4242`` mode 2775, the handlers run as root with ``chmod=0o660``, and the
 neighbour is a real process at uid 65534 in group 4242 (see ``tests/neighbour.py``): it may
 create, rename and delete any name in the directory (no sticky bit) and read what the group may
-read. Whatever it plants — a symlink, a FIFO — root must neither write through it nor read
-through it, and the application must keep logging and be told.
+read. Whatever it plants — a symlink, a FIFO, a hard link — root must neither write through it
+nor read through it, and the application must keep logging and be told.
 """
 
 from __future__ import annotations
