@@ -14,7 +14,6 @@ import logging
 import os
 import stat
 import struct
-import sys
 import threading
 import time
 import warnings
@@ -30,14 +29,13 @@ from safe_rotating import (
     RecordsLost,
     SafeRotatingFileHandler,
     SafeRotatingWarning,
-    SafeTimedRotatingFileHandler,
     UnsafeFileError,
     _janitor,
 )
 from safe_rotating._lock import pid_alive
 from safe_rotating.verify import make_line, parse_line
 from tests.neighbour import SHARED_GID, SharedDir, secret_file
-from tests.support import Recording
+from tests.support import Recording, TimedRecording
 
 SECRET = "TOPSECRET root only"
 
@@ -310,19 +308,6 @@ def test_forged_backup_counters_in_the_lock_table_cost_no_more_than_a_rescan(
     assert set(range(15, 65)) <= logged(shared_dir.path)
     backups = [n for n in os.listdir(shared_dir.path) if n.startswith("app.log.")]
     assert len(backups) <= 5, backups
-
-
-class TimedRecording(SafeTimedRotatingFileHandler):
-    """``SafeTimedRotatingFileHandler`` keeping what goes to ``handleError``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.failures: list[BaseException] = []
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        failure = sys.exc_info()[1]
-        assert failure is not None
-        self.failures.append(failure)
 
 
 def _forge_period_count(lock: str, stamp: str, count: int) -> None:

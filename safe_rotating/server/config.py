@@ -32,6 +32,7 @@ __all__ = [
     "build",
     "load_toml",
     "parse_address",
+    "peer_address",
     "untokened_gap",
 ]
 
@@ -50,6 +51,18 @@ DEFAULT_IDLE_TIMEOUT: Final = 300.0  # seconds a connection may wait with nothin
 DEFAULT_MAX_PER_PEER: Final = 1024  # connections per remote address (IPv6: /64) or Unix uid
 DEFAULT_FRAME_MEMORY: Final = 64 * 1024 * 1024  # bytes of unfinished frames, all connections
 FACILITIES: Final = logging.handlers.SysLogHandler.facility_names  # "user" -> 1, "local0" -> 16
+
+
+def peer_address(peer: tuple[Any, ...]) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address of a ``getpeername()`` tuple (an IPv4-mapped IPv6 address as IPv4), or
+    ``None`` if it is not one."""
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class ConfigError(ValueError):
@@ -196,12 +209,9 @@ class ServerConfig:
         if self.token is None:
             return True
         if isinstance(peer, tuple) and peer:
-            try:
-                address = ipaddress.ip_address(str(peer[0]).split("%")[0])
-            except ValueError:
+            address = peer_address(peer)
+            if address is None:
                 return False
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
             return any(
                 not isinstance(entry, int) and address in entry for entry in self.allow_untokened
             )

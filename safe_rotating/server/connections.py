@@ -39,6 +39,7 @@ from .._pickle import decode_pickle
 from .._syslog import SyslogFramer
 from .._syslog import parse as parse_syslog
 from .._wire import LENGTH, ProtocolError, decode, encode
+from .config import peer_address
 from .state import CLIENT_ID, journal_key, peer_origin
 from .writer import Work
 
@@ -76,13 +77,8 @@ def is_loopback(peer: Any) -> bool:
     """Is ``peer`` (a ``getpeername()`` result) this machine? Unix sockets are."""
     if not isinstance(peer, tuple) or not peer:
         return True  # AF_UNIX: a path or an empty name
-    try:
-        address = ipaddress.ip_address(str(peer[0]).split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
+    address = peer_address(peer)
+    return address is not None and address.is_loopback
 
 
 def peer_host(peer: Any, hostname: str) -> str:
@@ -125,12 +121,9 @@ def peer_key(peer: Any, uid: int | None) -> str | None:
     lock out the others; the hello and idle timeouts cover it."""
     if not isinstance(peer, tuple) or not peer:
         return None if uid is None else f"uid {uid}"
-    try:
-        address = ipaddress.ip_address(str(peer[0]).split("%")[0])
-    except ValueError:
+    address = peer_address(peer)
+    if address is None:
         return str(peer[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     if address.is_loopback:
         return None
     if isinstance(address, ipaddress.IPv6Address):

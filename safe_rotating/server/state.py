@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import ipaddress
 import logging
 import os
 import re
@@ -55,6 +54,7 @@ from typing import Any, Final
 
 from .. import _safefs
 from ..exceptions import UnsafeFileError
+from .config import peer_address
 
 __all__ = [
     "CLIENT_ID",
@@ -91,12 +91,9 @@ def peer_origin(peer: Any, sock: Any) -> str:
                 )
                 return f"uid{uid}"
         return "unix"
-    try:
-        address = ipaddress.ip_address(str(peer[0]).split("%")[0])
-    except ValueError:
+    address = peer_address(peer)
+    if address is None:
         return "unknown"
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     if address.is_loopback:
         return "lo"
     return str(address)
