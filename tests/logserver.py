@@ -55,6 +55,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def connect(server: LogServer) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=5)
+
+
+def closed_by_server(sock: socket.socket, timeout: float = 5.0) -> bool:
+    """Did the server close ``sock`` within ``timeout`` (rather than keep it open)?"""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    except TimeoutError:
+        return False
+    return True
+
+
 class LogServer:
     """A running server: its process, where it writes, and its metrics."""
 

@@ -25,7 +25,16 @@ import pytest
 
 from safe_rotating._wire import encode, frame
 
-from .logserver import LogServer, NativeClient, cpu_seconds, eventually, rss_bytes, run_server
+from .logserver import (
+    LogServer,
+    NativeClient,
+    closed_by_server,
+    connect,
+    cpu_seconds,
+    eventually,
+    rss_bytes,
+    run_server,
+)
 
 pytestmark = pytest.mark.multiprocess
 
@@ -36,20 +45,6 @@ RSS_LIMIT = 200 * 1024 * 1024
 def server(tmp_path: Path) -> Iterator[LogServer]:
     with run_server(tmp_path, "--format", "%(message)s", "--read-timeout", "1") as running:
         yield running
-
-
-def connect(server: LogServer) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server.port), timeout=5)
-
-
-def closed_by_server(sock: socket.socket, timeout: float = 5.0) -> bool:
-    sock.settimeout(timeout)
-    try:
-        while sock.recv(65536):
-            pass
-    except ConnectionResetError:
-        pass
-    return True
 
 
 def good_record_lands(server: LogServer, tag: str, name: str = "app.log") -> None:

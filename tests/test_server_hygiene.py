@@ -42,30 +42,22 @@ from safe_rotating._wire import encode
 from safe_rotating.server.app import Server, bind_unix
 from safe_rotating.server.config import ConfigError, build
 
-from .logserver import LogServer, NativeClient, eventually, rss_bytes, run_server, start_server
+from .logserver import (
+    LogServer,
+    NativeClient,
+    closed_by_server,
+    connect,
+    eventually,
+    rss_bytes,
+    run_server,
+    start_server,
+)
 from .neighbour import SharedDir
 from .wire_peer import RecordingClient
 
 pytestmark = pytest.mark.multiprocess
 
 MiB = 1024 * 1024
-
-
-def connect(server: LogServer) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server.port), timeout=5)
-
-
-def closed_by_server(sock: socket.socket, timeout: float = 5.0) -> bool:
-    """Did the server close ``sock`` within ``timeout`` (rather than keep it open)?"""
-    sock.settimeout(timeout)
-    try:
-        while sock.recv(65536):
-            pass
-    except (ConnectionResetError, BrokenPipeError):
-        pass
-    except TimeoutError:
-        return False
-    return True
 
 
 def closed_now(sock: socket.socket) -> bool:
