@@ -265,7 +265,11 @@ try:
 except PickleRefused as exc:
     outcome = exc.reason
 took = time.perf_counter() - start
-print(outcome, took, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, sep="|")
+# VmHWM: this process's own peak (ru_maxrss is inherited from the parent across fork and exec,
+# so it would report the pytest worker's peak instead).
+with open("/proc/self/status") as status:
+    peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(outcome, took, peak, sep="|")
 """
 
 
