@@ -981,6 +981,7 @@ def _scenarios(text: str) -> tuple[str, ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="safe-rotating-stress --django",
+        allow_abbrev=False,
         description=(
             "Start a small Django site under real servers (gunicorn, uWSGI, Celery), send it "
             "requests that each log numbered records through rotation, stop it cleanly, then "

@@ -703,6 +703,7 @@ class ProgressBar:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="safe-rotating-stress",
+        allow_abbrev=False,
         description=(
             "Log numbered records from many processes through a rotating handler, then read "
             "every file back and check that no record was lost, duplicated, torn or reordered, "

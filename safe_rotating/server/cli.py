@@ -51,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --max-byte is a typo, not --max-bytes
     )
     a = p.add_argument
     where = p.add_argument_group("where records come from")
@@ -281,9 +282,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"safe-rotating-server: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
+        for warning in config.warnings():
+            print(f"safe-rotating-server: warning: {warning}", file=sys.stderr)
         sys.stdout.write(config.describe())
         return 0
     log = configure_diagnostics()
+    for warning in config.warnings():
+        log.warning("%s", warning)
     raise_file_limit()
     from .app import Server  # the event loop machinery only when serving
 

@@ -217,6 +217,20 @@ class ServerConfig:
             )
         return uid is not None and uid in self.allow_untokened
 
+    def warnings(self) -> list[str]:
+        """Settings that are valid but probably not what was meant, each with what to change.
+
+        ``--check-config`` prints them and the server logs them when it starts."""
+        found = []
+        if self.max_bytes > 0 and self.backup_count == 0:
+            found.append(
+                f"max_bytes is {self.max_bytes} but backup_count is 0, so the file is never "
+                "rotated by size (as with the standard library's RotatingFileHandler) and grows "
+                "without limit; add --backup-count N (backup_count = N in the configuration "
+                "file) to rotate and keep N old files"
+            )
+        return found
+
     def describe(self) -> str:
         """The effective settings as TOML that ``--config`` reads back (never the token)."""
 
