@@ -83,7 +83,9 @@ def run_chaos(tmp_path: Path, writers: int, concurrent: int, records: int) -> in
 
 def test_random_sigkills_lose_nothing_that_was_logged(tmp_path: Path) -> None:
     killed = run_chaos(tmp_path, writers=30, concurrent=6, records=3000)
-    assert killed >= 10, "the test must actually kill writers"
+    # A floor that proves kills happened (each is verified above); how many land depends on how
+    # fast writers finish on the machine: 9 to 20 of 30 seen on a loaded 2-core CI machine.
+    assert killed >= 5, "the test must actually kill writers"
 
 
 @pytest.mark.slow
