@@ -169,10 +169,7 @@ def _trusted_end(path: str) -> tuple[str, os.stat_result | None]:
 
 
 def _untrusted(path: str, here: os.stat_result, directory_owner: int) -> UnsafeFileError:
-    what = _safefs.what_is(here)
-    if stat.S_ISLNK(here.st_mode):
-        with contextlib.suppress(OSError):
-            what += f" to {os.readlink(path)!r}"
+    what = _safefs.what_is_at(path, here)
     owner = _user(here.st_uid)
     return UnsafeFileError(
         errno.ELOOP if stat.S_ISLNK(here.st_mode) else errno.EACCES,

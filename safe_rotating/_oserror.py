@@ -6,7 +6,7 @@ import errno
 import os
 import stat
 
-__all__ = ["describe_owner", "explain"]
+__all__ = ["describe_owner", "describe_stat", "explain"]
 
 
 def _user(uid: int) -> str:
@@ -27,15 +27,20 @@ def _group(gid: int) -> str:
         return f"gid {gid}"
 
 
-def describe_owner(path: str) -> str | None:
-    """``"owner www-data (uid 33), group adm (gid 4), mode 0640"`` of ``path``, if it exists."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
+def describe_stat(st: os.stat_result) -> str:
+    """``"owner www-data (uid 33), group adm (gid 4), mode 0640"``."""
     return (
         f"owner {_user(st.st_uid)}, group {_group(st.st_gid)}, mode {stat.S_IMODE(st.st_mode):04o}"
     )
+
+
+def describe_owner(path: str, follow: bool = True) -> str | None:
+    """:func:`describe_stat` of ``path`` (of a link itself unless ``follow``), if it exists."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except OSError:
+        return None
+    return describe_stat(st)
 
 
 def _blocking_ancestor(path: str) -> str | None:

@@ -28,7 +28,7 @@ import secrets
 import stat
 from typing import Final
 
-from ._oserror import _group, _user
+from ._oserror import describe_owner, describe_stat
 from .exceptions import UnsafeFileError
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "create_new",
     "create_temporary",
     "default_mode",
-    "describe",
     "finish",
     "open_existing",
     "open_or_create",
@@ -45,6 +44,7 @@ __all__ = [
     "open_to_read",
     "same_file",
     "what_is",
+    "what_is_at",
 ]
 
 NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
@@ -72,19 +72,8 @@ def what_is(st: os.stat_result) -> str:
     return "not a regular file"
 
 
-def describe(path: str) -> str | None:
-    """Owner, group and mode of ``path`` itself (a link is described, not its target)."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return (
-        f"owner {_user(st.st_uid)}, group {_group(st.st_gid)}, mode {stat.S_IMODE(st.st_mode):04o}"
-    )
-
-
 def _refusal(path: str, what: str, role: str) -> UnsafeFileError:
-    facts = describe(path)
+    facts = describe_owner(path, follow=False)
     owned = f" ({facts})" if facts else ""
     if what.startswith("a regular file with"):
         return UnsafeFileError(
@@ -281,14 +270,16 @@ def open_or_replace(
 def _found(path: str, st: os.stat_result) -> str:
     """``"a symbolic link to '/etc/shadow' (owner nobody (uid 65534), …)"``: what ``path``
     holds, for a report."""
+    return f"{what_is_at(path, st)} ({describe_stat(st)})"
+
+
+def what_is_at(path: str, st: os.stat_result) -> str:
+    """:func:`what_is`, naming a link's text: ``"a symbolic link to '/etc/shadow'"``."""
     what = what_is(st)
     if stat.S_ISLNK(st.st_mode):
         with contextlib.suppress(OSError):
             what += f" to {os.readlink(path)!r}"
-    return (
-        f"{what} (owner {_user(st.st_uid)}, group {_group(st.st_gid)}, "
-        f"mode {stat.S_IMODE(st.st_mode):04o})"
-    )
+    return what
 
 
 def default_mode(base: int = 0o644) -> int:
