@@ -104,7 +104,8 @@ def test_server_restarts_while_the_client_logs(
             server.process.wait()
     verdict = verify(str(tmp_path), "app.log", 1, total, max_bytes=64 * 1024, size_allowance=20000)
     assert verdict.lost == 0, verdict.summary()
-    assert verdict.torn == 0, verdict.summary()
+    # SIGKILL during a write that spans pages can leave that write cut short: one partial line.
+    assert verdict.torn <= (1 if stop == signal.SIGKILL else 0), verdict.summary()
     assert verdict.order_breaks == 0, verdict.summary()
     if stop == signal.SIGTERM:
         assert verdict.duplicated == 0, verdict.summary()
