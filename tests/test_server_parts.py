@@ -16,7 +16,7 @@ from safe_rotating.server.config import ConfigError, build, parse_address
 from safe_rotating.server.connections import LogConnection, Refused, is_loopback
 from safe_rotating.server.metrics import Stats, render
 from safe_rotating.server.state import Journal
-from safe_rotating.server.writer import Work, WorkQueue
+from safe_rotating.server.workqueue import Work, WorkQueue
 
 
 @pytest.mark.parametrize(

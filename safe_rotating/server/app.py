@@ -44,7 +44,8 @@ from .connections import (
 from .forward import Forwarding
 from .metrics import Stats, render, serve_metrics
 from .state import Journal
-from .writer import Work, WorkQueue, Writer
+from .workqueue import Work, WorkQueue
+from .writer import Writer
 
 __all__ = ["STREAM_LIMIT", "Server", "activated_sockets", "bind_unix", "one_line"]
 

@@ -41,7 +41,7 @@ from .._syslog import parse as parse_syslog
 from .._wire import LENGTH, ProtocolError, decode, encode
 from .config import peer_address
 from .state import CLIENT_ID, journal_key, peer_origin
-from .writer import Work
+from .workqueue import Work
 
 if TYPE_CHECKING:
     from .app import Server

@@ -1,9 +1,6 @@
-"""The bounded queue between the readers and the one writer, and the writer itself.
+"""The one writer task: formats records and hands them to the rotation engine.
 
-Readers put :class:`Work` (the records of one batch, frame or syslog read) on the
-:class:`WorkQueue`. When it holds ``queue_size`` records (or its byte budget), ``put`` waits: the
-reader stops reading its socket, the kernel's receive buffer fills, and TCP stops the client.
-That is the whole backpressure path; nothing is dropped on TCP.
+Its input is the :class:`~.workqueue.WorkQueue`.
 
 One :class:`Writer` task owns every output file. It takes what is queued (up to a round's
 worth), formats each record, and hands each file its lines through the rotation engine
@@ -31,7 +28,6 @@ import asyncio
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -45,6 +41,7 @@ from .._wire import to_log_record
 from .config import ServerConfig
 from .metrics import Stats
 from .state import Journal
+from .workqueue import Work, WorkQueue
 
 __all__ = [
     "EARLIEST",
@@ -52,15 +49,12 @@ __all__ = [
     "FUTURE",
     "RETRY_EVERY",
     "ROUND_RECORDS",
-    "Work",
-    "WorkQueue",
     "Writer",
     "sane_created",
 ]
 
 RETRY_EVERY: Final = 0.5
 ROUND_RECORDS: Final = 4096  # records formatted and written per round at most
-QUEUE_BYTES: Final = 32 * 1024 * 1024  # payload bytes queued at most, whatever queue_size says
 FALLBACK_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # A record's ``created`` is kept only between these: not before 2000-01-01 00:00 UTC, and at most
 # this many seconds after the server received it. Anything else (inf, NaN, a huge integer, the
@@ -68,91 +62,6 @@ FALLBACK_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
 EARLIEST: Final = 946_684_800.0
 FUTURE: Final = 3600.0
 _monotonic = time.monotonic
-
-
-@dataclass(eq=False)
-class Work:
-    """Records for the writer, and what to do once they are written."""
-
-    records: list[dict[str, Any]]
-    size: int = 0  # bytes they arrived as: the queue's memory budget
-    client: str | None = None  # a native batch: its client id and sequence number
-    seq: int = 0
-    done: Callable[[], None] | None = None  # called once written (or found a duplicate)
-    received: float = field(default_factory=time.time)  # the server's clock when it arrived
-
-
-class WorkQueue:
-    """A FIFO bounded by records and bytes; one item larger than the bounds still fits alone.
-
-    Only the event loop's thread uses it, so two events are all the synchronisation it needs.
-    """
-
-    def __init__(self, max_records: int, max_bytes: int = QUEUE_BYTES) -> None:
-        self.max_records = max_records
-        self.max_bytes = max_bytes
-        self._items: deque[Work] = deque()
-        self.records = 0
-        self.bytes = 0
-        self.closed = False
-        self._has_items = asyncio.Event()
-        self._has_space = asyncio.Event()
-
-    def _fits(self, work: Work) -> bool:
-        if not self._items:
-            return True
-        return (
-            self.records + len(work.records) <= self.max_records
-            and self.bytes + work.size <= self.max_bytes
-        )
-
-    def _push(self, work: Work) -> None:
-        self._items.append(work)
-        self.records += len(work.records)
-        self.bytes += work.size
-        self._has_items.set()
-
-    async def put(self, work: Work) -> None:
-        """Queue ``work``, waiting while the queue is full: this is the backpressure."""
-        while not self._fits(work):
-            self._has_space.clear()
-            await self._has_space.wait()
-        self._push(work)
-
-    def put_nowait(self, work: Work) -> bool:
-        """Queue ``work`` if it fits now (datagrams cannot wait); ``False`` if it does not."""
-        if not self._fits(work):
-            return False
-        self._push(work)
-        return True
-
-    async def take(self, max_records: int) -> list[Work]:
-        """Everything queued up to ``max_records`` (at least one item); ``[]`` once closed."""
-        while not self._items and not self.closed:
-            self._has_items.clear()
-            await self._has_items.wait()
-        taken: list[Work] = []
-        count = 0
-        clients: set[str] = set()
-        while self._items and (not taken or count + len(self._items[0].records) <= max_records):
-            if self._items[0].client in clients:
-                # At most one batch per client a round: the journal is written once a round,
-                # so a crash between the write and the journal repeats one batch per client.
-                break
-            work = self._items.popleft()
-            if work.client is not None:
-                clients.add(work.client)
-            taken.append(work)
-            count += len(work.records)
-            self.records -= len(work.records)
-            self.bytes -= work.size
-        self._has_space.set()
-        return taken
-
-    async def close(self) -> None:
-        """No more work will come: ``take`` returns what is left, then ``[]``."""
-        self.closed = True
-        self._has_items.set()
 
 
 @dataclass
