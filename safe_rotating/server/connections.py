@@ -438,7 +438,7 @@ class LogConnection(_Connection):
         flat["host"] = self.host
         flat["app"] = "-"
         server.stats.received += 1
-        await server.queue.put(Work([flat], len(payload)))
+        await server.queue.put(Work([flat], len(payload), source=self))
         self.active_at = time.monotonic()
 
     def tell_error(self, detail: str) -> None:
@@ -540,7 +540,7 @@ class LogConnection(_Connection):
         self.unacked += 1
         # A batch without records has nothing to deduplicate: it never makes a journal entry.
         client = self.client if flats else None
-        await server.queue.put(Work(flats, size, client, seq, acknowledge))
+        await server.queue.put(Work(flats, size, client, seq, acknowledge, source=self))
         if active:
             self.active_at = time.monotonic()
 
@@ -602,5 +602,5 @@ class SyslogConnection(_Connection):
                         record["host"], self.peer, self.server.hostname, True
                     )
             self.server.stats.received += len(records)
-            await self.server.queue.put(Work(records, sum(len(m) for m in messages)))
+            await self.server.queue.put(Work(records, sum(len(m) for m in messages), source=self))
         self.active_at = time.monotonic()

@@ -30,10 +30,16 @@ class Work:
     seq: int = 0
     done: Callable[[], None] | None = None  # called once written (or found a duplicate)
     received: float = field(default_factory=time.time)  # the server's clock when it arrived
+    # Protocol 2: lines the client rendered (``records`` is then empty); see _rendered.py.
+    rendered: Any = None
+    # Who queued it (a connection, or None for datagrams): what a fair share is counted by.
+    source: object | None = None
 
     @property
     def count(self) -> int:
         """How many records this is (what the queue and a round count)."""
+        if self.rendered is not None:
+            return int(self.rendered.count)
         return len(self.records)
 
 
