@@ -80,7 +80,7 @@ from ._staging import INLINE
 from ._stats import HandlerStats, WaitHistogram
 from .exceptions import LockTimeout, RotationError, UnsafeFileError
 
-__all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile"]
+__all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile", "Records"]
 
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _MOST_LINKS = 40  # links followed one after the other, as the kernel's MAXSYMLINKS
@@ -198,6 +198,24 @@ class _RotationTrouble:
     started: float
     attempts: int = 1
     reported: float = 0.0
+
+
+class Records(bytes):
+    """Several whole records in one piece of bytes, each one line ending in a line feed (a
+    protocol-2 batch the server writes as it came). :meth:`LogFile.append_batch` writes it with
+    one ``write`` when it fits the current file, and cuts it between lines when it does not."""
+
+    def lines(self) -> list[bytes]:
+        return [line + b"\n" for line in self.split(b"\n")[:-1]]
+
+
+def _one_by_one(records: Sequence[bytes]) -> Iterator[bytes]:
+    """``records`` with every :class:`Records` taken apart into its lines."""
+    for record in records:
+        if isinstance(record, Records):
+            yield from record.lines()
+        else:
+            yield record
 
 
 class LogFile:
@@ -1172,7 +1190,7 @@ class LogFile:
         if total <= most and self._end + total <= limit:  # the usual case: no cut, no loop
             problem = self._write_chunk(records, last=True) or problem
             return problem or (self._news() if self._unsafe else None)
-        for record in records:
+        for record in _one_by_one(records):
             if chunk and (self._end + size + len(record) > limit or size + len(record) > most):
                 problem = self._write_chunk(chunk) or problem
                 chunk, size = [], 0

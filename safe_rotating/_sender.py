@@ -53,13 +53,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from . import _spool, _wire
+from . import _rendered, _spool, _wire
 from .exceptions import ServerUnavailable
 
-__all__ = ["BATCH_BYTES", "ClientStats", "Config", "Leftover", "Sender"]
+__all__ = ["BATCH_BYTES", "RECORD_BYTES", "ClientStats", "Config", "Item", "Leftover", "Sender"]
 
+# A queued record: flat (a dict, for the server to format: protocol 1) or rendered by the
+# handler's formatter (``(line as UTF-8, levelno, created, logger name)``: protocol 2).
+Item = dict[str, Any] | tuple[bytes, int, float, str]
 BATCH_BYTES: Final = 64 * 1024  # a batch takes no more records once it is this long ...
-_RECORD_BYTES: Final = 512 * 1024 - 256  # ... but one record may be up to this (then it is cut)
+RECORD_BYTES: Final = 512 * 1024 - 256  # ... but one record may be up to this (then it is cut)
 _NO_LIMIT: Final = 1 << 62
 _BACKOFF_FIRST: Final = 0.05  # seconds before the first reconnect ...
 # ... doubling up to this; each wait is drawn from [half, full]. Small, so that a client is back
@@ -203,7 +206,7 @@ def _cut(text: str, limit: int) -> str:
 
 
 def encode_record(flat: dict[str, Any]) -> bytes:
-    """One record as JSON bytes, whatever it holds, never longer than :data:`_RECORD_BYTES`."""
+    """One record as JSON bytes, whatever it holds, never longer than :data:`RECORD_BYTES`."""
     try:
         data = _dumps(flat)
     except Exception:  # an int over 64 bits, a lone surrogate, NaN, a dict key orjson refuses
@@ -211,7 +214,7 @@ def encode_record(flat: dict[str, Any]) -> bytes:
             data = _dumps(_clean(flat))
         except Exception as exc:
             data = _dumps({"msg": f"<record that could not be encoded: {exc!r}>"})
-    if len(data) <= _RECORD_BYTES:
+    if len(data) <= RECORD_BYTES:
         return data
     smaller = dict(flat)
     if "extra" in smaller:
@@ -219,12 +222,12 @@ def encode_record(flat: dict[str, Any]) -> bytes:
     for key, share in (("msg", 2), ("exc_text", 4), ("stack_info", 8)):
         value = smaller.get(key)
         if isinstance(value, str):
-            smaller[key] = _cut(value, _RECORD_BYTES // (3 * share))
+            smaller[key] = _cut(value, RECORD_BYTES // (3 * share))
     try:
         data = _dumps(_clean(smaller))
     except Exception as exc:  # pragma: no cover - _clean output always encodes
         data = _dumps({"msg": f"<record that could not be encoded: {exc!r}>"})
-    if len(data) > _RECORD_BYTES:  # absurdly long names: keep the message head only
+    if len(data) > RECORD_BYTES:  # absurdly long names: keep the message head only
         data = _dumps({"msg": _cut(str(smaller.get("msg")), 1000), "created": flat.get("created")})
     return data
 
@@ -241,6 +244,8 @@ def fit_frame(frame: bytes, limit: int) -> tuple[bytes, int]:
     frame and how many records were left out. Only for a server announcing a tiny max_frame."""
     if len(frame) <= limit:
         return frame, 0
+    if _rendered.is_batch(frame[4:5]):
+        return _rendered.cut_frame(frame, limit)
     message = _wire.loads(frame[4:])
     records = message["records"]
     encoded = [_dumps(record) for record in records]
@@ -250,6 +255,47 @@ def fit_frame(frame: bytes, limit: int) -> tuple[bytes, int]:
         keep -= 1
         frame = batch_frame(message["client"], message["seq"], encoded[:keep])
     return frame, len(encoded) - keep
+
+
+def rendered_item(record: Item) -> dict[str, Any]:
+    """A queued record as a flat record: a rendered one (a tuple) becomes ``msg`` = its line,
+    marked ``rendered`` (the fallback file writes it as it is)."""
+    if isinstance(record, dict):
+        return record
+    text, levelno, created, name = record
+    return {
+        "created": created,
+        "name": name,
+        "levelno": levelno,
+        "msg": text.decode("utf-8", "backslashreplace"),
+        "rendered": True,
+    }
+
+
+def flats_of(frame: bytes) -> list[dict[str, Any]]:
+    """The records of a batch frame (either protocol) as flat records."""
+    if _rendered.is_batch(frame[4:5]):
+        flats = _rendered.to_v1_records(_rendered.parse_batch(frame[4:]))
+        for flat in flats:
+            flat["rendered"] = True
+        return flats
+    records: list[dict[str, Any]] = _wire.loads(frame[4:])["records"]
+    return records
+
+
+def for_server(frame: bytes, protocol: int) -> bytes:
+    """``frame`` as a server speaking ``protocol`` takes it: a protocol-2 batch (from the
+    memory queue or a spool) becomes a v1 batch for a server that speaks only protocol 1; that
+    server then formats each line with its ``--format`` (``%(message)s`` writes it as is)."""
+    if protocol >= 2 or not _rendered.is_batch(frame[4:5]):
+        return frame
+    batch = _rendered.parse_batch(frame[4:])
+    records = [encode_record(flat) for flat in _rendered.to_v1_records(batch)]
+    return batch_frame(batch.client, batch.seq, records)
+
+
+def _protocol(welcome: dict[str, Any]) -> int:
+    return 2 if welcome.get("protocol") == 2 else 1
 
 
 # -- connections ---------------------------------------------------------------------------------
@@ -289,6 +335,7 @@ def open_connection(
             "host": host,
             "pid": os.getpid(),
             "app": config.app,
+            "protocols": [1, 2],
         }
         if identity is not None:
             hello.update(host=identity.host, pid=identity.pid, app=identity.app)
@@ -387,7 +434,7 @@ class Sender:
         self._dropped = dropped
         self._fallback = fallback
         self.host = socket.gethostname()
-        self.queue: deque[dict[str, Any]] = deque()
+        self.queue: deque[Item] = deque()
         self.queue_size = config.queue_size
         self.wake_at = _INF  # emit wakes the thread when len(queue) reaches this
         self.enqueued = 0  # records appended by emit (their index is their position)
@@ -411,7 +458,7 @@ class Sender:
         self._start_lock = threading.Lock()
         self._wake_r = -1
         self._wake_w = -1
-        self._carry: tuple[dict[str, Any], bytes] | None = None
+        self._carry: tuple[Item, bytes] | None = None
         self._first_seen = 0.0  # when the sender first saw the oldest queued record
         # the spool
         self.spool_dir: str | None = None
@@ -422,6 +469,7 @@ class Sender:
         self.sock: socket.socket | None = None
         self._reader: _wire.FrameReader | None = None
         self._frame_limit = _NO_LIMIT
+        self._protocol = 1  # what the server's welcome offered: 2 takes rendered batches
         self._send_seq = 0
         self._out: memoryview | None = None  # frames joined for one send
         self._out_pos = 0  # bytes of _out written so far
@@ -460,7 +508,7 @@ class Sender:
             thread.start()
             self.thread = thread
 
-    def write_direct(self, flat: dict[str, Any]) -> bool:
+    def write_direct(self, flat: Item) -> bool:
         """Without a sender thread: append one record to the spool right away, leaving the
         spool unlocked so that any other client on the directory (a worker) delivers it.
         A local append, never network I/O. False if there is no spool to write to, or no room
@@ -470,11 +518,11 @@ class Sender:
         self._tell_problems()
         return written
 
-    def _write_direct(self, flat: dict[str, Any]) -> bool:
+    def _write_direct(self, flat: Item) -> bool:
         config = self.config
         if config.spool_root is None or self.finished or not self._spool_usable():
             return False
-        data = encode_record(flat)
+        data = encode_record(flat) if isinstance(flat, dict) else b""
         segment_bytes = max(64 * 1024, min(32 * 1024 * 1024, config.spool_max_bytes // 4))
         try:
             if self.spool_dir is None:
@@ -484,7 +532,13 @@ class Sender:
                     config.spool_root_is_default,
                 )
             for _ in range(2):
-                frame = batch_frame(self.client, self.next_seq, [data])
+                if isinstance(flat, dict):
+                    frame = batch_frame(self.client, self.next_seq, [data])
+                else:
+                    text, levelno, created, name = flat
+                    frame = _rendered.encode_batch(
+                        self.client, self.next_seq, [text], [levelno], [name], [created]
+                    )
                 outcome = _spool.append_unlocked(
                     self.spool_dir,
                     self.client,
@@ -613,9 +667,8 @@ class Sender:
                 return left
             if self._spool_usable():
                 self._spool_everything()
-            lost = [record for batch in self.mem for record in self._records_of(batch)] + list(
-                self.queue
-            )
+            lost = [record for batch in self.mem for record in self._records_of(batch)]
+            lost += map(rendered_item, self.queue)
             left.spooled = sum(batch.count for batch in self.disk)
             left.spool_dir = self.spool_dir
             left.client = self.client
@@ -712,12 +765,16 @@ class Sender:
         queue = self.queue
         if not queue:
             return None
+        most = min(most, self.config.batch_size)
+        if isinstance(queue[0], tuple):
+            return self._take_rendered(most)
         limit = min(BATCH_BYTES, self._frame_limit) - 120  # room for the batch head
         records: list[bytes] = []
         size = 0
-        most = min(most, self.config.batch_size)
         while queue and len(records) < most:
             flat = queue[0]
+            if not isinstance(flat, dict):
+                break  # a rendered record: it starts the next batch
             carry = self._carry
             data = carry[1] if carry is not None and carry[0] is flat else encode_record(flat)
             if records and size + len(data) + 1 > limit:
@@ -731,6 +788,31 @@ class Sender:
         self.next_seq += 1
         batch = _Batch(seq, len(records), self.taken, batch_frame(self.client, seq, records))
         self.taken += len(records)
+        return batch
+
+    def _take_rendered(self, most: int) -> _Batch:
+        """The next protocol-2 batch: rendered records from the head of the queue, up to
+        ``most`` records and :data:`BATCH_BYTES`."""
+        queue = self.queue
+        limit = min(BATCH_BYTES, self._frame_limit) - 256  # room for the head and names
+        items: list[tuple[bytes, int, float, str]] = []
+        size = 0
+        while queue and len(items) < most:
+            item = queue[0]
+            if not isinstance(item, tuple):
+                break  # a record for the server to format: it starts the next batch
+            cost = len(item[0]) + _rendered.PER_RECORD
+            if items and size + cost > limit:
+                break
+            items.append(item)
+            queue.popleft()
+            size += cost
+        texts, levels, created, names = zip(*items, strict=True)
+        seq = self.next_seq
+        self.next_seq += 1
+        frame = _rendered.encode_batch(self.client, seq, texts, levels, names, created)
+        batch = _Batch(seq, len(items), self.taken, frame)
+        self.taken += len(items)
         return batch
 
     def _to_disk(self, batches: list[_Batch]) -> int:
@@ -841,7 +923,7 @@ class Sender:
         ):
             return
         if self.fallback_active and self._fallback is not None:
-            records = [queue.popleft() for _ in range(len(queue))]
+            records = [rendered_item(queue.popleft()) for _ in range(len(queue))]
             self.taken += len(records)
             self._write_fallback(records)
         else:
@@ -868,8 +950,7 @@ class Sender:
         frame = batch.frame
         if frame is None:
             return []  # on disk: not lost
-        records: list[dict[str, Any]] = _wire.loads(frame[4:])["records"]
-        return records
+        return flats_of(frame)
 
     def _acked(self, seq: int) -> None:
         disk, mem = self.disk, self.mem
@@ -1092,6 +1173,7 @@ class Sender:
         self._resting = False
         self._reader = reader
         self._frame_limit = _frame_limit(welcome)
+        self._protocol = _protocol(welcome)
         self._out = None
         self._out_marks.clear()
         self._readable = self._writable = True
@@ -1195,6 +1277,7 @@ class Sender:
                 self._last_progress = _monotonic()  # nothing outstanding: the clock starts now
             seq = max(self._gather_seq, self._first_unacked())
             for batch, frame in self._frames_from(seq, _SEND_CHUNK):
+                frame = for_server(frame, self._protocol)
                 if len(frame) > limit:
                     frame, left_out = fit_frame(frame, limit)
                     if left_out:
@@ -1384,6 +1467,7 @@ class Sender:
         try:
             last = int(welcome.get("last_seq", 0))
             limit = _frame_limit(welcome)
+            protocol = _protocol(welcome)
             inflight: deque[tuple[int, int]] = deque()
             sock.settimeout(self.config.ack_timeout * _STALL_RECONNECT)
             for seq, count, frame in dead.frames():
@@ -1391,6 +1475,7 @@ class Sender:
                     continue
                 if self.stopping:
                     return False
+                frame = for_server(frame, protocol)
                 if len(frame) > limit:
                     frame, cut = fit_frame(frame, limit)
                     if cut:

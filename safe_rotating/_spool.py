@@ -49,7 +49,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from . import _safefs, _wire
+from . import _rendered, _safefs, _wire
 from .exceptions import SafeRotatingWarning
 
 __all__ = [
@@ -486,6 +486,14 @@ class DeadSpool:
                 offset = end
 
     def _parse(self, payload: memoryview) -> tuple[int, int] | None:
+        if _rendered.is_batch(payload):
+            try:
+                batch = _rendered.parse_batch(bytes(payload))
+            except ValueError:
+                return None
+            if batch.client != self.client:
+                return None
+            return batch.seq, batch.count
         try:
             message = _wire.decode(bytes(payload))
         except ValueError:

@@ -31,7 +31,7 @@ from typing import Any
 from . import _atexit, _options, _spool, _wire
 from ._file import SafeRotatingFileHandler
 from ._pid import PID_CELL, current_pid
-from ._sender import ClientStats, Config, Leftover, Sender
+from ._sender import RECORD_BYTES, ClientStats, Config, Item, Leftover, Sender
 from .exceptions import RecordsDropped, RecordsNotDelivered, ServerUnavailable
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
 
 _monotonic = time.monotonic
 _DEFAULT_FORMATTER = logging.Formatter()
+_AS_RENDERED = logging.Formatter("%(message)s")  # a line rendered before it went to the fallback
 _MIN_SPOOL_BYTES = 64 * 1024
 _UNIX_PATH_MAX = 107  # sun_path holds 108 bytes, one of them the terminating NUL
 
@@ -261,8 +262,13 @@ class LogServerHandler(logging.Handler):
         file (through :class:`safe_rotating.SafeRotatingFileHandler`, formatted with this
         handler's formatter) instead of keeping them in memory.
 
-    The handler's formatter is used only for tracebacks (``formatException``) and for
-    ``fallback_file``: the server formats records with its own format.
+    ``format_on``
+        ``"client"`` (default): a handler with a formatter renders each record here, as a
+        file-mode handler does, and the server writes the line as it is (escaping control
+        characters: a line without any is byte for byte what file mode writes); a handler
+        without a formatter leaves the rendering to the server's ``--format``. ``"server"``:
+        the server's ``--format`` renders every record (the behaviour before 0.3; the handler's
+        formatter then only formats tracebacks and ``fallback_file`` lines).
 
     Fork: a child process (``os.fork``, or a fork done in C as uWSGI does) gets its own client
     id, queue, connection, spool and sender thread on its first use of the handler; it never
@@ -293,6 +299,7 @@ class LogServerHandler(logging.Handler):
         on_full: str = "block",
         block_timeout: float = 1.0,
         fallback_file: str | os.PathLike[str] | None = None,
+        format_on: str = "client",
     ) -> None:
         family, target = parse_address(address)
         host = target[0] if family != socket.AF_UNIX else None
@@ -317,6 +324,8 @@ class LogServerHandler(logging.Handler):
         blocking = _check_seconds("block_timeout", block_timeout)
         if on_full not in ("block", "drop"):
             raise ValueError(f"on_full must be 'block' or 'drop', got {on_full!r}")
+        if format_on not in ("client", "server"):
+            raise ValueError(f"format_on must be 'client' or 'server', got {format_on!r}")
         fallback_path: str | None = None
         if fallback_file is not None:
             fallback_path = _options.check_filename(fallback_file)
@@ -331,6 +340,7 @@ class LogServerHandler(logging.Handler):
         self.flush_timeout = flushing
         self.block_timeout = blocking
         self.on_full = on_full
+        self.format_on = format_on
         self._config = Config(
             address=address,
             family=family,
@@ -397,14 +407,10 @@ class LogServerHandler(logging.Handler):
             if sender.finished:  # used again after close(), like a FileHandler
                 sender = self._sender = self._new_sender()
                 _LIVE.add(self)
-            exc_text = record.exc_text
-            if record.exc_info and not exc_text:
-                formatter = self.formatter or _DEFAULT_FORMATTER
-                exc_text = record.exc_text = formatter.formatException(record.exc_info)
-            try:
-                flat = _wire.flatten(record, exc_text)
-            except Exception:  # an object whose __str__ and __repr__ both fail, ...
-                flat = _flatten_carefully(record, exc_text)
+            if self.formatter is not None and self.format_on == "client":
+                flat: Item = self._render(record)
+            else:
+                flat = self._flatten(record)
         except RecursionError:
             raise
         except Exception:
@@ -433,6 +439,44 @@ class LogServerHandler(logging.Handler):
             sender.wake()
         if self._drops is not None:
             self._drops_ended(record)
+
+    def _render(self, record: logging.LogRecord) -> Item:
+        """The record as this handler's formatter renders it, with the fields the server may
+        route and forward by (protocol 2)."""
+        try:
+            text = self.format(record)
+        except Exception as exc:  # bad arguments, a format field the record lacks, ...
+            # Kept, like a record whose fields the server formats: with what went wrong.
+            try:
+                message = record.getMessage()
+            except Exception:
+                message = f"{_safe_text(record.msg)} % {_safe_text(record.args)}"
+            text = (
+                f"{_safe_text(record.levelname)} {_safe_text(record.name)} {message} "
+                f"(could not be formatted: {_safe_text(exc)})"
+            )
+        data = text.encode("utf-8", "backslashreplace")
+        if len(data) > RECORD_BYTES:
+            cut = len(data) - RECORD_BYTES
+            data = data[:RECORD_BYTES] + b" ...[%d bytes cut: record too large]" % cut
+        name = record.name
+        return (
+            data,
+            int(record.levelno),
+            float(record.created),
+            name if type(name) is str else str(name),
+        )
+
+    def _flatten(self, record: logging.LogRecord) -> Item:
+        """The record's fields, for the server to render with its ``--format`` (protocol 1)."""
+        exc_text = record.exc_text
+        if record.exc_info and not exc_text:
+            formatter = self.formatter or _DEFAULT_FORMATTER
+            exc_text = record.exc_text = formatter.formatException(record.exc_info)
+        try:
+            return _wire.flatten(record, exc_text)
+        except Exception:  # an object whose __str__ and __repr__ both fail, ...
+            return _flatten_carefully(record, exc_text)
 
     def _make_room(self, sender: Sender) -> bool:
         if sender.make_room():
@@ -510,9 +554,10 @@ class LogServerHandler(logging.Handler):
     def _write_fallback(self, records: list[dict[str, Any]]) -> None:
         handler = self._fallback_handler
         assert handler is not None
-        handler.setFormatter(self.formatter)
         sender = self._sender
         for flat in records:
+            # A line this handler rendered is written as it is; fields with its formatter.
+            handler.setFormatter(_AS_RENDERED if flat.get("rendered") else self.formatter)
             handler.handle(_wire.to_log_record(flat, host=sender.host, app=self._config.app))
 
     # -- stdlib API ------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from safe_rotating import _sender, _wire
+from safe_rotating import _rendered, _sender, _wire
 from safe_rotating.client import LogServerHandler
 from safe_rotating.exceptions import RecordsDropped, ServerUnavailable
 from safe_rotating.verify import make_line, parse_line
@@ -133,7 +133,7 @@ def test_record_fields_and_extra_values_that_fight_back(
         def __repr__(self) -> str:
             raise RuntimeError("no repr")
 
-    handler = client(peer.address)
+    handler = client(peer.address, format_on="server")  # every field, for the server to format
     logger.info("odd %s", "arg", extra={"request": OddRepr(), "user_id": 7})
     logger.info("bad", extra={"request": BadRepr()})
     logger.info(
@@ -183,7 +183,7 @@ def test_stdlib_json_encoding_gives_the_same_records(
 def test_record_does_not_change_after_emit(
     peer: WirePeer, client: Callable[..., RecordingClient], logger: logging.Logger
 ) -> None:
-    handler = client(peer.address)
+    handler = client(peer.address, format_on="server")
     payload = {"items": [1, 2]}
     logger.info("changing %s", payload["items"], extra={"payload": payload})
     payload["items"].append(3)  # the application keeps using its objects
@@ -464,6 +464,27 @@ def test_spool_frames_are_batches_with_client_and_seq(
     assert segment.parent.stat().st_mode & 0o777 == 0o700
     reader = _wire.FrameReader()
     reader.feed(segment.read_bytes())
+    # The handler has a formatter: it renders the lines, and the spool holds protocol-2 batches.
+    batches = [_rendered.parse_batch(payload) for payload in reader.frames()]
+    assert [b.seq for b in batches] == list(range(1, len(batches) + 1))
+    assert all(b.count <= 100 for b in batches)
+    assert {b.client for b in batches} == {handler.client_id}
+    assert [text.decode() for b in batches for text in b.texts()] == [
+        make_line(0, seq) for seq in range(250)
+    ]
+
+
+def test_spool_frames_without_a_formatter_are_v1_batches(
+    tmp_path: Path, client: Callable[..., RecordingClient], logger: logging.Logger
+) -> None:
+    handler = client(f"127.0.0.1:{free_port()}", batch_size=100)
+    handler.setFormatter(None)  # the server's --format renders: fields go as JSON
+    for seq in range(250):
+        logger.info(make_line(0, seq))
+    handler.flush()
+    (segment,) = [p for p in (tmp_path / "spool").rglob("*.spool")]
+    reader = _wire.FrameReader()
+    reader.feed(segment.read_bytes())
     messages = [_wire.decode(payload) for payload in reader.frames()]
     assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
     assert all(len(m["records"]) <= 100 for m in messages)
@@ -565,7 +586,7 @@ def test_fallback_file_without_spool(
         logger.warning(make_line(1, 0))
         handler.flush()
         assert peer.wait_for(1)
-        assert peer.messages() == [make_line(1, 0)]
+        assert peer.messages() == [f"WARNING {make_line(1, 0)}"]  # rendered by its formatter
 
 
 # -- configuration -------------------------------------------------------------------------------

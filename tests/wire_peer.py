@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from safe_rotating import _wire
+from safe_rotating import _rendered, _wire
 from safe_rotating.client import LogServerHandler
 
 __all__ = ["Received", "RecordingClient", "WirePeer"]
@@ -77,6 +77,7 @@ class WirePeer:
         token: str | None = None,
         max_frame: int = _wire.DEFAULT_MAX_FRAME,
         keep: bool = True,
+        protocol: int = 2,
     ) -> None:
         self.host = host
         self.port = port
@@ -85,6 +86,8 @@ class WirePeer:
         self.token = token
         self.max_frame = max_frame
         self.keep = keep  # False: count records only (timing runs)
+        self.protocol = protocol  # 2: offer batches of rendered lines (a 0.2 server offers 1)
+        self.frame_kinds: list[int] = []  # per batch received: its protocol (1 or 2)
         self.counted = 0
         self.journal: dict[str, int] = {}  # client id -> last seq written (kept across restarts)
         self.received: list[Received] = []
@@ -264,10 +267,14 @@ class WirePeer:
         conn.reader.feed(data)
         try:
             for payload in conn.reader.frames():
-                if not self._handle(conn, _wire.decode(payload)):
+                if _rendered.is_batch(payload) and conn.client is not None:
+                    message = _rendered_as_v1(payload)
+                else:
+                    message = _wire.decode(payload)
+                if not self._handle(conn, message):
                     self._close(conn)
                     return
-        except (_wire.ProtocolError, OSError):
+        except (_wire.ProtocolError, _rendered.BatchError, OSError):
             self._close(conn)
 
     def _handle(self, conn: _Conn, message: dict[str, Any]) -> bool:
@@ -284,16 +291,17 @@ class WirePeer:
                 last = self.journal.get(conn.client, 0)
                 if self.welcome_last_seq is not None:
                     last = self.welcome_last_seq
-            self._send(
-                conn,
-                {"type": "welcome", "server": "wire-peer", "max_frame": self.max_frame,
-                 "last_seq": last},
-            )  # fmt: skip
+            welcome = {"type": "welcome", "server": "wire-peer", "max_frame": self.max_frame,
+                       "last_seq": last}  # fmt: skip
+            if self.protocol == 2 and 2 in message.get("protocols", []):
+                welcome["protocol"] = 2
+            self._send(conn, welcome)
             return True
         if kind != "batch":
             return True
         seq = int(message["seq"])
         with self.lock:
+            self.frame_kinds.append(int(message.get("v", 1)))
             last = self.journal.get(conn.client, 0)
             if seq <= last:
                 self.duplicates += 1
@@ -312,6 +320,14 @@ class WirePeer:
         if self.acking:
             self._send(conn, {"type": "ack", "seq": seq})
         return True
+
+
+def _rendered_as_v1(payload: bytes) -> dict[str, Any]:
+    """A protocol-2 batch as the v1 message it stands for (``msg``: the rendered line), marked
+    ``"v": 2`` so a test can tell which protocol carried it."""
+    batch = _rendered.parse_batch(payload)
+    records = _rendered.to_v1_records(batch)
+    return {"v": 2, "type": "batch", "seq": batch.seq, "records": records}
 
 
 def main(argv: list[str] | None = None) -> int:

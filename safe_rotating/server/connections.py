@@ -31,17 +31,19 @@ import ipaddress
 import socket
 import struct
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .. import _version
 from .._pickle import decode_pickle
+from .._rendered import MAGIC, BatchError, parse_batch
 from .._syslog import SyslogFramer
 from .._syslog import parse as parse_syslog
 from .._wire import LENGTH, ProtocolError, decode, encode
 from .config import peer_address
 from .state import CLIENT_ID, journal_key, peer_origin
 from .workqueue import Work
+from .writer import Rendered
 
 if TYPE_CHECKING:
     from .app import Server
@@ -360,6 +362,7 @@ class LogConnection(_Connection):
         self.dialect: str | None = None
         self.client: str | None = None
         self.app = "-"
+        self.pid: int | None = None
         self.native_host = self.host
 
     async def serve(self) -> None:
@@ -453,6 +456,9 @@ class LogConnection(_Connection):
             self.writer.write(encode({"type": "bye", "reason": reason}))
 
     async def _native(self, payload: bytes) -> None:
+        if payload[0] == MAGIC and self.client is not None:
+            await self._rendered_batch(payload)
+            return
         message = decode(payload)
         kind = message["type"]
         if self.client is None:
@@ -495,12 +501,17 @@ class LogConnection(_Connection):
             _text(message.get("host"), self.host), self.peer, server.hostname, marked
         )
         self.app = _text(message.get("app"))
-        welcome = {
+        pid = message.get("pid")
+        self.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+        welcome: dict[str, Any] = {
             "type": "welcome",
             "server": SERVER_NAME,
             "max_frame": server.config.max_frame,
             "last_seq": server.journal.last_seq(key),
         }
+        offered = message.get("protocols")
+        if isinstance(offered, list) and 2 in offered:
+            welcome["protocol"] = 2  # batches of rendered lines welcome (docs/protocol.md)
         self.writer.write(encode(welcome))
 
     async def _batch(self, message: dict[str, Any], size: int) -> None:
@@ -520,11 +531,22 @@ class LogConnection(_Connection):
             flat["app"] = self.app
             flats.append(flat)
         server.stats.received += len(records)
-        writer = self.writer
         assert self.client is not None
         # Activity (see active_at): records, unless the journal says this batch was written
         # before (a resend after a reconnect is acknowledged without writing).
         active = bool(flats) and seq > server.journal.last_seq(self.client)
+        acknowledge = self._acknowledger(seq, active)
+        # A batch without records has nothing to deduplicate: it never makes a journal entry.
+        client = self.client if flats else None
+        await server.queue.put(Work(flats, size, client, seq, acknowledge, source=self))
+        if active:
+            self.active_at = time.monotonic()
+
+    def _acknowledger(self, seq: int, active: bool) -> Callable[[], None]:
+        """What the writer calls once batch ``seq`` is written (or found a duplicate): the ack.
+        ``active``: the batch had new records (the idle sweep counts them as activity)."""
+        writer = self.writer
+        self.unacked += 1
 
         def acknowledge() -> None:
             self.unacked -= 1
@@ -537,10 +559,25 @@ class LogConnection(_Connection):
                 return
             writer.write(encode({"type": "ack", "seq": seq}))
 
-        self.unacked += 1
-        # A batch without records has nothing to deduplicate: it never makes a journal entry.
-        client = self.client if flats else None
-        await server.queue.put(Work(flats, size, client, seq, acknowledge, source=self))
+        return acknowledge
+
+    async def _rendered_batch(self, payload: bytes) -> None:
+        """A protocol-2 batch: lines the client rendered, written as they are (see
+        :func:`safe_rotating._rendered.file_bytes`); acknowledged like a v1 batch."""
+        server = self.server
+        try:
+            batch = parse_batch(payload)
+        except BatchError as exc:
+            raise Refused(exc.reason, exc.detail) from None
+        server.stats.received += batch.count
+        assert self.client is not None
+        seq = batch.seq
+        active = batch.count > 0 and seq > server.journal.last_seq(self.client)
+        acknowledge = self._acknowledger(seq, active)
+        client = self.client if batch.count else None
+        work = Work([], len(payload), client, seq, acknowledge, source=self)
+        work.rendered = Rendered(batch, self.native_host, self.app, self.pid)
+        await server.queue.put(work)
         if active:
             self.active_at = time.monotonic()
 

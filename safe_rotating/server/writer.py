@@ -34,7 +34,8 @@ from typing import Any, Final
 
 from .._compress import parse_compression
 from .._escape import encode_record
-from .._logfile import LogFile
+from .._logfile import LogFile, Records
+from .._rendered import Batch, file_bytes, to_v1_records
 from .._rotation import Retention
 from .._stats import HandlerStats
 from .._wire import to_log_record
@@ -49,6 +50,7 @@ __all__ = [
     "FUTURE",
     "RETRY_EVERY",
     "ROUND_RECORDS",
+    "Rendered",
     "Writer",
     "sane_created",
 ]
@@ -102,12 +104,42 @@ class _Formatter(logging.Formatter):
             return repr(record.created)
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """A protocol-2 batch on its way to the writer, with who sent it (for ``--forward``)."""
+
+    batch: Batch
+    host: str
+    app: str
+    pid: int | None
+
+    @property
+    def count(self) -> int:
+        return self.batch.count
+
+    def flats(self) -> list[dict[str, Any]]:
+        """Its records as flat records (``msg``: the rendered line) for ``--forward`` and
+        ``--route``."""
+        flats = to_v1_records(self.batch)
+        for flat in flats:
+            flat["host"], flat["app"] = self.host, self.app
+            if self.pid is not None:
+                flat["process"] = self.pid
+        return flats
+
+
 @dataclass
 class _Round:
     lines: dict[str, list[bytes]] = field(default_factory=dict)  # path -> formatted records
+    counts: dict[str, int] = field(default_factory=dict)  # path -> records in ``lines``
     seqs: dict[str, int] = field(default_factory=dict)  # client -> highest new seq
     records: int = 0
     flats: list[dict[str, Any]] = field(default_factory=list)  # for --forward only
+
+    def add(self, path: str, data: bytes, count: int) -> None:
+        self.lines.setdefault(path, []).append(data)
+        self.counts[path] = self.counts.get(path, 0) + count
+        self.records += count
 
 
 class Writer:
@@ -236,22 +268,46 @@ class Writer:
                     continue
                 round_.seqs[work.client] = work.seq
             received = work.received
+            if work.rendered is not None:
+                self._add_rendered(round_, work.rendered, received)
+                continue
             for flat in work.records:
                 # The one place every input's time is checked, before it is formatted or
                 # forwarded. Which file a record goes to is the server's clock's business.
                 flat["created"] = sane_created(flat.get("created"), received)
-                path = self.path_for(flat.get("name"))
-                round_.lines.setdefault(path, []).append(self.format(flat))
-                round_.records += 1
+                round_.add(self.path_for(flat.get("name")), self.format(flat), 1)
             if self.forward is not None:
                 round_.flats.extend(work.records)
         return round_
+
+    def _add_rendered(self, round_: _Round, rendered: Rendered, received: float) -> None:
+        """A protocol-2 batch: its lines as the client rendered them (escaped if need be). With
+        no ``--route``, the whole batch is one piece of bytes for one ``write``."""
+        data, lines = file_bytes(rendered.batch, self._escape)
+        flats = rendered.flats() if self.forward is not None or self.config.routes else None
+        if flats is not None:
+            for flat in flats:
+                flat["created"] = sane_created(flat.get("created"), received)
+            if self.forward is not None:
+                round_.flats.extend(flats)
+        if not self.config.routes:
+            if lines is None:
+                round_.add(self.config.file, Records(data), rendered.count)
+            else:
+                for line in lines:
+                    round_.add(self.config.file, line, 1)
+            return
+        assert flats is not None
+        if lines is None:
+            lines = [text + b"\n" for text in data.split(b"\n")[:-1]]
+        for flat, line in zip(flats, lines, strict=True):
+            round_.add(self.path_for(flat.get("name")), line, 1)
 
     async def write_round(self, works: list[Work]) -> None:
         round_ = self._prepare(works)
         unwritten = 0
         for path, lines in round_.lines.items():
-            action = self._appending(path, lines)
+            action = self._appending(path, lines, round_.counts[path])
             if unwritten or not await self._retry(path, action):
                 unwritten += len(lines)
         if unwritten:
@@ -277,13 +333,13 @@ class Writer:
             if work.done is not None:
                 work.done()
 
-    def _appending(self, path: str, lines: list[bytes]) -> Callable[[], None]:
+    def _appending(self, path: str, lines: list[bytes], count: int) -> Callable[[], None]:
         def append() -> None:
             # With --when, the file of the period the server's clock is in (the engine reads
             # the clock when ``when`` is not given): a record's own time, which its sender
             # chose, stays in its line and never moves the schedule shared through the lock.
             problem = self._file(path).append_batch(lines)
-            self.stats.written += len(lines)
+            self.stats.written += count
             self.stats.bytes_written += sum(len(line) for line in lines)
             if problem is not None:
                 self.log.warning("%s", problem)
