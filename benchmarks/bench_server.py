@@ -106,6 +106,7 @@ class Run:
     lost: int
     verified: bool
     server_rss_mb: float | None
+    server_cpu_us: float | None = None  # user + system CPU of the server per record
 
 
 @dataclass
@@ -127,6 +128,13 @@ def _rss_peak_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used so far (from ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _start_server(directory: str, port: int, max_bytes: int) -> subprocess.Popen[bytes]:
@@ -188,9 +196,12 @@ def run_once(kind: str, processes: int, records: int, size: int, max_bytes: int)
         reports = [results.get(timeout=600) for _ in workers]
         for worker in workers:
             worker.join(60)
-        rss = None
+        rss = cpu = None
         if server is not None:
             rss = _rss_peak_mb(server.pid)
+            # Everything is written (each close() waited for its acks): the CPU it took, from
+            # start-up to here, per record. Start-up costs about 0.1 s of it.
+            cpu = cpu_seconds(server.pid) * 1e6 / (processes * records)
             server.send_signal(signal.SIGTERM)
             server.wait(60)
         latencies = array("q")
@@ -211,9 +222,8 @@ def run_once(kind: str, processes: int, records: int, size: int, max_bytes: int)
         def pct(q: float) -> float:
             return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1] / 1000
 
-        return Run(
-            kind, processes * records / wall, pct(0.5), pct(0.99), verdict.lost, verdict.ok, rss
-        )
+        rate = processes * records / wall
+        return Run(kind, rate, pct(0.5), pct(0.99), verdict.lost, verdict.ok, rss, cpu)
     finally:
         if server is not None and server.poll() is None:
             server.kill()
@@ -242,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cells[kind].ratios.append(run.rate / base)
             done += 1
             rss = f"  server RSS {run.server_rss_mb:.0f} MB" if run.server_rss_mb else ""
+            if run.server_cpu_us is not None:
+                rss += f", CPU {run.server_cpu_us:.2f} us/record"
             print(
                 f"[{done:2d}/{total}] repeat {repeat + 1} {KINDS[kind]:<24} "
                 f"{run.rate / 1000:7.1f}k rec/s  p99 {run.p99_us:7.1f} us  lost {run.lost}"
@@ -253,15 +265,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"P={args.processes}, {args.records} records x {args.record_size} B per process, "
         f"maxBytes {args.max_bytes}, median of {args.repeat}; end to end (until on disk)"
     )
-    print("| handler | records/s | x FileHandler | p50 emit | p99 emit | lost | server RSS |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| handler | records/s | x FileHandler | p50 emit | p99 emit | lost | server RSS "
+        "| server CPU |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind, cell in cells.items():
         rss = f"{cell.median('server_rss_mb'):.0f} MB" if kind == "server" else "—"
+        cpu = f"{cell.median('server_cpu_us'):.2f} µs/record" if kind == "server" else "—"
         print(
             f"| {KINDS[kind]} | {cell.median('rate') / 1000:.0f} k | "
             f"{statistics.median(cell.ratios):.2f} | {cell.median('p50_us'):.1f} µs | "
-            f"{cell.median('p99_us'):.1f} µs | {sum(r.lost for r in cell.runs)} | {rss} |"
+            f"{cell.median('p99_us'):.1f} µs | {sum(r.lost for r in cell.runs)} | {rss} | {cpu} |"
         )
+    ratios = cells["server"].ratios
+    print(f"server / FileHandler per repeat: {', '.join(f'{r:.2f}' for r in ratios)}")
     return 0 if all(run.verified for cell in cells.values() for run in cell.runs) else 1
 
 

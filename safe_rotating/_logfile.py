@@ -205,18 +205,6 @@ class Records(bytes):
     protocol-2 batch the server writes as it came). :meth:`LogFile.append_batch` writes it with
     one ``write`` when it fits the current file, and cuts it between lines when it does not."""
 
-    def lines(self) -> list[bytes]:
-        return [line + b"\n" for line in self.split(b"\n")[:-1]]
-
-
-def _one_by_one(records: Sequence[bytes]) -> Iterator[bytes]:
-    """``records`` with every :class:`Records` taken apart into its lines."""
-    for record in records:
-        if isinstance(record, Records):
-            yield from record.lines()
-        else:
-            yield record
-
 
 class LogFile:
     """``path`` and its backups ``path.1`` (newest) … ``path.N``, written by many processes.
@@ -1190,12 +1178,25 @@ class LogFile:
         if total <= most and self._end + total <= limit:  # the usual case: no cut, no loop
             problem = self._write_chunk(records, last=True) or problem
             return problem or (self._news() if self._unsafe else None)
-        for record in _one_by_one(records):
-            if chunk and (self._end + size + len(record) > limit or size + len(record) > most):
+        for record in records:
+            while True:
+                room = min(limit - self._end, most) - size
+                if len(record) <= room or not (chunk or isinstance(record, Records)):
+                    chunk.append(record)  # it fits (or a record alone: a file of its own)
+                    size += len(record)
+                    break
+                if isinstance(record, Records):  # whole lines, as many as fit
+                    cut = record.rfind(b"\n", 0, room) + 1 if room > 0 else 0
+                    if not cut and not chunk:  # not one fits: the first alone, after a rotation
+                        cut = record.find(b"\n") + 1 or len(record)
+                    if cut:
+                        chunk.append(record[:cut])
+                        size += cut
+                        record = Records(record[cut:])
+                        if not record:
+                            break
                 problem = self._write_chunk(chunk) or problem
                 chunk, size = [], 0
-            chunk.append(record)
-            size += len(record)
         problem = self._write_chunk(chunk) or problem
         return problem or (self._news() if self._unsafe else None)
 

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safe_rotating import SafeRotatingFileHandler, _rendered, _sender, _spool
+from safe_rotating._logfile import LogFile, Records
 from safe_rotating.client import LogServerHandler
 from safe_rotating.verify import make_line
 from tests.logserver import eventually, start_server
@@ -323,3 +324,25 @@ def test_the_spool_holds_rendered_batches_compactly(tmp_path: Path) -> None:
     handler.close()
     log.removeHandler(handler)
     assert on_disk / sum(len(line) + 1 for line in lines) <= 1.3
+
+
+@pytest.mark.parametrize("max_bytes", [300, 1000, 4096])
+def test_the_engine_cuts_joined_records_between_lines_at_max_bytes(
+    tmp_path: Path, max_bytes: int
+) -> None:
+    """A protocol-2 batch is one piece of bytes for the engine; where it does not fit the
+    current file it is cut between lines, so no file passes max_bytes and no line is split."""
+    lines = [make_line(0, seq, 100).encode() + b"\n" for seq in range(200)]
+    log_file = LogFile(str(tmp_path / "app.log"), max_bytes=max_bytes, backup_count=1000)
+    try:
+        for start in range(0, 200, 50):  # rounds: two joined batches and a plain line
+            part = lines[start : start + 50]
+            log_file.append_batch(
+                [Records(b"".join(part[:24])), part[24], Records(b"".join(part[25:]))]
+            )
+    finally:
+        log_file.close()
+    backups = sorted(tmp_path.glob("app.log.*"), key=lambda p: -int(p.suffix[1:]))
+    files = [*backups, tmp_path / "app.log"]  # oldest first
+    assert all(path.stat().st_size <= max_bytes for path in files)
+    assert b"".join(path.read_bytes() for path in files) == b"".join(lines)
