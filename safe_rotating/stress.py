@@ -478,24 +478,34 @@ def _run_through_server(
                 if time.monotonic() > deadline:
                     raise RuntimeError("safe-rotating-server did not start listening") from None
                 time.sleep(0.05)
+
         # Every record a worker logged is written once its handler's close() has returned: it
-        # waits for the server's acknowledgements, sent once a batch is in the file.
-        result = run_stress(
-            dataclasses.replace(config, server_address=f"127.0.0.1:{port}"), on_progress
+        # waits for the server's acknowledgements, sent once a batch is in the file. The server
+        # is stopped before the files are read: its janitor may still be renaming backups.
+        def stop() -> None:
+            server.send_signal(signal.SIGTERM)
+            status = server.wait(60)
+            if status != 0:
+                raise RuntimeError(
+                    f"safe-rotating-server exited with status {status} after draining"
+                )
+
+        return run_stress(
+            dataclasses.replace(config, server_address=f"127.0.0.1:{port}"), on_progress, stop
         )
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
-        status = server.wait(60)
-    if status != 0:
-        raise RuntimeError(f"safe-rotating-server exited with status {status} after draining")
-    return result
+            server.wait(60)
 
 
 def run_stress(
-    config: StressConfig, on_progress: Callable[[int, float], None] | None = None
+    config: StressConfig,
+    on_progress: Callable[[int, float], None] | None = None,
+    before_verify: Callable[[], None] | None = None,
 ) -> StressResult:
-    """Run the workload into ``config.directory`` (must be empty) and verify it."""
+    """Run the workload into ``config.directory`` (must be empty) and verify it;
+    ``before_verify`` runs once the workers are done (server mode stops the server there)."""
     if config.start_method not in START_METHODS:
         raise ValueError(
             f"start_method must be one of {START_METHODS}, got {config.start_method!r}"
@@ -576,6 +586,8 @@ def run_stress(
     if config.when:
         exact = config.when.upper() == "S"
         timed = TimedCheck(window=config.window, interval=config.interval if exact else None)
+    if before_verify is not None:
+        before_verify()
     written = None
     if killed:
         # A survivor's records must all be there. A victim's too, without enqueue; with it,
