@@ -322,3 +322,134 @@ def test_a_round_takes_at_most_one_batch_of_each_client() -> None:
 
     rounds = asyncio.run(asyncio.wait_for(scenario(), 10))
     assert rounds == [[("a", 1), ("b", 1), (None, 0)], [("a", 2), ("b", 2)], [("a", 3)]]
+
+
+def _records(count: int, source: object | None, size: int | None = None, **fields: Any) -> Work:
+    """``count`` records from ``source``, of ``size`` bytes (one a record unless given)."""
+    return Work(
+        [{} for _ in range(count)], size=count if size is None else size, source=source, **fields
+    )
+
+
+def test_sources_are_served_in_turns() -> None:
+    """A round takes one item of each source before a second of any: a light source's batch
+    is in the first round, not behind everything a flooder queued before it."""
+
+    async def scenario() -> list[list[str]]:
+        queue = WorkQueue(max_records=1000)
+        flooder, light, other = object(), object(), object()
+        names = {flooder: "f", light: "l", other: "o"}
+        for _ in range(5):
+            await queue.put(_records(10, flooder))
+        await queue.put(_records(1, light))
+        await queue.put(_records(2, other))
+        await queue.put(_records(1, light))
+        rounds = []
+        while queue.records:
+            works = await queue.take(25)
+            rounds.append([f"{names[w.source]}{w.count}" for w in works])
+        assert queue.bytes == 0
+        return rounds
+
+    rounds = asyncio.run(asyncio.wait_for(scenario(), 10))
+    # One queue in order of arrival would have taken f10 f10, then f10 f10, then f10 l1 o2 l1.
+    assert rounds == [["f10", "l1", "o2", "f10", "l1"], ["f10", "f10"], ["f10"]]
+
+
+def test_a_round_takes_one_batch_of_a_client_whatever_its_connection() -> None:
+    """A client that reconnected may have batches queued by both connections: still one a
+    round, and each connection's in the order they came."""
+
+    async def scenario() -> list[list[tuple[str | None, int]]]:
+        queue = WorkQueue(max_records=100)
+        old, new, stock = object(), object(), object()
+        for seq in (4, 5):
+            await queue.put(_records(1, old, client="a", seq=seq))
+        for seq in (4, 5, 6):
+            await queue.put(_records(1, new, client="a", seq=seq))
+        await queue.put(_records(1, stock))
+        await queue.put(_records(1, stock))
+        rounds = []
+        while queue.records:
+            rounds.append([(w.client, w.seq) for w in await queue.take(100)])
+        return rounds
+
+    rounds = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert rounds == [
+        [("a", 4), (None, 0), (None, 0)],
+        [("a", 5)],
+        [("a", 4)],  # the writer finds it written before (the journal's sequence numbers)
+        [("a", 5)],
+        [("a", 6)],
+    ]
+
+
+def test_a_source_over_its_share_waits_while_a_light_source_gets_in() -> None:
+    async def scenario() -> None:
+        queue = WorkQueue(max_records=100, max_bytes=10_000)
+        flooder, light = object(), object()
+        for _ in range(10):
+            await queue.put(_records(10, flooder))
+        assert queue.records == 100
+        blocked = asyncio.ensure_future(queue.put(_records(10, flooder)))
+        await asyncio.sleep(0.01)
+        assert not blocked.done()  # the queue is full
+        # A source with nothing queued gets in at once, past the bound (one item each).
+        await asyncio.wait_for(queue.put(_records(1, light)), 1)
+        assert queue.held_by(light) == (1, 1)
+        assert queue.records == 101
+        await queue.take(30)  # f10 l1 f10: the light source's batch in the first round
+        assert queue.held_by(flooder) == (80, 80)
+        assert queue.over_share(flooder) is False  # alone again: its share is the whole queue
+        await asyncio.sleep(0)
+        assert blocked.done()  # 80 + 10 <= 100
+        # Two sources hold work: the flooder's share is half the queue, and it holds more.
+        await queue.put(_records(1, light))
+        await queue.put(_records(1, light))
+        assert queue.over_share(flooder) is True
+        again = asyncio.ensure_future(queue.put(_records(10, flooder)))
+        share = asyncio.ensure_future(queue.wait_share(flooder))
+        for held in (80, 70):
+            await queue.take(12)  # f10 l1
+            await asyncio.sleep(0.01)
+            assert queue.held_by(flooder)[0] == held
+            assert queue.records + 10 <= 100  # room in the queue, but not for the flooder
+            assert not again.done()
+            assert not share.done()
+            await asyncio.wait_for(queue.put(_records(1, light)), 1)  # the light source's goes in
+        await queue.take(12)  # f10 l1: the flooder still holds 60, over its 50
+        assert queue.held_by(light)[0] == 1
+        assert not again.done()
+        await queue.take(12)  # f10 l1: the light source has nothing queued, the flooder is alone
+        await asyncio.wait_for(again, 1)
+        await asyncio.wait_for(share, 1)
+        assert queue.held_by(flooder) == (60, 60)
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_first_items_past_the_bound_stop_at_twice_the_bound() -> None:
+    """Each source may put its first item past the bound, but the queue never holds more than
+    twice its records and bytes: thousands of connections cannot each add one."""
+
+    async def scenario() -> None:
+        queue = WorkQueue(max_records=10, max_bytes=1000)
+        assert queue.put_nowait(_records(10, None, size=10))  # datagrams: one source, None
+        sources = [object() for _ in range(20)]
+        admitted = [queue.put_nowait(_records(1, source, size=10)) for source in sources]
+        assert admitted == [True] * 10 + [False] * 10
+        assert queue.records == 20
+        late = asyncio.ensure_future(queue.put(_records(1, sources[10], size=10)))
+        await asyncio.sleep(0.01)
+        assert not late.done()
+        assert queue.put_nowait(_records(1, None, size=10)) is False  # holds its 10 already
+        assert queue.bytes == 110
+        assert queue.put_nowait(_records(0, object(), size=1891)) is False  # 2001 bytes
+        assert queue.put_nowait(_records(0, object(), size=1890)) is True
+        assert queue.put_nowait(_records(0, object(), size=1)) is False
+        taken = await queue.take(100)
+        assert len(taken) == 12
+        assert (queue.records, queue.bytes) == (0, 0)
+        await asyncio.wait_for(late, 1)
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
