@@ -154,7 +154,8 @@ def parser() -> argparse.ArgumentParser:
     lim.add_argument(
         "--queue-size",
         metavar="N",
-        help="records waiting for the disk before readers pause (default 10000)",
+        help="records waiting for the disk before readers pause (default 10000); each "
+        "connection gets its share, and a burst may briefly hold up to twice this",
     )
     lim.add_argument("--max-connections", metavar="N", help="open connections at most (4096)")
     lim.add_argument(

@@ -380,6 +380,9 @@ class LogConnection(_Connection):
             if self.dialect == "native" and self.client is None:
                 await self._native(rest)  # the hello: nothing waits for the queue
             else:
+                # A connection over its share of the queue waits here, alone, not holding the
+                # admission that every reader takes: a flooder does not hold the others back.
+                await server.queue.wait_share(self)
                 async with server.admission:  # decoded only when the queue can take it
                     if self.dialect == "native":
                         await self._native(rest)
