@@ -20,9 +20,12 @@ from hypothesis import strategies as st
 
 from safe_rotating import SafeRotatingFileHandler, _rendered, _sender, _spool
 from safe_rotating._logfile import LogFile, Records
+from safe_rotating._syslog import parse
 from safe_rotating.client import LogServerHandler
 from safe_rotating.verify import make_line
 from tests.logserver import eventually, start_server
+from tests.servers import free_port
+from tests.test_forward import relay_thread
 from tests.wire_peer import WirePeer
 
 CLIENT = uuid.uuid4().hex
@@ -346,3 +349,32 @@ def test_the_engine_cuts_joined_records_between_lines_at_max_bytes(
     files = [*backups, tmp_path / "app.log"]  # oldest first
     assert all(path.stat().st_size <= max_bytes for path in files)
     assert b"".join(path.read_bytes() for path in files) == b"".join(lines)
+
+
+def test_forward_sends_the_rendered_line_as_msg(tmp_path: Path) -> None:
+    """--forward with rendered lines: MSG is the line as the client's formatter made it; the
+    header's app, procid and severity come from the fields sent beside it."""
+    relay_port = free_port()
+    server = start_server(tmp_path, "--forward", f"127.0.0.1:{relay_port}")
+    try:
+        with relay_thread(relay_port) as relay:
+            handler = LogServerHandler(
+                f"127.0.0.1:{server.port}", spool_dir=str(tmp_path / "spool")
+            )
+            handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+            log = logging.getLogger("p2.forwarded")
+            log.propagate = False
+            log.addHandler(handler)
+            log.error("to the relay")
+            handler.close()
+            log.removeHandler(handler)
+            eventually(lambda: relay.texts() == ["ERROR to the relay"], 10, "the forwarded line")
+            message = parse(relay.messages[0])
+            assert (message.app, message.procid, message.severity) == (
+                "p2.forwarded",
+                str(os.getpid()),
+                3,
+            )
+    finally:
+        assert server.stop() == 0
+    assert (tmp_path / "app.log").read_text() == "ERROR to the relay\n"
