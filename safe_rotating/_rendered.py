@@ -232,7 +232,8 @@ def _as_it_came(body: bytes, batch: Batch, escape: bool) -> bool:
     suspects = len(body) - len(body.translate(None, _SUSPECT if escape else b"\n"))
     if suspects != batch.count or not body.endswith(b"\n"):
         return False
-    if escape and (body.startswith(b"\t") or b"\n\t" in body):
+    # A TAB is rare in a line: look for one at all first (memchr), for "\n\t" only if so.
+    if escape and b"\t" in body and (body.startswith(b"\t") or b"\n\t" in body):
         return False
     return body.isascii() or _valid_utf8(body)
 

@@ -205,6 +205,7 @@ class NativeClient:
         else:
             self.sock = socket.create_connection(address, timeout=timeout)
         self.frames = FrameReader(1 << 24)
+        self.acked_seq = 0  # the highest batch the server acknowledged
         self.pending: list[bytes] = []
 
     def send(self, message: dict[str, Any]) -> None:
@@ -245,8 +246,13 @@ class NativeClient:
         self.send({"type": "batch", "seq": seq, "records": records})
 
     def acked(self, seq: int) -> None:
-        message = self.receive()
-        assert message == {"v": 1, "type": "ack", "seq": seq}, message
+        """Wait for the ack of batch ``seq``: an ack of it or of a later batch (one ack covers
+        every earlier batch of the connection, and the server sends one per writer pass)."""
+        while self.acked_seq < seq:  # an ack of an earlier batch (a resent one) is skipped
+            message = self.receive()
+            assert message is not None and message.get("type") == "ack", message
+            assert message == {"v": 1, "type": "ack", "seq": message["seq"]}, message
+            self.acked_seq = max(self.acked_seq, message["seq"])
 
     def closed(self) -> bool:
         """Did the server close the connection (after any messages still pending)?"""

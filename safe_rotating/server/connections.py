@@ -350,6 +350,12 @@ class _Connection:
             self.writer.close()
 
 
+def _ack_frame(seq: int) -> bytes:
+    """``{"v":1,"type":"ack","seq":N}`` as a frame, without going through JSON."""
+    payload = b'{"v":1,"type":"ack","seq":%d}' % seq
+    return LENGTH.pack(len(payload)) + payload
+
+
 class LogConnection(_Connection):
     """A ``--listen`` connection: native frames, or a stock ``SocketHandler``'s pickles."""
 
@@ -364,6 +370,7 @@ class LogConnection(_Connection):
         self.app = "-"
         self.pid: int | None = None
         self.native_host = self.host
+        self._ack_due: int | None = None  # the highest batch written and not acknowledged yet
 
     async def serve(self) -> None:
         server = self.server
@@ -547,22 +554,32 @@ class LogConnection(_Connection):
 
     def _acknowledger(self, seq: int, active: bool) -> Callable[[], None]:
         """What the writer calls once batch ``seq`` is written (or found a duplicate): the ack.
-        ``active``: the batch had new records (the idle sweep counts them as activity)."""
-        writer = self.writer
+        ``active``: the batch had new records (the idle sweep counts them as activity).
+
+        Acks are sent once the writer gives the loop back, one per connection: an ack of
+        ``seq`` acknowledges every earlier batch (docs/protocol.md), and each ``send`` costs
+        as much as writing a whole batch to the file."""
         self.unacked += 1
 
         def acknowledge() -> None:
             self.unacked -= 1
             if active:
                 self.active_at = time.monotonic()
-            if writer.is_closing():
-                return
-            if writer.transport.get_write_buffer_size() > _ACK_BACKLOG:
-                self.refuse("ack backlog", "a client that does not read its acknowledgements")
-                return
-            writer.write(encode({"type": "ack", "seq": seq}))
+            if self._ack_due is None:
+                asyncio.get_running_loop().call_soon(self._send_ack)
+            self._ack_due = seq  # the writer acknowledges in order: the last covers the rest
 
         return acknowledge
+
+    def _send_ack(self) -> None:
+        seq, self._ack_due = self._ack_due, None
+        writer = self.writer
+        if seq is None or writer.is_closing():
+            return
+        if writer.transport.get_write_buffer_size() > _ACK_BACKLOG:
+            self.refuse("ack backlog", "a client that does not read its acknowledgements")
+            return
+        writer.write(_ack_frame(seq))
 
     async def _rendered_batch(self, payload: bytes) -> None:
         """A protocol-2 batch: lines the client rendered, written as they are (see
