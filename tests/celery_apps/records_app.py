@@ -30,7 +30,13 @@ from safe_rotating._django_site.logsetup import logging_from_env
 
 TASK = "logdemo.log_records"
 
-logging.config.dictConfig(logging_from_env())
+# A pool process that reaches --max-tasks-per-child while the server is down waits for it in its
+# exit hook for at most flush_timeout, then leaves its records in the spool (and says so). The
+# default 5 s is less than a kill, a 1 s pause and a new server's start can take on a loaded
+# machine: a generous bound here, so that "the server can be reached" holds.
+_config = logging_from_env()
+_config["handlers"]["app"]["flush_timeout"] = 30.0
+logging.config.dictConfig(_config)
 
 app = Celery("records_app")
 app.conf.update(celery_config(os.environ["SAFE_ROTATING_CELERY_DIR"]))
