@@ -350,6 +350,10 @@ class _Connection:
             self.writer.close()
 
 
+# Acks of one connection are at least this far apart (seconds); one covers every batch before.
+ACK_EVERY: Final = 0.02
+
+
 def _ack_frame(seq: int) -> bytes:
     """``{"v":1,"type":"ack","seq":N}`` as a frame, without going through JSON."""
     payload = b'{"v":1,"type":"ack","seq":%d}' % seq
@@ -371,6 +375,7 @@ class LogConnection(_Connection):
         self.pid: int | None = None
         self.native_host = self.host
         self._ack_due: int | None = None  # the highest batch written and not acknowledged yet
+        self._acked_at = -ACK_EVERY  # the loop's time of the last ack sent
 
     async def serve(self) -> None:
         server = self.server
@@ -556,9 +561,10 @@ class LogConnection(_Connection):
         """What the writer calls once batch ``seq`` is written (or found a duplicate): the ack.
         ``active``: the batch had new records (the idle sweep counts them as activity).
 
-        Acks are sent once the writer gives the loop back, one per connection: an ack of
-        ``seq`` acknowledges every earlier batch (docs/protocol.md), and each ``send`` costs
-        as much as writing a whole batch to the file."""
+        Acks are sent once the writer gives the loop back, one per connection and at most one
+        per :data:`ACK_EVERY`: an ack of ``seq`` acknowledges every earlier batch
+        (docs/protocol.md), and each ``send`` costs as much as writing a whole batch to the
+        file."""
         self.unacked += 1
 
         def acknowledge() -> None:
@@ -566,13 +572,26 @@ class LogConnection(_Connection):
             if active:
                 self.active_at = time.monotonic()
             if self._ack_due is None:
-                asyncio.get_running_loop().call_soon(self._send_ack)
+                # At most one ack per ACK_EVERY: with many small batches (clients logging a
+                # few thousand records a second each), the sends are most of the server's CPU.
+                loop = asyncio.get_running_loop()
+                wait = self._acked_at + ACK_EVERY - loop.time()
+                if wait > 0:
+                    loop.call_later(wait, self._send_ack)
+                else:
+                    loop.call_soon(self._send_ack)
             self._ack_due = seq  # the writer acknowledges in order: the last covers the rest
 
         return acknowledge
 
+    def close(self) -> None:
+        if self._ack_due is not None:  # written: its ack goes out before the connection closes
+            self._send_ack()
+        super().close()
+
     def _send_ack(self) -> None:
         seq, self._ack_due = self._ack_due, None
+        self._acked_at = asyncio.get_running_loop().time()
         writer = self.writer
         if seq is None or writer.is_closing():
             return
