@@ -52,6 +52,7 @@ def _free_port() -> int:
 def _client(port: int, n: int, seconds: float, barrier: Barrier, out: Any) -> None:
     """Log flat out for ``seconds``; report the records acknowledged in that time."""
     handler = LogServerHandler(f"127.0.0.1:{port}", spool_dir=False, block_timeout=60.0)
+    handler.setFormatter(logging.Formatter("%(message)s"))  # rendered here: protocol 2
     logger = logging.getLogger(f"client{n}")
     logger.propagate = False
     logger.addHandler(handler)
