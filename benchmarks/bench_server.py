@@ -18,6 +18,7 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/bench_server.py
     .venv/bin/python benchmarks/bench_server.py --processes 8 --records 20000 --repeat 3
+    .venv/bin/python benchmarks/bench_server.py --repeat 5 --chart docs/benchmarks-server.png
 
 Handlers take turns within each repeat, so noise on the machine hits all of them alike; compare
 only ratios taken in one run.
@@ -233,6 +234,37 @@ def run_once(kind: str, processes: int, records: int, size: int, max_bytes: int)
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def write_chart(path: str, cells: dict[str, Cell], title: str) -> None:
+    """Records per second of each handler (median, with every run as a dot) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 3.2))
+    names = [KINDS[kind] for kind in cells]
+    medians = [cell.median("rate") / 1000 for cell in cells.values()]
+    bars = axes.barh(names, medians, color=["#9e9e9e", "#4c78a8", "#f58518"])
+    for row, cell in enumerate(cells.values()):
+        axes.plot([run.rate / 1000 for run in cell.runs], [row] * len(cell.runs), "k.", ms=4)
+    for bar, cell in zip(bars, cells.values(), strict=True):
+        ratio = statistics.median(cell.ratios)
+        right = max([bar.get_width(), *(run.rate / 1000 for run in cell.runs)])
+        axes.annotate(
+            f"  {ratio:.2f}x",
+            (right, bar.get_y() + bar.get_height() / 2),
+            va="center",
+            fontsize=9,
+        )
+    axes.invert_yaxis()
+    axes.set_xlim(0, axes.get_xlim()[1] * 1.12)
+    axes.set_xlabel("records/s (thousands), end to end until on disk; dots: each run")
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--processes", type=int, default=8, help="writer processes (default 8)")
@@ -240,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--record-size", type=int, default=120, help="bytes a line (default 120)")
     parser.add_argument("--max-bytes", type=int, default=MIB, help="rotate at (default 1 MiB)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per handler (default 3)")
+    parser.add_argument("--chart", metavar="PATH", help="write a PNG chart here (matplotlib)")
     args = parser.parse_args(argv)
     cells = {kind: Cell(kind) for kind in KINDS}
     total = args.repeat * len(KINDS)
@@ -283,6 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     ratios = cells["server"].ratios
     print(f"server / FileHandler per repeat: {', '.join(f'{r:.2f}' for r in ratios)}")
+    if args.chart:
+        title = (
+            f"{args.processes} processes x {args.records} records of {args.record_size} B, "
+            f"median of {args.repeat} (x FileHandler)"
+        )
+        write_chart(args.chart, cells, title)
     return 0 if all(run.verified for cell in cells.values() for run in cell.runs) else 1
 
 
