@@ -476,11 +476,19 @@ class Server:
         return True
 
     async def _sweep(self) -> None:
-        """About once a second: close connections past their hello or idle timeout (see
+        """About once a second: close connections past their read, hello or idle timeout (see
         ``_Connection.check``), and log the counts of refusals whose log window ended. One
         pass over the connections instead of a timer each: an idle connection costs nothing."""
         config = self.config
-        period = max(0.05, min(_SWEEP_MOST, config.hello_timeout / 4, config.idle_timeout / 4))
+        period = max(
+            0.05,
+            min(
+                _SWEEP_MOST,
+                config.hello_timeout / 4,
+                config.idle_timeout / 4,
+                config.read_timeout / 4,
+            ),
+        )
         while not self.stopping:
             await asyncio.sleep(period)
             now = time.monotonic()

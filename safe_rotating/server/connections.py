@@ -174,6 +174,7 @@ class _Connection:
         # connection forever with an empty batch a second (see check and quiet_for).
         self.active_at = self.accepted
         self.greeted = False  # its first frame is complete: the hello timeout is over
+        self.frame_since: float | None = None  # a frame's first byte came then (the sweep's clock)
         self.unacked = 0  # batches queued and not acknowledged yet: not idle
         self.held = 0  # bytes of an unfinished frame, counted in server.frame_bytes
         self.ended: str | None = None  # closed from outside its task, for this reason
@@ -257,7 +258,8 @@ class _Connection:
             server.internal_error(self.describe(), exc)
 
     def check(self, now: float) -> None:
-        """The server's sweep: close this connection if its first frame is overdue (counted as
+        """The server's sweep: close this connection if a frame is unfinished ``--read-timeout``
+        after its first byte ("read timeout"), if its first frame is overdue (counted as
         refused, "hello timeout"), or if it has been idle for ``--idle-timeout`` with no ack
         owed (counted under ``connections_closed_total{reason="idle"}``, not logged).
 
@@ -266,7 +268,12 @@ class _Connection:
         loses it (the stdlib's handler even two), so their idle connections are closed only when
         the server is crowded (:meth:`Server.crowded`): then the slot matters more."""
         config = self.server.config
-        if not self.greeted:
+        if self.frame_since is not None and now - self.frame_since >= config.read_timeout:
+            self.end(
+                "read timeout",
+                f"no complete frame within {config.read_timeout:g}s of its first byte",
+            )
+        elif not self.greeted:
             if now - self.accepted >= config.hello_timeout:
                 self.end(
                     "hello timeout",
@@ -384,8 +391,10 @@ class LogConnection(_Connection):
             self.idle = True
             first = await self.reader.readexactly(1)  # no timer: the server's sweep sees idlers
             self.idle = False
-            deadline = asyncio.get_running_loop().time() + server.config.read_timeout
-            rest = await self.before(deadline, self._rest_of_frame(first, max_frame))
+            # No timer a frame either: the sweep ends a frame unfinished after --read-timeout.
+            self.frame_since = time.monotonic()
+            rest = await self._rest_of_frame(first, max_frame)
+            self.frame_since = None
             self.greeted = True
             if self.dialect is None:
                 self.dialect = self._choose_dialect(rest[0])
