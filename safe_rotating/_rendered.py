@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ._escape import encode_record
+from ._wire import ProtocolError
 
 __all__ = [
     "MAGIC",
@@ -62,16 +63,9 @@ _SUSPECT: Final = bytes(c for c in range(0x20) if c != 0x09) + b"\x7f\xc2\xe2"
 _TEXT_SUSPECT: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
 
 
-class BatchError(ValueError):
-    """A protocol-2 frame that cannot be read; ``reason`` is a short label for the counters."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return self.detail
+class BatchError(ProtocolError):
+    """A protocol-2 frame that cannot be read; ``reason`` is a short label for the counters
+    (the server refuses it like any other protocol error)."""
 
 
 def is_batch(payload: bytes | memoryview) -> bool:

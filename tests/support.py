@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from safe_rotating import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
+from safe_rotating.verify import rotated_files
 
 
 class _Records(logging.Handler):
@@ -30,3 +33,33 @@ class Recording(_Records, SafeRotatingFileHandler):
 
 class TimedRecording(_Records, SafeTimedRotatingFileHandler):
     """``SafeTimedRotatingFileHandler`` keeping what went to ``handleError``."""
+
+
+def duplicate_runs(
+    directory: Path, parse: Callable[[bytes], tuple[int, int] | None]
+) -> dict[int, list[int]]:
+    """For each writer, the lengths of its runs of records seen before, in file order from the
+    oldest backup of ``app.log`` to the current file. ``parse`` gives a line's
+    ``(writer, seq)``, or ``None`` for a line that is not a record. A run is a stretch of one
+    writer's records that were all written earlier too: what a resend after a kill looks like."""
+    numbers, current = rotated_files(str(directory), "app.log")
+    names = [f"app.log.{n}" for n in reversed(numbers)] + (["app.log"] if current else [])
+    seen: set[tuple[int, int]] = set()
+    runs: dict[int, list[int]] = {}
+    in_run: dict[int, bool] = {}
+    for name in names:
+        for line in (directory / name).read_bytes().splitlines():
+            parsed = parse(line)
+            if parsed is None:
+                continue
+            writer = parsed[0]
+            if parsed in seen:
+                if in_run.get(writer):
+                    runs[writer][-1] += 1
+                else:
+                    runs.setdefault(writer, []).append(1)
+                    in_run[writer] = True
+            else:
+                seen.add(parsed)
+                in_run[writer] = False
+    return runs

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating.verify import parse_line, rotated_files, verify
+from safe_rotating.verify import parse_line, verify
 from tests.logserver import LogServer, start_server
 from tests.servers import free_port
+from tests.support import duplicate_runs
 from tests.test_client import ROOT
 
 pytestmark = pytest.mark.multiprocess
@@ -50,31 +51,6 @@ handler.close()
 stats = handler.stats()
 print(stats.queued, stats.acked, stats.pending, stats.dropped, flush=True)
 """
-
-
-def _duplicate_runs(directory: Path) -> dict[int, list[int]]:
-    """For each writer, the lengths of its runs of records seen before, in file order."""
-    numbers, current = rotated_files(str(directory), "app.log")
-    names = [f"app.log.{n}" for n in reversed(numbers)] + (["app.log"] if current else [])
-    seen: set[tuple[int, int]] = set()
-    runs: dict[int, list[int]] = {}
-    in_run: dict[int, bool] = {}
-    for name in names:
-        for line in (directory / name).read_bytes().splitlines():
-            parsed = parse_line(line)
-            if parsed is None:
-                continue
-            writer = parsed[0]
-            if parsed in seen:
-                if in_run.get(writer):
-                    runs[writer][-1] += 1
-                else:
-                    runs.setdefault(writer, []).append(1)
-                    in_run[writer] = True
-            else:
-                seen.add(parsed)
-                in_run[writer] = False
-    return runs
 
 
 def test_clients_survive_two_server_kills_nothing_lost_order_kept(tmp_path: Path) -> None:
@@ -139,7 +115,7 @@ def test_clients_survive_two_server_kills_nothing_lost_order_kept(tmp_path: Path
     assert verdict.torn <= KILLS, verdict.summary()
     assert verdict.order_breaks == 0, verdict.summary()
     assert verdict.found == CLIENTS * PER_CLIENT + 1, verdict.summary()
-    runs = _duplicate_runs(out)
+    runs = duplicate_runs(out, parse_line)
     for writer, lengths in runs.items():
         assert len(lengths) <= KILLS, f"client {writer}: duplicate runs {lengths}"
         assert all(length <= BATCH for length in lengths), f"client {writer}: {lengths}"

@@ -39,6 +39,16 @@ def batch(texts: list[bytes], names: list[str] | None = None, seq: int = 1) -> b
     return frame[4:]
 
 
+def attach(name: str, *handlers: logging.Handler) -> logging.Logger:
+    """A logger of its own for a test: no propagation, every level, ``handlers`` on it."""
+    log = logging.getLogger(name)
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    for handler in handlers:
+        log.addHandler(handler)
+    return log
+
+
 # -- the frame -----------------------------------------------------------------------------------
 def test_a_batch_round_trips_with_its_fields() -> None:
     texts = [b"INFO app one", b"WARNING db two", "ERROR app tr\u00e8s".encode()]
@@ -159,11 +169,7 @@ def _log_both(tmp_path: Path, handler: logging.Handler, name: str) -> None:
     handler.setFormatter(formatter)
     file_mode = SafeRotatingFileHandler(str(tmp_path / "file-mode.log"))
     file_mode.setFormatter(formatter)
-    log = logging.getLogger(name)
-    log.propagate = False
-    log.setLevel(logging.DEBUG)
-    log.addHandler(handler)
-    log.addHandler(file_mode)
+    log = attach(name, handler, file_mode)
     try:
         log.info("plain %s", "line")
         log.warning("caf\u00e9 with a \t tab and a %d", 42)
@@ -206,9 +212,7 @@ def test_format_on_server_keeps_the_servers_format(tmp_path: Path) -> None:
             f"127.0.0.1:{server.port}", spool_dir=str(tmp_path / "spool"), format_on="server"
         )
         handler.setFormatter(logging.Formatter("CLIENT %(message)s"))
-        log = logging.getLogger("p2.server-side")
-        log.propagate = False
-        log.addHandler(handler)
+        log = attach("p2.server-side", handler)
         log.warning("hello")
         handler.close()
         log.removeHandler(handler)
@@ -224,11 +228,7 @@ def test_routes_and_size_rotation_take_rendered_batches_apart(tmp_path: Path) ->
     try:
         handler = LogServerHandler(f"127.0.0.1:{server.port}", spool_dir=str(tmp_path / "spool"))
         handler.setFormatter(logging.Formatter("%(message)s"))
-        app, db = logging.getLogger("p2.app"), logging.getLogger("p2.db.query")
-        for log in (app, db):
-            log.propagate = False
-            log.setLevel(logging.INFO)
-            log.addHandler(handler)
+        app, db = attach("p2.app", handler), attach("p2.db.query", handler)
         for seq in range(400):
             (db if seq % 4 == 0 else app).info(make_line(seq % 4 == 0, seq, 100))
         handler.close()
@@ -271,10 +271,7 @@ def test_protocols_mix_on_one_server_and_a_v1_spool_replays(tmp_path: Path) -> N
         rendered.setFormatter(logging.Formatter("%(message)s"))
         fields = LogServerHandler(address, spool_dir=str(spool))  # no formatter: protocol 1
         for writer, handler in enumerate((rendered, fields)):
-            log = logging.getLogger(f"p2.mix{writer}")
-            log.propagate = False
-            log.setLevel(logging.INFO)
-            log.addHandler(handler)
+            log = attach(f"p2.mix{writer}", handler)
             for seq in range(500):
                 log.info(make_line(writer, seq))
         for handler in (rendered, fields):
@@ -292,9 +289,7 @@ def test_a_v2_client_speaks_v1_to_a_server_that_offers_only_v1(tmp_path: Path) -
     with WirePeer(protocol=1).start() as peer:
         handler = LogServerHandler(peer.address, spool_dir=str(tmp_path / "spool"))
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-        log = logging.getLogger("p2.old-server")
-        log.propagate = False
-        log.addHandler(handler)
+        log = attach("p2.old-server", handler)
         for seq in range(300):
             log.warning(make_line(0, seq))
         handler.close()
@@ -315,10 +310,7 @@ def test_a_v2_client_speaks_v1_to_a_server_that_offers_only_v1(tmp_path: Path) -
 def test_the_spool_holds_rendered_batches_compactly(tmp_path: Path) -> None:
     handler = LogServerHandler("127.0.0.1:1", spool_dir=str(tmp_path), flush_timeout=0.2)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    log = logging.getLogger("p2.spool-size")
-    log.propagate = False
-    log.setLevel(logging.INFO)
-    log.addHandler(handler)
+    log = attach("p2.spool-size", handler)
     lines = [make_line(0, seq, 120) for seq in range(5000)]
     for line in lines:
         log.info(line)
@@ -362,9 +354,7 @@ def test_forward_sends_the_rendered_line_as_msg(tmp_path: Path) -> None:
                 f"127.0.0.1:{server.port}", spool_dir=str(tmp_path / "spool")
             )
             handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-            log = logging.getLogger("p2.forwarded")
-            log.propagate = False
-            log.addHandler(handler)
+            log = attach("p2.forwarded", handler)
             log.error("to the relay")
             handler.close()
             log.removeHandler(handler)

@@ -40,11 +40,11 @@ from safe_rotating.verify import (
     RequestVerdict,
     parse_request_line,
     request_line_pattern,
-    rotated_files,
     verify_requests,
 )
 from tests.logserver import LogServer, eventually, start_server
 from tests.servers import free_port, require_uwsgi
+from tests.support import duplicate_runs
 
 pytest.importorskip("django")
 pytestmark = pytest.mark.multiprocess
@@ -235,41 +235,22 @@ class Outage:
             self.server.process.wait()
 
 
-def duplicate_runs(directory: Path) -> dict[int, list[int]]:
-    """For each pid (each client id), the lengths of its runs of records already seen, in
-    file order from the oldest backup to the current file."""
-    pattern = request_line_pattern(LINE_PREFIX)
-    numbers, current = rotated_files(str(directory), "app.log")
-    names = [f"app.log.{n}" for n in reversed(numbers)] + (["app.log"] if current else [])
-    seen: dict[int, set[int]] = {}
-    runs: dict[int, list[int]] = {}
-    in_run: dict[int, bool] = {}
-    for name in names:
-        for line in (directory / name).read_bytes().splitlines():
-            record = parse_request_line(line, pattern)
-            if record is None:
-                continue
-            pid = record.pid
-            if record.seq in seen.setdefault(pid, set()):
-                if in_run.get(pid):
-                    runs[pid][-1] += 1
-                else:
-                    runs.setdefault(pid, []).append(1)
-                    in_run[pid] = True
-            else:
-                seen[pid].add(record.seq)
-                in_run[pid] = False
-    return runs
+_PATTERN = request_line_pattern(LINE_PREFIX)
+
+
+def pid_and_seq(line: bytes) -> tuple[int, int] | None:
+    """A record line's process and sequence number (its writer is its process)."""
+    record = parse_request_line(line, _PATTERN)
+    return None if record is None else (record.pid, record.seq)
 
 
 def incomplete(directory: Path, load: Load) -> list[tuple[int, int | None, int]]:
     """Answered requests with records missing: (request, the pid that answered, how many)."""
-    pattern = request_line_pattern(LINE_PREFIX)
     found: dict[int, set[int]] = {}
     for path in directory.iterdir():
         if path.name.startswith("app.log"):
             for line in path.read_bytes().splitlines():
-                if (record := parse_request_line(line, pattern)) is not None:
+                if (record := parse_request_line(line, _PATTERN)) is not None:
                     found.setdefault(record.request, set()).add(record.position)
     return [
         (request, pid, PER_REQUEST - len(found.get(request, ())))
@@ -286,7 +267,7 @@ def judge(outage: Outage, load: Load, output: str) -> RequestVerdict:
     assert code == 0, outage.server.stderr
     verdict = verify_requests(str(outage.out), "app.log", load.answered, PER_REQUEST,
                               prefix=LINE_PREFIX)  # fmt: skip
-    runs = duplicate_runs(outage.out)
+    runs = duplicate_runs(outage.out, pid_and_seq)
     summary = (
         f"{verdict.summary()}; records answered at the kill {outage.at_kill}, at the restart "
         f"{outage.at_restart}, in all {load.records}; duplicate runs {runs}"
@@ -364,23 +345,31 @@ def wait_for_site(port: int, process: subprocess.Popen[bytes], output: Path) -> 
 # --- the tests ------------------------------------------------------------------------------------
 
 
-def test_gunicorn_workers_deliver_everything_across_a_server_kill(tmp_path: Path) -> None:
-    """gunicorn sync workers (SIGTERM: each finishes its request and exits through atexit)."""
-    pytest.importorskip("gunicorn")
+def _site_across_a_server_kill(tmp_path: Path, command: list[str]) -> None:
+    """The Django site served by ``command`` (bound to ``SAFE_ROTATING_BIND``) under load from
+    8 client threads while the log server is killed and restarted; stopped with SIGTERM right
+    after the load; then judged."""
     outage = Outage(tmp_path)
     port = free_port()
     env = {**outage.site_env(), "SAFE_ROTATING_BIND": f"127.0.0.1:{port}"}
-    command = [sys.executable, "-m", "gunicorn", "-c", str(site.GUNICORN_CONF)]
     try:
-        with started(command, env, tmp_path) as (gunicorn, output):
-            wait_for_site(port, gunicorn, output)
-            load = Load([http_client(port)] * 8, gunicorn.pid)
+        with started(command, env, tmp_path) as (server, output):
+            wait_for_site(port, server, output)
+            load = Load([http_client(port)] * 8, server.pid)
             outage.kill_and_restart_under(load)
             assert outage.at_restart > outage.at_kill, "no request answered during the outage"
-            text = stop(gunicorn, signal.SIGTERM, output)
+            text = stop(server, signal.SIGTERM, output)
         judge(outage, load, text)
     finally:
         outage.close()
+
+
+def test_gunicorn_workers_deliver_everything_across_a_server_kill(tmp_path: Path) -> None:
+    """gunicorn sync workers (SIGTERM: each finishes its request and exits through atexit)."""
+    pytest.importorskip("gunicorn")
+    _site_across_a_server_kill(
+        tmp_path, [sys.executable, "-m", "gunicorn", "-c", str(site.GUNICORN_CONF)]
+    )
 
 
 @pytest.mark.xfail(
@@ -396,20 +385,10 @@ def test_uwsgi_workers_deliver_everything_across_a_server_kill(tmp_path: Path) -
     hook is still needed: stopped with SIGINT (or SIGTERM and only ``die-on-term``) right after
     the load, a worker sometimes skips Python's atexit and loses its last records."""
     uwsgi = require_uwsgi()
-    outage = Outage(tmp_path)
-    port = free_port()
-    env = {**outage.site_env(), "SAFE_ROTATING_BIND": f"127.0.0.1:{port}"}
-    command = [uwsgi, "--ini", str(site.UWSGI_INI), "--home", sys.prefix, "--pythonpath", str(ROOT)]
-    try:
-        with started(command, env, tmp_path) as (server, output):
-            wait_for_site(port, server, output)
-            load = Load([http_client(port)] * 8, server.pid)
-            outage.kill_and_restart_under(load)
-            assert outage.at_restart > outage.at_kill, "no request answered during the outage"
-            text = stop(server, signal.SIGTERM, output)
-        judge(outage, load, text)
-    finally:
-        outage.close()
+    _site_across_a_server_kill(
+        tmp_path,
+        [uwsgi, "--ini", str(site.UWSGI_INI), "--home", sys.prefix, "--pythonpath", str(ROOT)],
+    )
 
 
 def test_celery_pool_processes_deliver_everything_across_a_server_kill(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .. import _version
 from .._pickle import decode_pickle
-from .._rendered import MAGIC, BatchError, parse_batch
+from .._rendered import MAGIC, parse_batch
 from .._syslog import SyslogFramer
 from .._syslog import parse as parse_syslog
 from .._wire import LENGTH, ProtocolError, decode, encode
@@ -613,10 +613,7 @@ class LogConnection(_Connection):
         """A protocol-2 batch: lines the client rendered, written as they are (see
         :func:`safe_rotating._rendered.file_bytes`); acknowledged like a v1 batch."""
         server = self.server
-        try:
-            batch = parse_batch(payload)
-        except BatchError as exc:
-            raise Refused(exc.reason, exc.detail) from None
+        batch = parse_batch(payload)  # a BatchError is a ProtocolError: refused with its reason
         server.stats.received += batch.count
         assert self.client is not None
         seq = batch.seq
