@@ -372,18 +372,14 @@ def test_gunicorn_workers_deliver_everything_across_a_server_kill(tmp_path: Path
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open: uWSGI skips Python's atexit (and uwsgi.atexit) in a worker it "
-    "counts as busy when it exits (plugins/python: uwsgi_python_atexit), so a worker stopped "
-    "right after its last request can leave that request's records in memory; seen in about 1 "
-    "of 15 runs under load (58 and 80 records of one worker), every other run passes",
-)
 def test_uwsgi_workers_deliver_everything_across_a_server_kill(tmp_path: Path) -> None:
     """uWSGI in its default mode (the site loaded in the master, the workers forked from C),
     with the site's uwsgi.ini, whose ``hook-master-start`` makes SIGTERM a graceful stop. That
     hook is still needed: stopped with SIGINT (or SIGTERM and only ``die-on-term``) right after
-    the load, a worker sometimes skips Python's atexit and loses its last records."""
+    the load, a worker sometimes skips Python's atexit and loses its last records. Even with
+    it, uWSGI skips atexit in a worker it counts as busy: about 1 run in 15 lost one worker's
+    last request, until the handler handed each request's records over after the request
+    (``client._after_uwsgi_request``)."""
     uwsgi = require_uwsgi()
     _site_across_a_server_kill(
         tmp_path,
