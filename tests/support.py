@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from safe_rotating import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
 from safe_rotating.verify import rotated_files
@@ -63,3 +67,23 @@ def duplicate_runs(
                 seen.add(parsed)
                 in_run[writer] = False
     return runs
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``"256k"``, ``"4m"``) mounted at ``where`` (created) while the block
+    runs: a real file system that really fills up. Needs root; skips without it (and a skip
+    fails under CI, see tests/ci_skips.py)."""
+    where.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

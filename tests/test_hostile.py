@@ -8,13 +8,14 @@ that rotates at start-up — and then counts every record.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
+import itertools
 import logging
 import multiprocessing
 import os
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ import pytest
 from safe_rotating import RecordsLost, SafeRotatingFileHandler, SafeRotatingWarning
 from safe_rotating._lock import LAYOUT
 from safe_rotating.verify import make_line, parse_line, verify
-from tests.support import Recording
+from tests.support import Recording, tmpfs
 
 pytestmark = pytest.mark.multiprocess
 
@@ -147,26 +148,14 @@ def test_a_deleted_log_file_is_recreated_within_a_second(tmp_path: Path, logger:
 # -- 2. a full disk: real blocks, one report per episode, no torn or glued lines ---------------
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """Mount a tiny tmpfs (root only): a real file system that really fills up."""
-    mounted: list[Path] = []
+    """Mount tiny tmpfs file systems (root only), each a real file system that fills up."""
+    with contextlib.ExitStack() as mounted:
+        numbers = itertools.count()
 
-    def mount(size: str) -> Path:
-        where = tmp_path / f"disk{len(mounted)}"
-        where.mkdir()
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a small tmpfs (needs root): {done.stderr.strip()}")
-        mounted.append(where)
-        return where
+        def mount(size: str) -> Path:
+            return mounted.enter_context(tmpfs(tmp_path / f"disk{next(numbers)}", size))
 
-    yield mount
-    for where in mounted:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+        yield mount
 
 
 def _fill(directory: Path, name: str = "filler") -> Path:

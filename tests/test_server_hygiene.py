@@ -30,7 +30,6 @@ import os
 import pickle
 import socket
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -53,6 +52,7 @@ from .logserver import (
     start_server,
 )
 from .neighbour import SharedDir
+from .support import tmpfs
 from .wire_peer import RecordingClient
 
 pytestmark = pytest.mark.multiprocess
@@ -358,15 +358,8 @@ def test_unfinished_frames_share_one_memory_budget(tmp_path: Path) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs, mounted for this test (the tests run as root)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs to fill the queue needs root")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_frames_waiting_for_a_full_queue_share_the_memory_budget(small_disk: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import logging.handlers
-import os
 import socket
 import ssl
 import subprocess
@@ -22,6 +21,7 @@ from safe_rotating._wire import FrameReader, decode, encode
 
 from .logserver import NativeClient, eventually, run_server, server_command, start_server
 from .servers import free_port
+from .support import tmpfs
 
 pytestmark = pytest.mark.multiprocess
 
@@ -218,21 +218,8 @@ def test_systemd_socket_activation(tmp_path: Path) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs, mounted for this test (needs root)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs for the full-disk test needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs even as root: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "256k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(directory: Path) -> Path:
