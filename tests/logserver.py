@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import signal
 import socket
@@ -53,6 +54,12 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stock_frame(msg: str) -> bytes:
+    """One record as the standard library's ``SocketHandler`` frames it (pickle protocol 1)."""
+    record = {"name": "stock", "msg": msg, "levelno": 20, "levelname": "INFO"}
+    return frame(pickle.dumps(record, 1))
 
 
 def connect(server: LogServer) -> socket.socket:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import pickle
 import socket
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +22,7 @@ import pytest
 from safe_rotating.server.config import ConfigError, build, untokened_gap
 from safe_rotating.server.connections import shown_host
 
-from .logserver import LogServer, NativeClient, run_server
+from .logserver import LogServer, NativeClient, run_server, stock_frame
 from .neighbour import SharedDir
 from .servers import free_port
 
@@ -36,11 +34,6 @@ OTHER = "127.0.0.1"
 
 def _syslog(text: str) -> bytes:
     return f"<14>1 - web-9 myapp - - - {text}".encode()
-
-
-def _pickle_frame(text: str) -> bytes:
-    payload = pickle.dumps({"name": "stock", "msg": text, "levelno": 20, "levelname": "INFO"}, 1)
-    return struct.pack(">I", len(payload)) + payload
 
 
 def _send_tcp(source: str, port: int, data: bytes) -> None:
@@ -109,8 +102,8 @@ def guarded(tmp_path: Path) -> Any:
 def _send_all(server: LogServer, ports: dict[str, int], source: str, tag: str) -> None:
     _send_tcp(source, ports["syslog_tcp"], _syslog(f"{tag} syslog-tcp") + b"\n")
     _send_udp(source, ports["syslog_udp"], _syslog(f"{tag} syslog-udp"))
-    _send_udp(source, ports["udp"], _pickle_frame(f"{tag} udp-pickle"))
-    _send_tcp(source, server.port, _pickle_frame(f"{tag} stock-pickle"))
+    _send_udp(source, ports["udp"], stock_frame(f"{tag} udp-pickle"))
+    _send_tcp(source, server.port, stock_frame(f"{tag} stock-pickle"))
 
 
 def test_untokened_input_only_from_the_allow_list(guarded: Any) -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating._wire import encode
+from safe_rotating._wire import encode, frame
 from safe_rotating.server.app import Server, bind_unix
 from safe_rotating.server.config import ConfigError, build
 
@@ -50,6 +50,7 @@ from .logserver import (
     rss_bytes,
     run_server,
     start_server,
+    stock_frame,
 )
 from .neighbour import SharedDir
 from .support import tmpfs
@@ -238,8 +239,7 @@ def test_a_stock_connection_is_evicted_only_once_idle_for_the_idle_timeout(
     args = ["--format", "%(message)s", "--max-connections", "2", "--idle-timeout", "60"]
     with run_server(tmp_path, *args) as server:
         stock = connect(server)
-        payload = pickle.dumps({"name": "stock", "msg": "one stock record", "levelno": 20}, 1)
-        stock.sendall(struct.pack(">I", len(payload)) + payload)
+        stock.sendall(stock_frame("one stock record"))
         server.assert_lands("one stock record")
         native = NativeClient(("127.0.0.1", server.port))
         native.hello("idle1")
@@ -472,8 +472,7 @@ def test_idle_stock_connections_are_closed_only_when_connections_are_scarce(
     args = ["--format", "%(message)s", "--idle-timeout", "0.3", "--max-connections", "4"]
     with run_server(tmp_path, *args) as server:
         stock = connect(server)
-        payload = pickle.dumps({"name": "stock", "msg": "one stock record", "levelno": 20}, 1)
-        stock.sendall(struct.pack(">I", len(payload)) + payload)
+        stock.sendall(stock_frame("one stock record"))
         server.assert_lands("one stock record")
         assert not closed_by_server(stock, timeout=1.5), "closed while connections were plenty"
         others = [connect(server), connect(server)]  # three of four in use: scarce
@@ -502,7 +501,7 @@ def test_a_peer_cannot_write_a_line_of_the_servers_log(tmp_path: Path) -> None:
     with run_server(tmp_path, "--format", "%(message)s") as server:
         for module, name in ((evil, "system"), ("os", evil)):
             sock = connect(server)
-            sock.sendall(_frame(_global_pickle(module, name)))
+            sock.sendall(frame(_global_pickle(module, name)))
             assert closed_by_server(sock)
             sock.close()
         server.wait_refused("pickle global", 2)
@@ -547,10 +546,6 @@ def _flood(server: LogServer, data: bytes, count: int = 50) -> None:
         sock.close()
 
 
-def _frame(payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + payload
-
-
 DEEP = b'{"v":1,"type":"hello","client":"deep","nested":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 SURROGATE = b'{"v":1,"type":"hello","client":"abc","token":"\\ud800"}'
 
@@ -558,10 +553,10 @@ SURROGATE = b'{"v":1,"type":"hello","client":"abc","token":"\\ud800"}'
 @pytest.mark.parametrize(
     ("data", "token"),
     [
-        pytest.param(_frame(SURROGATE), True, id="lone-surrogate-token"),
-        pytest.param(_frame(DEEP), False, id="deep-json"),
+        pytest.param(frame(SURROGATE), True, id="lone-surrogate-token"),
+        pytest.param(frame(DEEP), False, id="deep-json"),
         pytest.param(
-            _frame(pickle.dumps({"name": "n", "msg": "m", "big": 1 << 7_000_000}, 2)),
+            frame(pickle.dumps({"name": "n", "msg": "m", "big": 1 << 7_000_000}, 2)),
             False,
             id="megabyte-int-pickle",
         ),

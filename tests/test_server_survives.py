@@ -12,11 +12,12 @@ after a boundary must start a new file.
 from __future__ import annotations
 
 import socket
-import struct
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from safe_rotating._wire import frame
 
 from .logserver import LogServer, NativeClient
 from .servers import free_port
@@ -52,7 +53,7 @@ def shared_key_pickle(levels: int = 60) -> bytes:
 
 def send_frame(port: int, payload: bytes) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(struct.pack(">I", len(payload)) + payload)
+        sock.sendall(frame(payload))
         sock.settimeout(5)
         try:
             while sock.recv(65536):  # the server closes a refused connection
@@ -63,7 +64,7 @@ def send_frame(port: int, payload: bytes) -> None:
 
 def send_datagram(port: int, payload: bytes) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.sendto(struct.pack(">I", len(payload)) + payload, ("127.0.0.1", port))
+        sock.sendto(frame(payload), ("127.0.0.1", port))
 
 
 def healthz_answers(server: LogServer) -> bool:
