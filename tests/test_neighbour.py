@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -595,6 +595,21 @@ def test_a_fifo_planted_as_the_janitor_lock_hangs_nothing(shared_dir: SharedDir)
 
 
 # -- the log file itself ------------------------------------------------------------------------
+def plant_at_first_rotation(running: Recording, plant: Callable[[str], object]) -> list[str]:
+    """Make ``running``'s first rotation call ``plant(path)`` right after it renamed the log
+    away and before it opens a new one; the list it returns names the backup once it did."""
+    planted: list[str] = []
+
+    def rotate_then_plant(source: str, dest: str) -> None:
+        os.rename(source, dest)
+        if not planted:
+            planted.append(dest)
+            plant(source)
+
+    running.rotator = rotate_then_plant
+    return planted
+
+
 def test_a_symlink_planted_at_the_log_path_during_a_rotation_is_refused(
     shared_dir: SharedDir,
 ) -> None:
@@ -604,15 +619,7 @@ def test_a_symlink_planted_at_the_log_path_during_a_rotation_is_refused(
     before = Snapshot.of(target)
     path = shared_dir.join("app.log")
     running = handler(shared_dir, maxBytes=1000, backupCount=5)
-    planted: list[str] = []
-
-    def rotate_then_plant(source: str, dest: str) -> None:
-        os.rename(source, dest)
-        if not planted:
-            planted.append(dest)
-            shared_dir.run(os.symlink, target, source)
-
-    running.rotator = rotate_then_plant
+    planted = plant_at_first_rotation(running, lambda at: shared_dir.run(os.symlink, target, at))
     records(running, 0, 30)
     assert planted
     assert Snapshot.of(target) == before
@@ -647,15 +654,7 @@ def test_a_hard_link_planted_at_the_log_path_during_a_rotation_is_refused(
     before = Snapshot.of(target)
     path = shared_dir.join("app.log")
     running = handler(shared_dir, maxBytes=1000, backupCount=5)
-    planted: list[str] = []
-
-    def rotate_then_link(source: str, dest: str) -> None:
-        os.rename(source, dest)
-        if not planted:
-            planted.append(dest)
-            os.link(target, source)
-
-    running.rotator = rotate_then_link
+    planted = plant_at_first_rotation(running, lambda at: os.link(target, at))
     records(running, 0, 30)
     assert planted
     assert Snapshot.of(target) == before
