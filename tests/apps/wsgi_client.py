@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs
 
 from safe_rotating.client import LogServerHandler
 from safe_rotating.verify import make_line
+from tests.apps import log_numbered
 
 AT_IMPORT = 999  # writer id of the record logged at import
 
@@ -33,11 +32,4 @@ log.info(make_line(AT_IMPORT, 0))
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    query = parse_qs(environ.get("QUERY_STRING", ""))
-    writer, count = int(query["writer"][0]), int(query["n"][0])
-    for seq in range(count):
-        log.info(make_line(writer, seq))
-    time.sleep(float(query.get("sleep", ["0"])[0]))  # so that every worker gets requests
-    body = f"{os.getpid()}\n".encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
+    return log_numbered(log, environ, start_response)

@@ -1,5 +1,5 @@
 """A WSGI app for the uWSGI hand-over test: ``GET /log?writer=K&n=M`` logs M numbered records
-through ``LogServerHandler`` (``flush_interval`` 5 s: nothing would leave on its own before
+through ``LogServerHandler`` (``flush_interval`` 1 s: nothing would leave on its own before
 the next request); ``GET /die`` ends the worker with ``os._exit`` at once, as uWSGI ends a
 worker without running ``atexit``. Settings come from the environment."""
 
@@ -9,10 +9,9 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs
 
 from safe_rotating.client import LogServerHandler
-from safe_rotating.verify import make_line
+from tests.apps import log_numbered
 
 _handler = LogServerHandler(
     os.environ["SAFE_ROTATING_TEST_ADDRESS"],
@@ -31,10 +30,4 @@ log.setLevel(logging.INFO)
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     if environ.get("PATH_INFO") == "/die":
         os._exit(0)
-    query = parse_qs(environ.get("QUERY_STRING", ""))
-    writer, count = int(query["writer"][0]), int(query["n"][0])
-    for seq in range(count):
-        log.info(make_line(writer, seq))
-    body = f"{os.getpid()}\n".encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
+    return log_numbered(log, environ, start_response)

@@ -11,10 +11,9 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs
 
 from safe_rotating import SafeRotatingFileHandler
-from safe_rotating.verify import make_line
+from tests.apps import log_numbered
 
 _handler = SafeRotatingFileHandler(
     os.environ["SAFE_ROTATING_TEST_LOG"],
@@ -29,10 +28,4 @@ log.setLevel(logging.INFO)
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    query = parse_qs(environ.get("QUERY_STRING", ""))
-    writer, count = int(query["writer"][0]), int(query["n"][0])
-    for seq in range(count):
-        log.info(make_line(writer, seq))
-    body = f"{os.getpid()}\n".encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
+    return log_numbered(log, environ, start_response)
