@@ -599,16 +599,23 @@ class Sender:
         deadline = _monotonic() + timeout
         self.wake()
         with self.lock:
-            self.waiters += 1
-            try:
-                while self.full() and not self.finished:
-                    left = deadline - _monotonic()
-                    if left <= 0:
-                        return False
-                    self.changed.wait(min(left, 0.05))
-            finally:
-                self.waiters -= 1
+            if not self._wait_while(lambda: self.full() and not self.finished, deadline):
+                return False
         return not self.full()
+
+    def _wait_while(self, pending: Callable[[], bool], deadline: float) -> bool:
+        """Under the lock: wait while ``pending()`` (woken through :attr:`changed`, looking
+        again every 50 ms at most); False if ``deadline`` came first."""
+        self.waiters += 1
+        try:
+            while pending():
+                left = deadline - _monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(min(left, 0.05))
+            return True
+        finally:
+            self.waiters -= 1
 
     def settled(self) -> int:
         """Index below which every record is acknowledged, spooled, dropped or written to the
@@ -628,16 +635,9 @@ class Sender:
         with self.lock:
             self.flush_target = max(self.flush_target, target)
         self.wake()
+        thread = self.thread
         with self.lock:
-            self.waiters += 1
-            try:
-                while self.settled() < target and self.thread.is_alive():
-                    left = deadline - _monotonic()
-                    if left <= 0:
-                        break
-                    self.changed.wait(min(left, 0.05))
-            finally:
-                self.waiters -= 1
+            self._wait_while(lambda: self.settled() < target and thread.is_alive(), deadline)
             done = self.settled() >= target
             if not done and not self.finished and self._spool_usable():
                 self._spool_everything()
@@ -672,17 +672,15 @@ class Sender:
             self.flush_target = max(self.flush_target, target)
         self.wake()
         deadline = _monotonic() + timeout
+        thread = self.thread
         with self.lock:
-            self.waiters += 1
-            try:
-                # A connection being made is waited for; a server found away is not.
-                while self.handed_over() < target and self._outage_since is None:
-                    left = deadline - _monotonic()
-                    if left <= 0 or not self.thread.is_alive():
-                        break
-                    self.changed.wait(min(left, 0.05))
-            finally:
-                self.waiters -= 1
+            # A connection being made is waited for; a server found away is not.
+            self._wait_while(
+                lambda: (
+                    self.handed_over() < target and self._outage_since is None and thread.is_alive()
+                ),
+                deadline,
+            )
             if self.handed_over() < target and not self.finished and self._spool_usable():
                 self._spool_everything()
         self._tell_problems()
@@ -752,15 +750,9 @@ class Sender:
         thread = self.thread
         assert thread is not None
         with self.lock:
-            self.waiters += 1
-            try:
-                while (self.disk or self.mem or self.queue) and thread.is_alive():
-                    now = _monotonic()
-                    if now >= deadline:
-                        break
-                    self.changed.wait(min(deadline - now, 0.05))
-            finally:
-                self.waiters -= 1
+            self._wait_while(
+                lambda: bool(self.disk or self.mem or self.queue) and thread.is_alive(), deadline
+            )
         replayer = self.replayer
         if replayer is not None:  # and let a replay of dead spools that is under way finish
             replayer.join(max(0.0, deadline - _monotonic()))
