@@ -23,7 +23,7 @@ from safe_rotating._logfile import LogFile, Records
 from safe_rotating._syslog import parse
 from safe_rotating.client import LogServerHandler
 from safe_rotating.verify import make_line
-from tests.logserver import eventually, start_server
+from tests.logserver import NativeClient, eventually, run_server, start_server
 from tests.servers import free_port
 from tests.test_forward import relay_thread
 from tests.wire_peer import WirePeer
@@ -368,3 +368,24 @@ def test_forward_sends_the_rendered_line_as_msg(tmp_path: Path) -> None:
     finally:
         assert server.stop() == 0
     assert (tmp_path / "app.log").read_text() == "ERROR to the relay\n"
+
+
+def test_a_rendered_batch_sent_again_is_acknowledged_not_written_and_counted(
+    tmp_path: Path,
+) -> None:
+    """The journal suppresses a protocol-2 batch sent again, as a v1 one, and /metrics counts
+    its records among the duplicates suppressed."""
+    client = uuid.uuid4().hex
+    texts = [make_line(0, seq).encode() for seq in range(3)]
+    frame = _rendered.encode_batch(client, 1, texts, [20] * 3, ["app"] * 3, [1.7e9] * 3)
+    with run_server(tmp_path) as server:
+        native = NativeClient(("127.0.0.1", server.port))
+        welcome = native.hello(client, protocols=[1, 2])
+        assert welcome["protocol"] == 2
+        for _ in range(2):
+            native.sock.sendall(frame)
+            native.acked(1)
+        eventually(lambda: server.metrics()["duplicates_suppressed_total"] == 1, 5, "the resend")
+        native.close()
+        assert server.lines() == [text.decode() for text in texts]
+        assert server.metrics()["duplicate_records_suppressed_total"] == 3

@@ -264,7 +264,7 @@ class Writer:
                 last = round_.seqs.get(work.client) or self.journal.last_seq(work.client)
                 if work.seq <= last:
                     self.stats.duplicates += 1
-                    self.stats.duplicate_records += len(work.records)
+                    self.stats.duplicate_records += work.count
                     continue
                 round_.seqs[work.client] = work.seq
             received = work.received
