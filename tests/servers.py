@@ -115,12 +115,21 @@ def running_uwsgi(
 
 
 def _interrupt(server: subprocess.Popen[bytes], timeout: float) -> int:
-    """SIGINT ``server`` every 5 s until it exits; its exit status. A SIGINT that arrives after
-    the master loaded the app but before uWSGI set its own handlers is taken by Python's handler
-    and lost (seen under load: master and worker idle in epoll for the whole minute)."""
+    """SIGINT ``server`` until it exits; its exit status. A SIGINT that arrives after a process
+    loaded the app but before uWSGI set its own handlers is taken by Python's handler and lost
+    (seen under load: master and worker idle in epoll for the whole minute). The master passes
+    one SIGINT on to its workers and then waits for them, so a worker that lost it (a worker
+    spawned just before the stop) never ends: after the first 5 s every process of the group
+    gets SIGINT again, as an operator's ``kill -INT -<pgid>`` would."""
     deadline = time.monotonic() + timeout
+    first = True
     while True:
-        server.send_signal(signal.SIGINT)
+        if first:
+            server.send_signal(signal.SIGINT)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGINT)
+        first = False
         try:
             return server.wait(min(5.0, max(0.0, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:

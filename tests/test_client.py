@@ -371,13 +371,15 @@ def test_full_queue_moves_to_the_spool_on_the_caller_thread(
     client: Callable[..., RecordingClient], logger: logging.Logger
 ) -> None:
     """A server that accepts connections but never answers holds the sender thread in its
-    handshake (up to ack_timeout): emit then moves the full queue to the spool itself."""
+    handshake (up to ack_timeout): emit then moves the full queue to the spool itself, and no
+    emit waits anywhere near ack_timeout for the sender (the bound is a liveness bound, far
+    above an emit's real cost, so a busy machine does not fail it)."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(64)  # the kernel completes connections; nobody ever reads them
     port = silent.getsockname()[1]
     try:
-        handler = client(f"127.0.0.1:{port}", queue_size=50, batch_size=10, ack_timeout=1.5)
+        handler = client(f"127.0.0.1:{port}", queue_size=50, batch_size=10, ack_timeout=5.0)
         slowest = 0.0
         for seq in range(2000):
             started = time.perf_counter()
@@ -386,7 +388,7 @@ def test_full_queue_moves_to_the_spool_on_the_caller_thread(
         stats = handler.stats()
         assert stats.spooled >= 2000 - 50
         assert stats.dropped == 0
-        assert slowest < 0.05, f"an emit took {slowest * 1000:.1f} ms"
+        assert slowest < 1.0, f"an emit took {slowest * 1000:.1f} ms (ack_timeout is 5 s)"
     finally:
         silent.close()
     with WirePeer(port).start() as peer:
