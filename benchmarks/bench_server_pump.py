@@ -37,7 +37,8 @@ from typing import Any
 
 from bench_server import BASENAME, MIB, _free_port, _rss_peak_mb, _start_server, cpu_seconds
 
-from safe_rotating import _rendered, _wire
+from safe_rotating._net import rendered as _rendered
+from safe_rotating._net import wire as _wire
 from safe_rotating.verify import make_line, verify
 
 

@@ -52,7 +52,7 @@ from typing import Any
 from peers import BASELINE, HANDLERS, WRITES_NOTHING, build
 
 from safe_rotating import HandlerStats, SafeRotatingFileHandler
-from safe_rotating._stats import summarize
+from safe_rotating._engine.stats import summarize
 from safe_rotating.verify import Verdict, make_line, verify
 
 BASENAME = "app.log"
@@ -474,7 +474,7 @@ def write_chart(path: str, config: Config, cells: dict[tuple[str, int], Cell]) -
 
 
 def _size(text: str) -> int:
-    from safe_rotating._rotation import parse_size
+    from safe_rotating._engine.plan import parse_size
 
     try:
         return parse_size(text)

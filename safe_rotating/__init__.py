@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._file import HandlerStats, SafeRotatingFileHandler, SafeTimedRotatingFileHandler
-from ._version import __version__
-from .exceptions import (
+from safe_rotating._version import __version__
+from safe_rotating.exceptions import (
     LockError,
     LockTimeout,
     QueueOverflow,
@@ -19,9 +18,14 @@ from .exceptions import (
     ServerUnavailable,
     UnsafeFileError,
 )
+from safe_rotating.handlers import (
+    HandlerStats,
+    SafeRotatingFileHandler,
+    SafeTimedRotatingFileHandler,
+)
 
 if TYPE_CHECKING:
-    from .client import ClientStats, LogServerHandler
+    from safe_rotating.client import ClientStats, LogServerHandler
 
 __all__ = [
     "ClientStats",
@@ -48,7 +52,7 @@ def __getattr__(name: str) -> Any:
     # The client (sockets, TLS, a sender thread) is imported only when it is asked for, so
     # file-mode users do not pay for it; "safe_rotating.LogServerHandler" works in dictConfig.
     if name in ("LogServerHandler", "ClientStats"):
-        from . import client
+        from safe_rotating import client
 
         return getattr(client, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,6 +2,6 @@
 
 import sys
 
-from .stress import main
+from safe_rotating.stress import main
 
 sys.exit(main())

@@ -55,10 +55,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import _django_site as site
-from ._cli import positive_arg, size_arg
-from ._django_site.logsetup import LINE_PREFIX, SERVER_FORMAT, longest_prefix
-from .verify import RequestVerdict, verify_requests
+from safe_rotating import _django_site as site
+from safe_rotating._common.argtypes import positive_arg, size_arg
+from safe_rotating._django_site.logsetup import LINE_PREFIX, SERVER_FORMAT, longest_prefix
+from safe_rotating.verify import RequestVerdict, verify_requests
 
 __all__ = [
     "DEFAULT_SCENARIOS",
@@ -637,7 +637,7 @@ def celery_load(
     read from the filesystem result backend, says it logged every record."""
     from celery import Celery
 
-    from ._django_site.celeryconf import celery_config
+    from safe_rotating._django_site.celeryconf import celery_config
 
     app = Celery("stress-client", set_as_current=False)
     app.conf.update(celery_config(broker_dir))
@@ -1056,7 +1056,7 @@ def plan(handler: str, mode: str) -> list[tuple[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .stress import ProgressBar
+    from safe_rotating.stress import ProgressBar
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -29,11 +29,14 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Final
 
-from . import _atexit, _options, _spool, _wire
-from ._file import SafeRotatingFileHandler
-from ._pid import PID_CELL, current_pid
-from ._sender import RECORD_BYTES, ClientStats, Config, Item, Leftover, Sender
-from .exceptions import RecordsDropped, RecordsNotDelivered, ServerUnavailable
+from safe_rotating._client import spool as _spool
+from safe_rotating._client.sender import RECORD_BYTES, ClientStats, Config, Item, Leftover, Sender
+from safe_rotating._common import exithooks as _atexit
+from safe_rotating._common import validate as _options
+from safe_rotating._common.forksafe import PID_CELL, current_pid
+from safe_rotating._net import wire as _wire
+from safe_rotating.exceptions import RecordsDropped, RecordsNotDelivered, ServerUnavailable
+from safe_rotating.handlers import SafeRotatingFileHandler
 
 __all__ = [
     "ClientStats",

@@ -19,9 +19,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from . import _safefs, _spool
-from ._sender import Sender
-from .client import LogServerHandler
+from safe_rotating._client import spool as _spool
+from safe_rotating._client.sender import Sender
+from safe_rotating._common import osfiles as _safefs
+from safe_rotating.client import LogServerHandler
 
 __all__ = ["SpoolInfo", "find_spools", "main"]
 

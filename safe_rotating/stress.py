@@ -41,10 +41,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._cli import age_arg, positive_arg, size_arg
-from ._file import DEFAULT_QUEUE_SIZE
-from ._stats import HandlerStats, summarize
-from .verify import PREEXISTING, TimedCheck, Verdict, make_line, ordered_files, verify
+from safe_rotating._common.argtypes import age_arg, positive_arg, size_arg
+from safe_rotating._engine.stats import HandlerStats, summarize
+from safe_rotating.handlers import DEFAULT_QUEUE_SIZE
+from safe_rotating.verify import PREEXISTING, TimedCheck, Verdict, make_line, ordered_files, verify
 
 __all__ = ["HANDLERS", "StressConfig", "StressResult", "main", "run_stress"]
 
@@ -66,7 +66,7 @@ def _safe(
     enqueue: bool = False,
     queue_size: int = DEFAULT_QUEUE_SIZE,
 ) -> logging.Handler:
-    from ._file import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
+    from safe_rotating.handlers import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
 
     extra: dict[str, Any] = {
         "lock_timeout": lock_timeout,
@@ -261,7 +261,7 @@ class StressConfig:
 
     def handler_for(self, path: str) -> logging.Handler:
         if self.mode == "server":
-            from .client import LogServerHandler
+            from safe_rotating.client import LogServerHandler
 
             client = LogServerHandler(
                 self.server_address, spool_dir=os.path.join(self.directory, "spool")
@@ -641,7 +641,7 @@ def precreate(config: StressConfig) -> None:
         line = make_line(PREEXISTING, count - n, config.record_size)
         if config.when:
             created = now - n * config.interval - 1
-            from ._schedule import Schedule
+            from safe_rotating._engine.schedule import Schedule
 
             stamp = time.strftime(Schedule.parse(config.when).suffix, time.localtime(created))
             name = f"{BASENAME}.{stamp}"
@@ -821,7 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--django" in argv:
-        from ._django_stress import main as django_main
+        from safe_rotating._django_stress import main as django_main
 
         return django_main([a for a in argv if a != "--django"])
     parser = build_parser()

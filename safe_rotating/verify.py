@@ -268,7 +268,7 @@ class Verdict:
 
 def _read(path: str) -> bytes:
     if path.endswith(_COMPRESSED):
-        from ._compress import open_backup
+        from safe_rotating._engine.compress import open_backup
 
         with open_backup(path) as f:
             return f.read()

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from safe_rotating._wire import FrameReader, decode, encode, frame
+from safe_rotating._net.wire import FrameReader, decode, encode, frame
 
 from .servers import free_port
 

@@ -25,7 +25,9 @@ from typing import Any
 
 import pytest
 
-from safe_rotating import _rendered, _sender, _wire
+from safe_rotating._client import sender as _sender
+from safe_rotating._net import rendered as _rendered
+from safe_rotating._net import wire as _wire
 from safe_rotating.client import LogServerHandler
 from safe_rotating.exceptions import RecordsDropped, ServerUnavailable
 from safe_rotating.verify import make_line, parse_line

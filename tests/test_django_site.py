@@ -56,7 +56,7 @@ def test_every_file_mode_dict_loads_with_dictconfig_and_writes(tmp_path: Path) -
         for mode in ("file", "stdlib")
     }
     assert load(configs) == {
-        "file": "safe_rotating._file.SafeRotatingFileHandler",
+        "file": "safe_rotating.handlers.SafeRotatingFileHandler",
         "stdlib": "logging.handlers.RotatingFileHandler",
     }
     for mode in ("file", "stdlib"):
@@ -148,7 +148,7 @@ def test_gunicorn_accepts_the_dict_over_its_defaults(tmp_path: Path) -> None:
         check=True,
     )
     merged = json.loads(done.stdout)
-    assert load(merged) == {"m": "safe_rotating._file.SafeRotatingFileHandler"}
+    assert load(merged) == {"m": "safe_rotating.handlers.SafeRotatingFileHandler"}
 
 
 def test_the_stress_records_restart_their_sequence_in_a_forked_child(tmp_path: Path) -> None:

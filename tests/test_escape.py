@@ -1,6 +1,6 @@
 """No forged lines: the server escapes control characters, one record per line.
 
-The rule (:mod:`safe_rotating._escape`): C0 controls but TAB and LF, DEL, C1 controls and
+The rule (:mod:`safe_rotating._net.escape`): C0 controls but TAB and LF, DEL, C1 controls and
 U+2028/U+2029 are written visibly (``\\r``, ``\\x1b``, ``\\u2028``); a line feed inside a record
 is followed by a TAB; a record never starts with a TAB. So every line that does not start with
 a TAB starts a record, whatever the format, and a record without control characters is written
@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safe_rotating import SafeRotatingFileHandler
-from safe_rotating._escape import CONTINUATION, encode_record, escape, needs_escape
-from safe_rotating._syslog import octet_frame
+from safe_rotating._net.escape import CONTINUATION, encode_record, escape, needs_escape
+from safe_rotating._net.syslog import octet_frame
 
 from .logserver import LogServer, NativeClient, eventually, run_server
 from .servers import free_port

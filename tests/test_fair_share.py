@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating._sender import batch_frame
-from safe_rotating._wire import FrameReader, decode, encode
+from safe_rotating._client.sender import batch_frame
+from safe_rotating._net.wire import FrameReader, decode, encode
 from safe_rotating.client import LogServerHandler
 
 from .logserver import LogServer, NativeClient, eventually, run_server
@@ -30,7 +30,8 @@ from .logserver import LogServer, NativeClient, eventually, run_server
 pytestmark = pytest.mark.multiprocess
 
 MiB = 1024 * 1024
-FLOOD_BYTES = 200 * MiB
+FLOOD_BYTES = 200 * MiB  # at least; the flood goes on until the probes are done
+FLOOD_CAP = 2048 * MiB  # a server that writes faster than this in the probes' time ends it
 BATCH_RECORDS = 16  # about 64 KiB a batch, as LogServerHandler sends them
 # Long records: 200 MB in few of them, so the flood takes seconds even on a busy machine.
 MESSAGE = "flood " + "x" * 4000
@@ -40,7 +41,8 @@ PROBE_EVERY = 0.25
 
 
 class Flooder(threading.Thread):
-    """One connection sending ``FLOOD_BYTES`` of frames as fast as the server reads them."""
+    """One connection sending frames as fast as the server reads them: ``FLOOD_BYTES`` at least,
+    and on until ``probes_done`` is set (a fast machine wrote 200 MB before the last probe)."""
 
     def __init__(self, server: LogServer, dialect: str) -> None:
         super().__init__(name=f"{dialect} flooder", daemon=True)
@@ -51,6 +53,7 @@ class Flooder(threading.Thread):
         self.last_seq = 0
         self.acked = 0  # the native flooder's last acknowledged batch
         self.finished = threading.Event()
+        self.probes_done = threading.Event()
         self.error: BaseException | None = None
         if dialect == "native":
             self.sock.sendall(encode({"type": "hello", "client": "flooder", "host": "flood"}))
@@ -63,7 +66,9 @@ class Flooder(threading.Thread):
     def run(self) -> None:
         try:
             send = self._native() if self.dialect == "native" else self._stock()
-            while self.sent_bytes < FLOOD_BYTES:
+            while self.sent_bytes < FLOOD_CAP and (
+                self.sent_bytes < FLOOD_BYTES or not self.probes_done.is_set()
+            ):
                 self.sent_bytes += send()
         except BaseException as exc:  # reported by the test
             self.error = exc
@@ -165,6 +170,7 @@ def test_a_flooded_server_writes_another_clients_record_within_2_s(
             time.sleep(PROBE_EVERY)
         during = not flooder.finished.is_set()
     finally:
+        flooder.probes_done.set()
         handler.close()
     flooded = flooder.sent_bytes
     print(
@@ -177,7 +183,7 @@ def test_a_flooded_server_writes_another_clients_record_within_2_s(
     assert max(handled) <= LANDS_WITHIN, handled
 
     # The whole flood is written, every record of it, and every probe once.
-    assert flooder.finished.wait(60), f"flood not sent in 60 s ({flooder.sent_bytes} bytes)"
+    assert flooder.finished.wait(120), f"flood not sent in 60 s ({flooder.sent_bytes} bytes)"
     assert flooder.error is None, flooder.error
     total = flooder.sent_records + 2 * PROBES
     eventually(lambda: server.metrics()["written_total"] >= total, 60, "the flood written")

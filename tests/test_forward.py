@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from safe_rotating._syslog import SyslogFramer, format_rfc5424, octet_frame, parse
+from safe_rotating._net.syslog import SyslogFramer, format_rfc5424, octet_frame, parse
 from safe_rotating.server.config import ConfigError, ServerConfig, build, load_toml
 from safe_rotating.server.forward import Forwarding
 

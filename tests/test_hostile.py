@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from safe_rotating import RecordsLost, SafeRotatingFileHandler, SafeRotatingWarning
-from safe_rotating._lock import LAYOUT
+from safe_rotating._engine.lock import LAYOUT
 from safe_rotating.verify import make_line, parse_line, verify
 from tests.support import Recording, tmpfs
 
@@ -424,7 +424,7 @@ def test_a_lock_file_of_a_newer_layout_is_reported_and_never_corrupted(
 
 # -- 4. a stuck lock holder holds every other writer up for well under a second ----------------
 def _hold_and_stop(lock_path: str, ready: Any) -> None:
-    from safe_rotating._lock import SidecarLock
+    from safe_rotating._engine.lock import SidecarLock
 
     lock = SidecarLock(lock_path)
     lock.acquire(5.0)

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from safe_rotating import SafeRotatingFileHandler, SafeTimedRotatingFileHandler, _janitor
-from safe_rotating._compress import Compression, parse_compression
-from safe_rotating._logfile import LogFile
-from safe_rotating._rotation import Retention
+from safe_rotating import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
+from safe_rotating._engine import janitor as _janitor
+from safe_rotating._engine.compress import Compression, parse_compression
+from safe_rotating._engine.logfile import LogFile
+from safe_rotating._engine.plan import Retention
 from safe_rotating.verify import make_line, ordered_files, verify
 
 RECORD = 100

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import pytest
 
-from safe_rotating._wire import decode
+from safe_rotating._net.wire import decode
 from safe_rotating.server.state import Journal, journal_key
 from safe_rotating.verify import parse_line
 from tests.logserver import NativeClient, eventually, run_server, start_server

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from safe_rotating import LockError, LockTimeout, RotationError, SafeRotatingFileHandler
-from safe_rotating._lock import SidecarLock
+from safe_rotating._engine.lock import SidecarLock
 from safe_rotating.verify import make_line, verify
 from tests.support import Recording
 

@@ -20,8 +20,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safe_rotating._escape import CONTINUATION
-from safe_rotating._wire import FrameError, FrameReader, ProtocolError, decode, encode
+from safe_rotating._net.escape import CONTINUATION
+from safe_rotating._net.wire import FrameError, FrameReader, ProtocolError, decode, encode
 from safe_rotating.server.config import build
 from safe_rotating.server.metrics import Stats
 from safe_rotating.server.state import Journal

@@ -30,9 +30,9 @@ from safe_rotating import (
     SafeRotatingFileHandler,
     SafeRotatingWarning,
     UnsafeFileError,
-    _janitor,
 )
-from safe_rotating._lock import pid_alive
+from safe_rotating._engine import janitor as _janitor
+from safe_rotating._engine.lock import pid_alive
 from safe_rotating.verify import make_line, parse_line
 from tests.neighbour import SHARED_GID, SharedDir, secret_file
 from tests.support import Recording, TimedRecording

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safe_rotating._pickle import (
+from safe_rotating._net.pickles import (
     MAX_EXTRA_KEYS,
     MAX_ITEMS,
     MAX_NESTING,
@@ -256,7 +256,7 @@ def test_protocol_1_bytes_need_a_global_and_are_refused() -> None:
 _CHILD = """
 import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-from safe_rotating._pickle import PickleRefused, decode_pickle
+from safe_rotating._net.pickles import PickleRefused, decode_pickle
 payload = sys.stdin.buffer.read()
 start = time.perf_counter()
 try:

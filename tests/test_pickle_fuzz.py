@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safe_rotating._pickle import (
+from safe_rotating._net.pickles import (
     MAX_NESTING,
     PickleRefused,
     _NoGlobals,

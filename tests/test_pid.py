@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from safe_rotating._pid import PID_CELL, WIPED_ON_FORK, current_pid
+from safe_rotating._common.forksafe import PID_CELL, WIPED_ON_FORK, current_pid
 from tests.test_fork_libc import FORKS
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")

@@ -18,9 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safe_rotating import SafeRotatingFileHandler, _rendered, _sender, _spool
-from safe_rotating._logfile import LogFile, Records
-from safe_rotating._syslog import parse
+from safe_rotating import SafeRotatingFileHandler
+from safe_rotating._client import sender as _sender
+from safe_rotating._client import spool as _spool
+from safe_rotating._engine.logfile import LogFile, Records
+from safe_rotating._net import rendered as _rendered
+from safe_rotating._net.syslog import parse
 from safe_rotating.client import LogServerHandler
 from safe_rotating.verify import make_line
 from tests.logserver import NativeClient, eventually, run_server, start_server

@@ -473,7 +473,7 @@ def test_without_a_thread_records_are_written_inline(
 def test_a_batch_never_glues_a_record_to_a_line_left_cut_short(tmp_path: Path) -> None:
     """A process killed in the middle of a large write leaves a partial last line. The next
     batch from any process starts on a new line, and says once what it found."""
-    from safe_rotating._logfile import LogFile
+    from safe_rotating._engine.logfile import LogFile
 
     path = tmp_path / "app.log"
     path.write_bytes((make_line(5, 0) + "\n").encode() + make_line(5, 1).encode()[:50])

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safe_rotating._rotation import (
+from safe_rotating._engine.plan import (
     Remove,
     Rename,
     RotateCurrent,
@@ -165,7 +165,7 @@ def test_parse_size_names_the_bad_value(text: str) -> None:
 
 
 # -- the staged set: O(1) rotation, renumbering later ----------------------------------------------
-from safe_rotating._staging import IndexState, Slot, from_names, next_move, normal  # noqa: E402
+from safe_rotating._engine.staging import IndexState, Slot, from_names, next_move, normal  # noqa: E402
 
 
 def slot_name(slot: Slot) -> str:

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from safe_rotating._escape import escape
-from safe_rotating._syslog import format_rfc5424, octet_frame
+from safe_rotating._net.escape import escape
+from safe_rotating._net.syslog import format_rfc5424, octet_frame
 
 from .logserver import eventually, run_server
 from .servers import free_port, wait_until_serving

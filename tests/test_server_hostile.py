@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from safe_rotating._wire import encode, frame
+from safe_rotating._net.wire import encode, frame
 
 from .logserver import (
     LogServer,

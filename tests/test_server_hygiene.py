@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating._wire import encode, frame
+from safe_rotating._net.wire import encode, frame
 from safe_rotating.server.app import Server, bind_unix
 from safe_rotating.server.config import ConfigError, build
 
@@ -626,7 +626,7 @@ def test_internal_errors_are_one_line_a_minute_with_a_count(
 
 
 def test_json_nested_past_the_recursion_limit_is_refused() -> None:
-    from safe_rotating import _wire
+    from safe_rotating._net import wire as _wire
 
     payload = json.dumps({"v": 1, "type": "hello"}).encode()[:-1] + b',"x":'
     payload += b"[" * 50_000 + b"]" * 50_000 + b"}"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating._wire import FrameReader, decode, encode
+from safe_rotating._net.wire import FrameReader, decode, encode
 
 from .logserver import NativeClient, eventually, run_server, server_command, start_server
 from .servers import free_port

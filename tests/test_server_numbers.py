@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from safe_rotating import SafeTimedRotatingFileHandler
-from safe_rotating._syslog import format_rfc5424, octet_frame
+from safe_rotating._net.syslog import format_rfc5424, octet_frame
 from safe_rotating.exceptions import SafeRotatingWarning
 from safe_rotating.server.writer import EARLIEST, FUTURE, sane_created
 from safe_rotating.server.writer import _Formatter as LineFormatter
@@ -40,7 +40,7 @@ _SCHEDULE = struct.Struct("<dQ")  # the lock table at offset 64: next rollover, 
 # The server as it runs where orjson is not installed (it is optional): the standard library's
 # json reads 1e400 as inf and NaN as nan, which orjson refuses before the writer sees them.
 STDLIB_JSON_SERVER = (
-    "import sys, safe_rotating._wire as w; w._orjson = None; "
+    "import sys, safe_rotating._net.wire as w; w._orjson = None; "
     "from safe_rotating.server.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 LINE_FORMAT = "%(created).6f %(message)s"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating._wire import frame
+from safe_rotating._net.wire import frame
 
 from .logserver import LogServer, NativeClient
 from .servers import free_port

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from safe_rotating import SafeRotatingFileHandler, _janitor
+from safe_rotating import SafeRotatingFileHandler
+from safe_rotating._engine import janitor as _janitor
 from safe_rotating.verify import PREEXISTING, make_line, ordered_files, verify
 
 RECORD = 100

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from safe_rotating import HandlerStats, SafeRotatingFileHandler
-from safe_rotating._lock import SidecarLock
-from safe_rotating._stats import LockWaits, WaitHistogram
+from safe_rotating._engine.lock import SidecarLock
+from safe_rotating._engine.stats import LockWaits, WaitHistogram
 from safe_rotating.verify import make_line
 
 

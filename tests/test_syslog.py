@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safe_rotating._syslog import (
+from safe_rotating._net.syslog import (
     SyslogFramer,
     format_rfc5424,
     octet_frame,
@@ -21,7 +21,7 @@ from safe_rotating._syslog import (
     parse_rfc3339,
     severity_of,
 )
-from safe_rotating._wire import ProtocolError
+from safe_rotating._net.wire import ProtocolError
 
 NOW = datetime(2026, 11, 27, 12, 0, 0).timestamp()
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from safe_rotating import SafeTimedRotatingFileHandler
-from safe_rotating._logfile import LogFile
-from safe_rotating._schedule import Schedule
+from safe_rotating._engine.logfile import LogFile
+from safe_rotating._engine.schedule import Schedule
 from safe_rotating.stress import StressConfig, run_stress
 from safe_rotating.verify import ordered_files
 

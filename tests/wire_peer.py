@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from safe_rotating import _rendered, _wire
+from safe_rotating._net import rendered as _rendered
+from safe_rotating._net import wire as _wire
 from safe_rotating.client import LogServerHandler
 
 __all__ = ["Received", "RecordingClient", "WirePeer"]

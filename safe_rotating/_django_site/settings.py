@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
-from .celeryconf import celery_config
-from .logsetup import logging_from_env
+from safe_rotating._django_site.celeryconf import celery_config
+from safe_rotating._django_site.logsetup import logging_from_env
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-not-secret")
 DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"

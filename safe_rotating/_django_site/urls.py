@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .logdemo import views
+from safe_rotating._django_site.logdemo import views
 
 urlpatterns = [
     path("", views.index, name="index"),

@@ -1,7 +1,7 @@
 """``safe-rotating-server``: receive log records over the network, write them with rotation."""
 
-from .app import Server
-from .cli import main
-from .config import ConfigError, ServerConfig, build
+from safe_rotating.server.app import Server
+from safe_rotating.server.cli import main
+from safe_rotating.server.config import ConfigError, ServerConfig, build
 
 __all__ = ["ConfigError", "Server", "ServerConfig", "build", "main"]

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from safe_rotating.server.cli import main
 
 sys.exit(main())

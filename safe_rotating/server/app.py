@@ -26,12 +26,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
 
-from .._escape import escape
-from .._pickle import decode_pickle
-from .._syslog import parse as parse_syslog
-from .._wire import LENGTH, ProtocolError
-from .config import Address, ServerConfig, untokened_gap
-from .connections import (
+from safe_rotating._net.escape import escape
+from safe_rotating._net.pickles import decode_pickle
+from safe_rotating._net.syslog import parse as parse_syslog
+from safe_rotating._net.wire import LENGTH, ProtocolError
+from safe_rotating.server.config import Address, ServerConfig, untokened_gap
+from safe_rotating.server.connections import (
     EVICT_QUIET,
     LogConnection,
     Refused,
@@ -41,11 +41,11 @@ from .connections import (
     peer_host,
     shown_host,
 )
-from .forward import Forwarding
-from .metrics import Stats, render, serve_metrics
-from .state import Journal
-from .workqueue import Work, WorkQueue
-from .writer import Writer
+from safe_rotating.server.forward import Forwarding
+from safe_rotating.server.metrics import Stats, render, serve_metrics
+from safe_rotating.server.state import Journal
+from safe_rotating.server.workqueue import Work, WorkQueue
+from safe_rotating.server.writer import Writer
 
 __all__ = ["STREAM_LIMIT", "Server", "activated_sockets", "bind_unix", "one_line"]
 
@@ -123,7 +123,7 @@ def bind_unix(path: str, mode: int) -> socket.socket:
 
 def one_line(text: str) -> str:
     """``text`` as one line of the server's own log: control characters escaped by the rule
-    records follow (:mod:`safe_rotating._escape`), and a line feed written ``\\n`` as well,
+    records follow (:mod:`safe_rotating._net.escape`), and a line feed written ``\\n`` as well,
     since a refusal's detail is one line."""
     return escape(text.replace("\n", "\\n"))
 

@@ -9,8 +9,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .._version import __version__
-from .config import DEFAULT_FORMAT, DEFAULT_LISTEN, ConfigError, ServerConfig, build, load_toml
+from safe_rotating._version import __version__
+from safe_rotating.server.config import (
+    DEFAULT_FORMAT,
+    DEFAULT_LISTEN,
+    ConfigError,
+    ServerConfig,
+    build,
+    load_toml,
+)
 
 __all__ = ["main", "parser"]
 
@@ -291,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in config.warnings():
         log.warning("%s", warning)
     raise_file_limit()
-    from .app import Server  # the event loop machinery only when serving
+    from safe_rotating.server.app import Server  # the event loop machinery only when serving
 
     server = Server(config, log)
     try:

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
-from .._compress import parse_compression
-from .._rotation import parse_age, parse_size
-from .._schedule import Schedule
-from .._wire import DEFAULT_MAX_FRAME
+from safe_rotating._engine.compress import parse_compression
+from safe_rotating._engine.plan import parse_age, parse_size
+from safe_rotating._engine.schedule import Schedule
+from safe_rotating._net.wire import DEFAULT_MAX_FRAME
 
 __all__ = [
     "DEFAULT_FORMAT",
@@ -166,7 +166,7 @@ class ServerConfig:
     interval: int = 1
     utc: bool = False
     format: str = DEFAULT_FORMAT
-    escape_control_characters: bool = True  # see safe_rotating/_escape.py
+    escape_control_characters: bool = True  # see safe_rotating/_net/escape.py
     routes: tuple[tuple[str, str], ...] = ()  # (logger-name prefix, absolute path), longest first
     max_frame: int = DEFAULT_MAX_FRAME
     read_timeout: float = DEFAULT_READ_TIMEOUT

@@ -34,19 +34,19 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from .. import _version
-from .._pickle import decode_pickle
-from .._rendered import MAGIC, parse_batch
-from .._syslog import SyslogFramer
-from .._syslog import parse as parse_syslog
-from .._wire import LENGTH, ProtocolError, decode, encode
-from .config import peer_address
-from .state import CLIENT_ID, journal_key, peer_origin
-from .workqueue import Work
-from .writer import Rendered
+from safe_rotating import _version
+from safe_rotating._net.pickles import decode_pickle
+from safe_rotating._net.rendered import MAGIC, parse_batch
+from safe_rotating._net.syslog import SyslogFramer
+from safe_rotating._net.syslog import parse as parse_syslog
+from safe_rotating._net.wire import LENGTH, ProtocolError, decode, encode
+from safe_rotating.server.config import peer_address
+from safe_rotating.server.state import CLIENT_ID, journal_key, peer_origin
+from safe_rotating.server.workqueue import Work
+from safe_rotating.server.writer import Rendered
 
 if TYPE_CHECKING:
-    from .app import Server
+    from safe_rotating.server.app import Server
 
 __all__ = [
     "LogConnection",
@@ -611,7 +611,7 @@ class LogConnection(_Connection):
 
     async def _rendered_batch(self, payload: bytes) -> None:
         """A protocol-2 batch: lines the client rendered, written as they are (see
-        :func:`safe_rotating._rendered.file_bytes`); acknowledged like a v1 batch."""
+        :func:`safe_rotating._net.rendered.file_bytes`); acknowledged like a v1 batch."""
         server = self.server
         batch = parse_batch(payload)  # a BatchError is a ProtocolError: refused with its reason
         server.stats.received += batch.count

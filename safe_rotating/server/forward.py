@@ -45,9 +45,9 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .._syslog import format_rfc5424, octet_frame
-from .config import Address, ServerConfig
-from .metrics import PREFIX
+from safe_rotating._net.syslog import format_rfc5424, octet_frame
+from safe_rotating.server.config import Address, ServerConfig
+from safe_rotating.server.metrics import PREFIX
 
 __all__ = ["QUEUE_BYTES", "Forwarding", "Target"]
 

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .._stats import HandlerStats
+from safe_rotating._engine.stats import HandlerStats
 
 __all__ = ["Stats", "render", "serve_metrics"]
 

@@ -52,9 +52,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from .. import _safefs
-from ..exceptions import UnsafeFileError
-from .config import peer_address
+from safe_rotating._common import osfiles as _safefs
+from safe_rotating.exceptions import UnsafeFileError
+from safe_rotating.server.config import peer_address
 
 __all__ = [
     "CLIENT_ID",

@@ -12,7 +12,7 @@ no reader could make progress anyway. Then the round's batch sequence numbers go
 
 Records are checked here, once, whatever listener they came from: a ``created`` time that is not
 a plausible number becomes the time the record was received (:func:`sane_created`), and each
-rendered line has its control characters escaped (:mod:`safe_rotating._escape`), so that no
+rendered line has its control characters escaped (:mod:`safe_rotating._net.escape`), so that no
 sender can crash the writer, stop time rotation or forge a line. With ``--when``, a record goes to
 the file of the period the server's clock is in when it is written.
 
@@ -32,17 +32,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .._compress import parse_compression
-from .._escape import encode_record
-from .._logfile import LogFile, Records
-from .._rendered import Batch, file_bytes, to_v1_records
-from .._rotation import Retention
-from .._stats import HandlerStats
-from .._wire import to_log_record
-from .config import ServerConfig
-from .metrics import Stats
-from .state import Journal
-from .workqueue import Work, WorkQueue
+from safe_rotating._engine.compress import parse_compression
+from safe_rotating._engine.logfile import LogFile, Records
+from safe_rotating._engine.plan import Retention
+from safe_rotating._engine.stats import HandlerStats
+from safe_rotating._net.escape import encode_record
+from safe_rotating._net.rendered import Batch, file_bytes, to_v1_records
+from safe_rotating._net.wire import to_log_record
+from safe_rotating.server.config import ServerConfig
+from safe_rotating.server.metrics import Stats
+from safe_rotating.server.state import Journal
+from safe_rotating.server.workqueue import Work, WorkQueue
 
 __all__ = [
     "EARLIEST",
@@ -225,7 +225,7 @@ class Writer:
     # -- formatting ------------------------------------------------------------------------
     def format(self, flat: dict[str, Any]) -> bytes:
         """One record's line: formatted, its control characters escaped (see
-        :mod:`safe_rotating._escape`; unless ``escape_control_characters`` is off), encoded.
+        :mod:`safe_rotating._net.escape`; unless ``escape_control_characters`` is off), encoded.
 
         ``flat["created"]`` must have been through :func:`sane_created` (``_prepare`` does it).
         """

@@ -14,9 +14,8 @@ import logging
 import os
 import threading
 
+from safe_rotating._django_site.logsetup import STRESS_LOGGER
 from safe_rotating.verify import make_request_line
-
-from ..logsetup import STRESS_LOGGER
 
 MESSAGE_LENGTH = 100
 MAX_RECORDS = 10_000  # the record index has four digits

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
-from .records import log_records
+from safe_rotating._django_site.logdemo.records import log_records
 
 
 @shared_task(name="logdemo.log_records")  # type: ignore[untyped-decorator]

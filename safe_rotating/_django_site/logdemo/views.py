@@ -7,7 +7,7 @@ import os
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
-from .records import MAX_RECORDS, log_records
+from safe_rotating._django_site.logdemo.records import MAX_RECORDS, log_records
 
 log = logging.getLogger("logdemo.views")
 

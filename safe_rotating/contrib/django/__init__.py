@@ -16,6 +16,6 @@ Add ``"safe_rotating.contrib.django"`` to ``INSTALLED_APPS``; ``manage.py check`
 Silence one the usual way, e.g. ``SILENCED_SYSTEM_CHECKS = ["safe_rotating.W001"]``.
 """
 
-from .checks import check_logging
+from safe_rotating.contrib.django.checks import check_logging
 
 __all__ = ["check_logging"]

@@ -11,6 +11,6 @@ class SafeRotatingConfig(AppConfig):  # type: ignore[misc]  # Django ships no ty
     def ready(self) -> None:
         from django.core import checks
 
-        from .checks import check_logging
+        from safe_rotating.contrib.django.checks import check_logging
 
         checks.register(check_logging, "logging")

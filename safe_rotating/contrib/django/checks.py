@@ -19,7 +19,7 @@ ROTATING = {
     STDLIB_SIZE,
     STDLIB_TIME,
     SAFE_CLASS,
-    "safe_rotating._file.SafeRotatingFileHandler",
+    "safe_rotating.handlers.SafeRotatingFileHandler",
     "concurrent_log_handler.ConcurrentRotatingFileHandler",
 }
 FILE_CLASSES = ROTATING | {"logging.FileHandler", "logging.handlers.WatchedFileHandler"}

@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ._escape import encode_record
-from ._wire import ProtocolError
+from safe_rotating._net.escape import encode_record
+from safe_rotating._net.wire import ProtocolError
 
 __all__ = [
     "MAGIC",
@@ -203,7 +203,7 @@ def file_bytes(batch: Batch, escape: bool = True) -> tuple[bytes, list[bytes] | 
     """What the server writes for ``batch``: ``(data, None)`` when the texts can be written as
     they came (every text ends where its length says, with nothing to escape: the usual case,
     checked in C over the whole batch), else ``(b"", lines)`` with each record's line escaped
-    by the rule of :mod:`safe_rotating._escape` (the slow path, record by record).
+    by the rule of :mod:`safe_rotating._net.escape` (the slow path, record by record).
 
     Escaping off (``--no-escape-control-characters``) still makes every record one line's
     worth of bytes ending in a line feed; only the characters are left alone.

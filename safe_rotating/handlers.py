@@ -1,6 +1,6 @@
 """Process-safe drop-ins for ``RotatingFileHandler`` and ``TimedRotatingFileHandler``.
 
-Thin ``logging`` facades over the rotation engine (:class:`safe_rotating._logfile.LogFile`):
+Thin ``logging`` facades over the rotation engine (:class:`safe_rotating._engine.logfile.LogFile`):
 format and encode outside any lock, hand the bytes and the record's time to the engine (one
 ``write``), and turn what goes wrong into ``handleError`` reports — a run of failed writes once
 when it starts and once, with a count, when writing works again.
@@ -25,15 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import _options
-from ._compress import parse_compression
-from ._lock import SidecarLock
-from ._logfile import LogFile
-from ._queue import Queue
-from ._rotation import Retention
-from ._schedule import Schedule
-from ._stats import HandlerStats
-from .exceptions import RecordsLost, SafeRotatingWarning
+from safe_rotating._common import validate as _options
+from safe_rotating._engine.compress import parse_compression
+from safe_rotating._engine.lock import SidecarLock
+from safe_rotating._engine.logfile import LogFile
+from safe_rotating._engine.plan import Retention
+from safe_rotating._engine.queued import Queue
+from safe_rotating._engine.schedule import Schedule
+from safe_rotating._engine.stats import HandlerStats
+from safe_rotating.exceptions import RecordsLost, SafeRotatingWarning
 
 __all__ = ["HandlerStats", "SafeRotatingFileHandler", "SafeTimedRotatingFileHandler"]
 

@@ -60,13 +60,13 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from . import _safefs
-from ._compress import Compression
-from ._janitor import Janitor, StagedSet, move_any, remove_any, taken
-from ._lock import KNOWN, LAYOUT, SidecarLock, path_names
-from ._oserror import _user
-from ._oserror import explain as _explain
-from ._rotation import (
+from safe_rotating._common import osfiles as _safefs
+from safe_rotating._common.oserror import _user
+from safe_rotating._common.oserror import explain as _explain
+from safe_rotating._engine.compress import Compression
+from safe_rotating._engine.janitor import Janitor, StagedSet, move_any, remove_any, taken
+from safe_rotating._engine.lock import KNOWN, LAYOUT, SidecarLock, path_names
+from safe_rotating._engine.plan import (
     Remove,
     Rename,
     Retention,
@@ -75,10 +75,10 @@ from ._rotation import (
     count_backups,
     plan_rollover,
 )
-from ._schedule import Schedule, parse_timed_name
-from ._staging import INLINE
-from ._stats import HandlerStats, WaitHistogram
-from .exceptions import LockTimeout, RotationError, UnsafeFileError
+from safe_rotating._engine.schedule import Schedule, parse_timed_name
+from safe_rotating._engine.staging import INLINE
+from safe_rotating._engine.stats import HandlerStats, WaitHistogram
+from safe_rotating.exceptions import LockTimeout, RotationError, UnsafeFileError
 
 __all__ = ["AUDIT_EVERY", "CHECK_EVERY", "LogFile", "Records"]
 

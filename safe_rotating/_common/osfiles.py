@@ -28,8 +28,8 @@ import secrets
 import stat
 from typing import Final
 
-from ._oserror import describe_owner, describe_stat
-from .exceptions import UnsafeFileError
+from safe_rotating._common.oserror import describe_owner, describe_stat
+from safe_rotating.exceptions import UnsafeFileError
 
 __all__ = [
     "NOFOLLOW",

@@ -49,8 +49,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from . import _rendered, _safefs, _wire
-from .exceptions import SafeRotatingWarning
+from safe_rotating._common import osfiles as _safefs
+from safe_rotating._net import rendered as _rendered
+from safe_rotating._net import wire as _wire
+from safe_rotating.exceptions import SafeRotatingWarning
 
 __all__ = [
     "DeadSpool",

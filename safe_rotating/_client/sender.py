@@ -55,8 +55,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from . import _rendered, _spool, _wire
-from .exceptions import ServerUnavailable
+from safe_rotating._client import spool as _spool
+from safe_rotating._net import rendered as _rendered
+from safe_rotating._net import wire as _wire
+from safe_rotating.exceptions import ServerUnavailable
 
 __all__ = ["BATCH_BYTES", "RECORD_BYTES", "ClientStats", "Config", "Item", "Leftover", "Sender"]
 

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._pid import current_pid
+from safe_rotating._common.forksafe import current_pid
 
 __all__ = ["hook", "register"]
 

@@ -38,13 +38,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
-from . import _safefs
-from ._compress import Compression, compress_fd
-from ._lock import DIRTY, STAGED, SidecarLock
-from ._rotation import Backup, Retention
-from ._schedule import COMPRESSED_SUFFIXES, Schedule, order_key, parse_timed_name
-from ._staging import IndexState, Slot, from_names, next_move, normal
-from .exceptions import UnsafeFileError
+from safe_rotating._common import osfiles as _safefs
+from safe_rotating._engine.compress import Compression, compress_fd
+from safe_rotating._engine.lock import DIRTY, STAGED, SidecarLock
+from safe_rotating._engine.plan import Backup, Retention
+from safe_rotating._engine.schedule import (
+    COMPRESSED_SUFFIXES,
+    Schedule,
+    order_key,
+    parse_timed_name,
+)
+from safe_rotating._engine.staging import IndexState, Slot, from_names, next_move, normal
+from safe_rotating.exceptions import UnsafeFileError
 
 __all__ = ["Janitor", "StagedSet", "janitor_path", "move_any", "remove_any", "taken"]
 

@@ -72,9 +72,9 @@ from typing import Final
 
 import portalocker
 
-from . import _safefs
-from ._oserror import explain
-from .exceptions import LockError, LockTimeout, UnsafeFileError
+from safe_rotating._common import osfiles as _safefs
+from safe_rotating._common.oserror import explain
+from safe_rotating.exceptions import LockError, LockTimeout, UnsafeFileError
 
 __all__ = ["DIRTY", "KNOWN", "LAYOUT", "STAGED", "Keeper", "SidecarLock"]
 

@@ -5,7 +5,7 @@
 integer updates, with no lock and no system call (the fork check reads the process id from a
 page the kernel clears in every child, :mod:`._pid`), except releasing a lock when the writer
 thread is asleep. The writer thread takes everything queued — one slice, no work per record —
-and hands it to the engine as one :meth:`~safe_rotating._logfile.LogFile.append_batch` per
+and hands it to the engine as one :meth:`~safe_rotating._engine.logfile.LogFile.append_batch` per
 wake-up (one ``write`` per file the batch lands in), with the engine's rotation, lock and order
 rules.
 
@@ -41,13 +41,13 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from . import _atexit
-from ._pid import PID_CELL, current_pid
-from ._stats import HandlerStats
-from .exceptions import QueueOverflow
+from safe_rotating._common import exithooks as _atexit
+from safe_rotating._common.forksafe import PID_CELL, current_pid
+from safe_rotating._engine.stats import HandlerStats
+from safe_rotating.exceptions import QueueOverflow
 
 if TYPE_CHECKING:
-    from ._logfile import LogFile
+    from safe_rotating._engine.logfile import LogFile
 
 __all__ = ["Queue", "QueueOverflow"]
 

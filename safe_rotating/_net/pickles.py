@@ -31,7 +31,7 @@ import re
 import struct
 from typing import Any, Final, NoReturn
 
-from ._wire import ProtocolError
+from safe_rotating._net.wire import ProtocolError
 
 __all__ = ["MAX_EXTRA_KEYS", "MAX_TEXT", "PickleRefused", "decode_pickle", "record_from_dict"]
 

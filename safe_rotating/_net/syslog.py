@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
-from ._wire import ProtocolError
+from safe_rotating._net.wire import ProtocolError
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE",

@@ -1,0 +1,1 @@
+"""``LogServerHandler``'s machinery: the sender thread and the spool."""

@@ -1,0 +1,2 @@
+"""Small jobs every part of the package shares: OS files and their errors, fork safety,
+argument checks, exit hooks, argparse types."""
