@@ -18,13 +18,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safe_rotating._net.pickles import (
-    MAX_NESTING,
-    PickleRefused,
-    _NoGlobals,
-    _scan,
-    decode_pickle,
-)
+from safe_rotating._net.pickle_scan import MAX_NESTING, PickleRefused, scan
+from safe_rotating._net.pickles import _NoGlobals, decode_pickle
 from tests.test_pickle import make_record, stock_payload
 
 # Seconds per decode: a liveness bound, not a speed target. The worst frames the limits admit
@@ -236,7 +231,7 @@ def test_generated_programs_are_decoded_or_refused(payload: bytes) -> None:
 def test_what_the_scan_accepts_is_what_the_unpickler_builds(payload: bytes) -> None:
     start = time.perf_counter()
     try:
-        complete = _scan(payload)
+        complete = scan(payload)
     except PickleRefused:
         return
     if not complete:  # a splice cut a string and made a global of its text: refused later
