@@ -16,7 +16,6 @@ from safe_rotating import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
 from safe_rotating._engine import janitor as _janitor
 from safe_rotating._engine.compress import Compression, parse_compression
 from safe_rotating._engine.logfile import LogFile
-from safe_rotating._engine.plan import Retention
 from safe_rotating.verify import make_line, ordered_files, verify
 
 RECORD = 100
@@ -185,13 +184,15 @@ def test_writers_never_wait_for_the_janitor(tmp_path: Path) -> None:
     finally:
         blocker.release()
     log.close()
-    assert worst < 0.05
-    assert isinstance(Retention(), Retention)
+    # A writer that waited for the janitor would wait as long as the blocker is held (for
+    # ever here): any bound far above a rotation's cost tells the two apart.
+    assert worst < 1.0, f"a rotation waited {worst:.3f} s"
 
 
 def test_compression_levels_are_the_fast_ones() -> None:
     """Backups are compressed beside the writers, on their CPUs: gzip level 1, zstd level 3."""
     assert parse_compression("gzip") == Compression("gzip", 1)
+    assert parse_compression("zstd") == Compression("zstd", 3)
     assert parse_compression(None, use_gzip=True) == Compression("gzip", 1)
 
 
