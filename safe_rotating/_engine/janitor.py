@@ -40,7 +40,8 @@ from dataclasses import dataclass, replace
 
 from safe_rotating._common import osfiles as _safefs
 from safe_rotating._engine.compress import Compression, compress_fd
-from safe_rotating._engine.lock import DIRTY, STAGED, SidecarLock
+from safe_rotating._engine.lock import SidecarLock
+from safe_rotating._engine.locktable import DIRTY, STAGED
 from safe_rotating._engine.plan import Backup, Retention
 from safe_rotating._engine.schedule import (
     COMPRESSED_SUFFIXES,
