@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from safe_rotating import RecordsLost, SafeRotatingFileHandler, SafeRotatingWarning
-from safe_rotating._engine.lock import LAYOUT
+from safe_rotating._engine.locktable import LAYOUT
 from safe_rotating.verify import make_line, parse_line, verify
 from tests.support import Recording, tmpfs
 

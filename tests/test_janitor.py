@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from safe_rotating import SafeRotatingFileHandler, SafeTimedRotatingFileHandler
-from safe_rotating._engine import janitor as _janitor
 from safe_rotating._engine.compress import Compression, parse_compression
+from safe_rotating._engine.janitor import compression as _compression
+from safe_rotating._engine.janitor import runner as _runner
+from safe_rotating._engine.janitor import steps as _steps
 from safe_rotating._engine.logfile import LogFile
 from safe_rotating.verify import make_line, ordered_files, verify
 
@@ -79,7 +81,7 @@ def test_a_failed_compression_keeps_the_plain_file_and_is_reported_once(
     def full_disk(source: int, dest: int, compression: Compression) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(_janitor, "compress_fd", full_disk)
+    monkeypatch.setattr(_compression, "compress_fd", full_disk)
     warnings: list[str] = []
     log = engine(tmp_path, warn=warnings.append)
     write(log, 0, 50)
@@ -100,7 +102,7 @@ def _die_at(path: str, step: str) -> None:
         if name == step:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    _janitor.STEP_HOOK = hook
+    _steps.STEP_HOOK = hook
     log = LogFile(
         path, max_bytes=1000, backup_count=100, compression=Compression("gzip", 1, grace=0.0)
     )
@@ -173,7 +175,7 @@ def test_writers_never_wait_for_the_janitor(tmp_path: Path) -> None:
     log = engine(tmp_path, max_bytes=2000)
     janitor = log._janitor
     assert janitor is not None
-    blocker = _janitor._mutex(janitor._janitor_path)
+    blocker = _runner._mutex(janitor._janitor_path)
     blocker.acquire()  # as if this process's janitor were compressing a huge file
     try:
         worst = 0.0
@@ -203,7 +205,7 @@ def _die_at_retention(path: str, timed: bool) -> None:
         if name == "retention:remove":
             os.kill(os.getpid(), signal.SIGKILL)
 
-    _janitor.STEP_HOOK = hook
+    _steps.STEP_HOOK = hook
     if timed:
         SafeTimedRotatingFileHandler(path, when="D", max_age="2d").close()
     else:

@@ -31,7 +31,8 @@ from safe_rotating import (
     SafeRotatingWarning,
     UnsafeFileError,
 )
-from safe_rotating._engine import janitor as _janitor
+from safe_rotating._engine.janitor import runner as _runner
+from safe_rotating._engine.janitor import steps as _steps
 from safe_rotating._engine.lock import pid_alive
 from safe_rotating.verify import make_line, parse_line
 from tests.neighbour import SHARED_GID, SharedDir, secret_file
@@ -370,7 +371,7 @@ def _swap_for_link(target: str, path: str) -> None:
 def janitor_steps() -> Iterator[list[str]]:
     steps: list[str] = []
     yield steps
-    _janitor.STEP_HOOK = None
+    _steps.STEP_HOOK = None
 
 
 @pytest.mark.parametrize(
@@ -390,7 +391,7 @@ def test_compression_never_reads_a_backup_through_a_link(
     count = 20 if swapped == "pending" else 3
     running = handler(shared_dir, maxBytes=1000, backupCount=50, compress="gzip", owner=owner)
     janitor = running._file._janitor
-    paused = _janitor._mutex(janitor._janitor_path)
+    paused = _runner._mutex(janitor._janitor_path)
     paused.acquire()  # no background pass renumbers the set before the neighbour swaps
     records(running, 0, count * 10 + 5)
     names = sorted(n for n in os.listdir(shared_dir.path) if n.startswith("app.log."))
@@ -405,7 +406,7 @@ def test_compression_never_reads_a_backup_through_a_link(
         if step.startswith("compress:"):
             read.append(str(shared_dir.run(_read_everything, shared_dir.path)))
 
-    _janitor.STEP_HOOK = neighbour_looks
+    _steps.STEP_HOOK = neighbour_looks
     shared_dir.run(_swap_for_link, secret, shared_dir.join(swapped))
     paused.release()
     with warnings.catch_warnings(record=True) as caught:
@@ -413,7 +414,7 @@ def test_compression_never_reads_a_backup_through_a_link(
         settle(janitor)
         janitor.run()
         running.close()
-    _janitor.STEP_HOOK = None
+    _steps.STEP_HOOK = None
     assert "compress:written" in janitor_steps, "the genuine backups were compressed"
     assert read
     assert not [r for r in read if SECRET in r]
@@ -453,7 +454,7 @@ def test_compression_never_reads_a_backup_hard_linked_to_a_secret(shared_dir: Sh
     before = Snapshot.of(secret)
     running = handler(shared_dir, maxBytes=1000, backupCount=5, compress="gzip")
     janitor = running._file._janitor
-    paused = _janitor._mutex(janitor._janitor_path)
+    paused = _runner._mutex(janitor._janitor_path)
     paused.acquire()  # no background pass compresses before the swap
     records(running, 0, 25)
     backup = shared_dir.join("app.log.1")
@@ -491,7 +492,7 @@ def test_compression_temporaries_are_private_until_complete(
                 if ".compressing." in name:
                     temporaries.append((name, os.lstat(shared_dir.join(name)).st_mode))
 
-    _janitor.STEP_HOOK = look
+    _steps.STEP_HOOK = look
     janitor = running._file._janitor
     settle(janitor)
     janitor.run()
@@ -527,7 +528,7 @@ def test_leftover_temporaries_are_removed_without_following_links(
             os.utime(shared_dir.join(name), (0, 0), follow_symlinks=False)
         janitor = running._file._janitor
         settle(janitor)
-        janitor._full_scan_at = -_janitor._FULL_SCAN_EVERY  # and once more, from scratch
+        janitor._full_scan_at = -_runner._FULL_SCAN_EVERY  # and once more, from scratch
         janitor.run()
         running.close()
     assert not [str(w.message) for w in caught], "the janitor never stopped"
@@ -562,7 +563,7 @@ def test_a_janitor_lock_planted_as_a_link_is_refused(
         janitor_steps.append(step)
         locked.append(_posix_locks_on(target))
 
-    _janitor.STEP_HOOK = look
+    _steps.STEP_HOOK = look
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         running = handler(shared_dir, maxBytes=1000, backupCount=5, compress="gzip")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from safe_rotating import SafeRotatingFileHandler
-from safe_rotating._engine import janitor as _janitor
+from safe_rotating._engine.janitor import steps as _steps
 from safe_rotating.verify import PREEXISTING, make_line, ordered_files, verify
 
 RECORD = 100
@@ -93,7 +93,7 @@ def _die_at_step(
             if seen[0] > skip:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    _janitor.STEP_HOOK = hook
+    _steps.STEP_HOOK = hook
     handler = SafeRotatingFileHandler(path, maxBytes=10 * RECORD, backupCount=backup_count)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("dies")

@@ -64,8 +64,11 @@ from safe_rotating._common import osfiles as _safefs
 from safe_rotating._common.oserror import _user
 from safe_rotating._common.oserror import explain as _explain
 from safe_rotating._engine.compress import Compression
-from safe_rotating._engine.janitor import Janitor, StagedSet, move_any, remove_any, taken
-from safe_rotating._engine.lock import KNOWN, LAYOUT, SidecarLock, path_names
+from safe_rotating._engine.janitor.names import move_any, remove_any, taken
+from safe_rotating._engine.janitor.runner import Janitor
+from safe_rotating._engine.janitor.staged import StagedSet
+from safe_rotating._engine.lock import SidecarLock, path_names
+from safe_rotating._engine.locktable import KNOWN, LAYOUT
 from safe_rotating._engine.plan import (
     Remove,
     Rename,
