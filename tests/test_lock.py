@@ -61,6 +61,18 @@ def test_the_lock_is_reentrant_for_its_owner(tmp_path: Path) -> None:
         lock.release()
 
 
+def test_closing_while_holding_the_lock_frees_it_and_clears_the_holder(tmp_path: Path) -> None:
+    """Old code cleared its descriptor first and then wrote the holder through -1: EBADF out
+    of close(), and the descriptor (so the lock) stayed open until the process ended."""
+    path = str(tmp_path / "l")
+    lock, other = SidecarLock(path), SidecarLock(path)
+    assert lock.acquire(1.0)
+    lock.close()
+    assert other.acquire(0.05)
+    other.release()
+    assert other.holder_pid() is None
+
+
 def test_generation_is_shared_between_lock_objects(tmp_path: Path) -> None:
     first, second = SidecarLock(str(tmp_path / "l")), SidecarLock(str(tmp_path / "l"))
     first.open()

@@ -125,9 +125,12 @@ class SidecarLock(SidecarFile):
 
     def close(self) -> None:
         if self._fd >= 0:
-            fd, self._fd = self._fd, -1
             if self._pid == current_pid() and self._depth:
-                self._write_holder(0)
+                # Clear the holder while the descriptor is still ours; a failure here (a full
+                # disk) must not keep the descriptor, and with it the lock, open.
+                with contextlib.suppress(OSError):
+                    self._write_holder(0)
+            fd, self._fd = self._fd, -1
             os.close(fd)  # closing the last descriptor of the description also drops the lock
         self._depth = 0
 
