@@ -45,7 +45,7 @@ from typing import Any
 
 from peers import HANDLERS, build
 
-from safe_rotating.stress import HANDLERS as FACTORIES
+from safe_rotating.stress.factories import HANDLERS as FACTORIES
 from safe_rotating.verify import PREEXISTING, make_line
 
 BASENAME = "app.log"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import logging
 
-from safe_rotating.stress import HANDLERS as ROTATING
-from safe_rotating.stress import HandlerFactory
+from safe_rotating.stress.factories import HANDLERS as ROTATING
+from safe_rotating.stress.factories import HandlerFactory
 
 __all__ = ["BASELINE", "HANDLERS", "WRITES_NOTHING", "build"]
 

@@ -30,9 +30,20 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from safe_rotating._verify_files import (
+    COMPRESSED,
+    backup_gaps,
+    file_lines,
+    file_set_problems,
+    ordered_files,
+    read_file,
+    rotated_files,
+    time_stamp,
+)
 
 __all__ = [
     "PREEXISTING",
@@ -73,61 +84,6 @@ def parse_line(line: bytes) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
-_COMPRESSED = (".gz", ".zst")
-_STAMP = r"\d{4}-\d{2}-\d{2}(?:_\d{2}(?:-\d{2}(?:-\d{2})?)?)?"
-_TIMED = re.compile(rf"({_STAMP})(?:\.([1-9]\d*))?")
-_PENDING = re.compile(r"pending\.(\d+)")
-PREEXISTING = 9999  # writer id of the records in backups made before a run
-
-
-def _strip(name: str) -> str:
-    for suffix in _COMPRESSED:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def rotated_files(directory: str, basename: str) -> tuple[list[int], bool]:
-    """Backup numbers present for ``basename`` (sorted; plain or compressed) and whether the
-    current file exists."""
-    numbers: list[int] = []
-    current = False
-    prefix = basename + "."
-    for name in os.listdir(directory):
-        rest = _strip(name[len(prefix) :]) if name.startswith(prefix) else ""
-        if name == basename:
-            current = True
-        elif rest.isdigit():
-            numbers.append(int(rest))
-    return sorted(numbers), current
-
-
-def ordered_files(directory: str, basename: str) -> list[str]:
-    """Every file of the set, oldest first, the current file last (see the module docstring)."""
-    prefix = basename + "."
-    numbered: list[tuple[int, str]] = []
-    pending: list[tuple[int, str]] = []
-    timed: list[tuple[tuple[str, int], str]] = []
-    current = False
-    for name in os.listdir(directory):
-        if name == basename:
-            current = True
-            continue
-        if not name.startswith(prefix):
-            continue
-        rest = _strip(name[len(prefix) :])
-        if rest.isdigit():
-            numbered.append((int(rest), name))
-        elif match := _PENDING.fullmatch(rest):
-            pending.append((int(match.group(1)), name))
-        elif match := _TIMED.fullmatch(rest):
-            timed.append(((match.group(1), int(match.group(2) or 0)), name))
-    ordered = [name for _, name in sorted(timed)]
-    ordered += [name for _, name in sorted(numbered, reverse=True)]
-    ordered += [name for _, name in sorted(pending)]
-    return ordered + ([basename] if current else [])
-
-
 @dataclass(frozen=True)
 class TimedCheck:
     """How :func:`verify` judges a time-rotated set.
@@ -153,22 +109,8 @@ class TimedCheck:
         return float(calendar.timegm(parsed) if self.utc else time.mktime(parsed))
 
 
+PREEXISTING = 9999  # writer id of the records in backups made before a run
 _TIME_PREFIX = re.compile(rb"^(\d+\.\d{6}) ")
-
-
-def _file_set_problems(
-    oversized: list[tuple[str, int]], size_limit: int, gaps: list[int], extra_files: int
-) -> list[str]:
-    """What is wrong with the set of files itself, in the words of both verdicts' reports."""
-    out = []
-    if oversized:
-        names = ", ".join(f"{n} ({s} B)" for n, s in oversized[:3])
-        out.append(f"{len(oversized)} files over the size limit of {size_limit} B: {names}")
-    if gaps:
-        out.append(f"backup numbering has gaps at {gaps[:5]}")
-    if extra_files:
-        out.append(f"{extra_files} files more than backupCount + 1")
-    return out
 
 
 @dataclass
@@ -234,7 +176,7 @@ class Verdict:
             out.append(f"{self.torn} torn or corrupt lines")
         if self.order_breaks:
             out.append(f"{self.order_breaks} records out of per-writer order")
-        out += _file_set_problems(
+        out += file_set_problems(
             self.oversized, self.size_limit, self.numbering_gaps, self.too_many_files
         )
         return out
@@ -264,29 +206,6 @@ class Verdict:
         if not problems:
             return f"PASS: {head}; none lost, duplicated, torn or out of order"
         return f"FAIL: {head}; " + "; ".join(problems)
-
-
-def _read(path: str) -> bytes:
-    if path.endswith(_COMPRESSED):
-        from safe_rotating._engine.compress import open_backup
-
-        with open_backup(path) as f:
-            return f.read()
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _lines(path: str, data: bytes | None = None) -> Iterator[bytes]:
-    if data is None:
-        data = _read(path)
-    if not data:
-        return
-    parts = data.split(b"\n")
-    # A file must end with a newline; an unterminated tail is a torn record.
-    tail = parts.pop()
-    yield from parts
-    if tail:
-        yield tail
 
 
 def verify(
@@ -319,7 +238,7 @@ def verify(
     verdict = Verdict(writers=writers, per_writer=per_writer, complete=complete)
     numbers, _ = rotated_files(directory, basename)
     ordered = ordered_files(directory, basename)
-    verdict.numbering_gaps = _gaps(numbers, any(".pending." in name for name in ordered))
+    verdict.numbering_gaps = backup_gaps(numbers, any(".pending." in name for name in ordered))
     verdict.files = len(ordered)
     if max_bytes:
         verdict.size_limit = max_bytes + size_allowance
@@ -331,9 +250,9 @@ def verify(
     last = [-1] * writers
     for index, name in enumerate(ordered):
         path = os.path.join(directory, name)
-        data = _read(path)
+        data = read_file(path)
         size = len(data)
-        if name.endswith(_COMPRESSED):
+        if name.endswith(COMPRESSED):
             verdict.compressed += 1
         if ".pending." in name:
             verdict.pending += 1
@@ -341,7 +260,7 @@ def verify(
         verdict.largest_file = max(verdict.largest_file, size)
         if verdict.size_limit and size > verdict.size_limit:
             verdict.oversized.append((name, size))
-        for line in _lines(path, data):
+        for line in file_lines(path, data):
             if not line:  # a blank line holds no record (see Verdict.blank)
                 verdict.blank += 1
                 continue
@@ -382,20 +301,6 @@ def verify(
     return verdict
 
 
-def _gaps(numbers: list[int], pending: bool) -> list[int]:
-    """Missing backup numbers — except, while pending backups wait to be numbered, one gap:
-    the older run has moved up to make room for them (see ``_staging``)."""
-    present = set(numbers)
-    missing = [n for n in range(1, max(numbers, default=0)) if n not in present]
-    runs = [n for n in missing if n - 1 not in missing]  # the first number of each gap
-    if not pending:
-        return missing
-    if len(runs) <= 1:
-        return []
-    second = runs[1]
-    return [n for n in missing if n >= second]
-
-
 def _periods(ordered: list[str], basename: str, timed: TimedCheck) -> list[tuple[float, float]]:
     """``(start, end)`` of the period of each file, from the stamps in the names.
 
@@ -403,11 +308,10 @@ def _periods(ordered: list[str], basename: str, timed: TimedCheck) -> list[tuple
     current file's begins, which the names do not tell (``inf``); the current file's period
     starts after the newest stamp.
     """
-    prefix = basename + "."
     starts: list[float | None] = []
     for name in ordered:
-        match = _TIMED.fullmatch(_strip(name[len(prefix) :])) if name != basename else None
-        starts.append(timed.start(match.group(1)) if match else None)
+        stamp = time_stamp(name, basename)
+        starts.append(timed.start(stamp) if stamp is not None else None)
     known = [s for s in starts if s is not None]
     step = timed.interval or 0.0
     out: list[tuple[float, float]] = []
@@ -539,7 +443,7 @@ class RequestVerdict:
             out.append(f"{self.order_breaks} records out of per-worker order")
         if self.wrong_worker:
             out.append(f"{self.wrong_worker} records from another pid than the one that answered")
-        out += _file_set_problems(
+        out += file_set_problems(
             self.oversized, self.size_limit, self.numbering_gaps, self.too_many_files
         )
         return out
@@ -605,7 +509,7 @@ def verify_requests(
         if verdict.size_limit and size > verdict.size_limit:
             verdict.oversized.append((name, size))
         in_file = 0
-        for line in _lines(path):
+        for line in file_lines(path):
             record = parse_request_line(line, pattern)
             if record is None or record.position >= per_request:
                 if not verdict.torn:

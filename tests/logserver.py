@@ -8,7 +8,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from safe_rotating._net.wire import FrameReader, decode, encode, frame
+from safe_rotating.stress.logserver import server_command, start_log_server
 
 from .servers import free_port
 
@@ -27,6 +27,8 @@ __all__ = [
     "eventually",
     "rss_bytes",
     "run_server",
+    "server_command",
+    "start_server",
 ]
 
 
@@ -151,10 +153,6 @@ class LogServer:
         return self.process.wait(timeout)
 
 
-def server_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "safe_rotating.server", *args]
-
-
 def start_server(
     directory: Path,
     *args: str,
@@ -171,19 +169,22 @@ def start_server(
     )
     if listen:
         command += ["--listen", f"127.0.0.1:{port}"]
-    with open(err, "wb") as stderr:
-        process = subprocess.Popen(command, stderr=stderr, stdin=subprocess.DEVNULL, env=env)
-    server = LogServer(process, directory, port, metrics, err)
-    deadline = time.monotonic() + 20
-    while "listening on" not in server.stderr:
-        code = process.poll()
-        if code is not None:
-            raise AssertionError(f"the server exited with {code}: {server.stderr}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the server did not start: {server.stderr}")
-        time.sleep(0.02)
-    return server
+
+    def stderr() -> str:
+        return err.read_text(errors="replace")
+
+    with open(err, "wb") as out:
+        process = start_log_server(
+            command,
+            lambda: "listening on" in stderr(),
+            timeout=20,
+            output=stderr,
+            poll=0.02,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    return LogServer(process, directory, port, metrics, err)
 
 
 @contextmanager

@@ -12,9 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating import _django_stress as ds
 from safe_rotating._django_site.logsetup import LINE_PREFIX
 from safe_rotating.stress import main as stress_main
+from safe_rotating.stress.django import cli, scenarios, sinks
+from safe_rotating.stress.django.result import ScenarioResult
+from safe_rotating.stress.django.runner import run_scenario
+from safe_rotating.stress.django.scenarios import (
+    DEFAULT_SCENARIOS,
+    SCENARIOS,
+    DjangoStressConfig,
+    Scenario,
+    find_uwsgi,
+)
 from safe_rotating.verify import RequestVerdict
 
 pytest.importorskip("django")
@@ -25,12 +34,12 @@ pytestmark = pytest.mark.multiprocess
 SMALL = {"workers": 4, "requests": 300, "records_per_request": 10, "max_bytes": 4096}
 
 
-def small(directory: Path, **changes: object) -> ds.DjangoStressConfig:
-    return ds.DjangoStressConfig(directory=str(directory), **{**SMALL, **changes})  # type: ignore[arg-type]
+def small(directory: Path, **changes: object) -> DjangoStressConfig:
+    return DjangoStressConfig(directory=str(directory), **{**SMALL, **changes})  # type: ignore[arg-type]
 
 
 def require_uwsgi() -> None:
-    if ds.find_uwsgi() is None:  # a skip in the test: under CI=true it is a failure
+    if find_uwsgi() is None:  # a skip in the test: under CI=true it is a failure
         pytest.skip("uWSGI is not installed: .venv/bin/pip install 'uwsgi>=2.0.22'")
 
 
@@ -39,7 +48,7 @@ def test_real_workers_lose_nothing(tmp_path: Path, name: str) -> None:
     if name == "uwsgi":
         require_uwsgi()
     config = small(tmp_path, celery_concurrency=3)
-    result = ds.run_scenario(ds.SCENARIOS[name], config)
+    result = run_scenario(SCENARIOS[name], config)
     assert result.ok, result.problems()
     verdict = result.verdict
     assert verdict is not None
@@ -64,7 +73,7 @@ def test_server_mode_loses_nothing(tmp_path: Path, name: str) -> None:
     if name == "uwsgi":
         require_uwsgi()
     config = small(tmp_path, mode="server", celery_concurrency=3)
-    result = ds.run_scenario(ds.SCENARIOS[name], config)
+    result = run_scenario(SCENARIOS[name], config)
     assert result.ok, result.problems()
     verdict = result.verdict
     assert verdict is not None
@@ -90,8 +99,8 @@ def test_a_log_server_that_cannot_start_stops_the_run_before_the_web_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fail = [sys.executable, "-c", "import sys; sys.exit(3)"]
-    monkeypatch.setattr(ds.ServerSink, "command", lambda self: fail)
-    result = ds.run_scenario(ds.SCENARIOS["gunicorn"], small(tmp_path, mode="server"))
+    monkeypatch.setattr(sinks.ServerSink, "command", lambda self: fail)
+    result = run_scenario(SCENARIOS["gunicorn"], small(tmp_path, mode="server"))
     assert not result.ok
     assert "safe-rotating-server exited during start-up with status 3" in result.error
     assert not (tmp_path / "server.out").exists(), "no web server may have been started"
@@ -102,7 +111,7 @@ def test_the_stdlib_handler_loses_records_in_the_same_run(tmp_path: Path) -> Non
     result = None
     for attempt in range(3):
         config = small(tmp_path / str(attempt), handler="stdlib", max_bytes=2048)
-        result = ds.run_scenario(ds.SCENARIOS["gunicorn"], config)
+        result = run_scenario(SCENARIOS["gunicorn"], config)
         assert result.error == "", result.error
         assert result.verdict is not None
         if result.verdict.lost:
@@ -168,9 +177,9 @@ def test_the_exit_status_counts_the_stdlib_only_when_it_runs_alone(
     status: int,
 ) -> None:
     def fake(
-        scenario: ds.Scenario, config: ds.DjangoStressConfig, on_progress: object = None
-    ) -> ds.ScenarioResult:
-        result = ds.ScenarioResult(
+        scenario: Scenario, config: DjangoStressConfig, on_progress: object = None
+    ) -> ScenarioResult:
+        result = ScenarioResult(
             scenario.name, config.handler, config.mode, server_exit=0, log_server_exit=0
         )
         if config.handler == failing:
@@ -180,9 +189,9 @@ def test_the_exit_status_counts_the_stdlib_only_when_it_runs_alone(
             result.verdict = RequestVerdict(requests=1, per_request=0)
         return result
 
-    monkeypatch.setattr(ds, "run_scenario", fake)
+    monkeypatch.setattr(cli, "run_scenario", fake)
     argv = ["--scenarios", "gunicorn", "--handler", handler, "--dir", str(tmp_path)]
-    assert ds.main(argv) == status
+    assert cli.main(argv) == status
     printed = capsys.readouterr().out
     expected = "FAIL (expected: not process-safe)" if failing == "stdlib" else "FAIL"
     assert expected in printed
@@ -194,14 +203,14 @@ def test_the_default_runs_file_mode_then_server_mode_then_the_stdlib(
     runs: list[tuple[str, str, str]] = []
 
     def fake(
-        scenario: ds.Scenario, config: ds.DjangoStressConfig, on_progress: object = None
-    ) -> ds.ScenarioResult:
+        scenario: Scenario, config: DjangoStressConfig, on_progress: object = None
+    ) -> ScenarioResult:
         runs.append((scenario.name, config.handler, config.mode))
-        return ds.ScenarioResult(scenario.name, config.handler, config.mode, skipped="fake")
+        return ScenarioResult(scenario.name, config.handler, config.mode, skipped="fake")
 
-    monkeypatch.setattr(ds, "run_scenario", fake)
-    assert ds.main(["--dir", str(tmp_path)]) == 0
-    names = ds.DEFAULT_SCENARIOS
+    monkeypatch.setattr(cli, "run_scenario", fake)
+    assert cli.main(["--dir", str(tmp_path)]) == 0
+    names = DEFAULT_SCENARIOS
     assert names == ("gunicorn", "gunicorn-preload", "uwsgi")
     assert runs == [
         *[(n, "safe", "file") for n in names],
@@ -225,14 +234,14 @@ def test_the_default_runs_file_mode_then_server_mode_then_the_stdlib(
     ],
 )
 def test_the_plan_of_runs(handler: str, mode: str, runs: list[tuple[str, str]]) -> None:
-    assert ds.plan(handler, mode) == runs
+    assert cli.plan(handler, mode) == runs
 
 
 def test_a_missing_uwsgi_is_a_skip_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(ds, "find_uwsgi", lambda: None)
-    assert ds.main(["--scenarios", "uwsgi", "--handler", "safe", "--dir", str(tmp_path)]) == 0
+    monkeypatch.setattr(scenarios, "find_uwsgi", lambda: None)
+    assert cli.main(["--scenarios", "uwsgi", "--handler", "safe", "--dir", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "SKIPPED" in printed
     assert "uWSGI is not installed" in printed
@@ -246,7 +255,7 @@ def test_server_mode_needs_the_server_package(monkeypatch: pytest.MonkeyPatch) -
         lambda name, *a: None if name == "safe_rotating.server" else real(name, *a),
     )
     with pytest.raises(SystemExit, match=r"server mode needs safe_rotating\.server"):
-        ds.main(["--mode", "server", "--handler", "safe"])
+        cli.main(["--mode", "server", "--handler", "safe"])
 
 
 @pytest.mark.parametrize(
@@ -263,7 +272,7 @@ def test_bad_options_are_refused(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exc:
-        ds.main(argv)
+        cli.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
 

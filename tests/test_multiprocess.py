@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from safe_rotating import SafeRotatingFileHandler
-from safe_rotating.stress import StressConfig, run_stress
+from safe_rotating.stress.config import StressConfig
+from safe_rotating.stress.runner import run_stress
 from safe_rotating.verify import make_line, verify
 
 pytestmark = pytest.mark.multiprocess

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from safe_rotating import QueueOverflow, SafeRotatingFileHandler, SafeTimedRotatingFileHandler
-from safe_rotating.stress import StressConfig, run_stress
+from safe_rotating.stress.config import StressConfig
+from safe_rotating.stress.runner import run_stress
 from safe_rotating.verify import make_line, ordered_files, parse_line
 from tests.support import Recording
 from tests.test_fork_libc import FORKS

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating.stress import StressConfig, run_stress
+from safe_rotating.stress.config import StressConfig
+from safe_rotating.stress.runner import run_stress
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 

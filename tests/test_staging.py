@@ -175,11 +175,12 @@ def test_a_process_killed_at_any_step_is_completed_by_the_next(
 
 
 def _runs(directory: Path) -> dict[int, list[int]]:
-    from safe_rotating.verify import _read, parse_line
+    from safe_rotating._verify_files import read_file
+    from safe_rotating.verify import parse_line
 
     runs: dict[int, list[int]] = {}
     for name in ordered_files(str(directory), "app.log"):
-        for line in _read(str(directory / name)).splitlines():
+        for line in read_file(str(directory / name)).splitlines():
             parsed = parse_line(line)
             assert parsed is not None
             runs.setdefault(parsed[0], []).append(parsed[1])

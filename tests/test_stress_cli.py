@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating.stress import HANDLERS, StressConfig, main, run_stress
+from safe_rotating.stress import main
+from safe_rotating.stress.config import StressConfig
+from safe_rotating.stress.factories import HANDLERS
+from safe_rotating.stress.runner import run_stress
 
 pytestmark = pytest.mark.multiprocess
 

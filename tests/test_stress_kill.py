@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating.stress import Killed, StressConfig, StressResult, main
+from safe_rotating.stress import main
+from safe_rotating.stress.config import StressConfig
+from safe_rotating.stress.result import Killed, StressResult
 from safe_rotating.verify import Verdict, make_line, verify
 
 pytestmark = pytest.mark.multiprocess

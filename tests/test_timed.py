@@ -17,7 +17,8 @@ import pytest
 from safe_rotating import SafeTimedRotatingFileHandler
 from safe_rotating._engine.logfile import LogFile
 from safe_rotating._engine.schedule import Schedule
-from safe_rotating.stress import StressConfig, run_stress
+from safe_rotating.stress.config import StressConfig
+from safe_rotating.stress.runner import run_stress
 from safe_rotating.verify import ordered_files
 
 
