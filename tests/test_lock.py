@@ -73,6 +73,27 @@ def test_closing_while_holding_the_lock_frees_it_and_clears_the_holder(tmp_path:
     assert other.holder_pid() is None
 
 
+def test_a_release_that_locked_through_portalocker_still_excludes_this_one(
+    tmp_path: Path,
+) -> None:
+    """Release 0.1.0 took the lock through portalocker; during a rolling deploy an old
+    and a new process share the lock file. portalocker's default on POSIX is the same
+    ``flock``, so each sees the other's lock (portalocker comes with the dev extra's peers)."""
+    portalocker = pytest.importorskip("portalocker")
+    path = str(tmp_path / "l")
+    lock = SidecarLock(path)
+    lock.open()
+    with open(path, "rb+") as old:
+        portalocker.lock(old, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING)
+        with pytest.raises(LockTimeout):
+            lock.acquire(0.05)
+        portalocker.unlock(old)
+    assert lock.acquire(0.05)
+    with open(path, "rb+") as old, pytest.raises(portalocker.AlreadyLocked):
+        portalocker.lock(old, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING)
+    lock.release()
+
+
 def test_generation_is_shared_between_lock_objects(tmp_path: Path) -> None:
     first, second = SidecarLock(str(tmp_path / "l")), SidecarLock(str(tmp_path / "l"))
     first.open()

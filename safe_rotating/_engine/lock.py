@@ -1,4 +1,4 @@
-"""The inter-process rotation lock: an exclusive portalocker lock on a sidecar file.
+"""The inter-process rotation lock: an exclusive ``flock`` on a sidecar file.
 
 The file, as one process has it open (safely created, moved when replaced, fresh after a fork),
 is :class:`~safe_rotating._engine.sidecar.SidecarFile`; the table at its head, with its fields
@@ -11,12 +11,11 @@ and what the table's fields mean to the processes that share it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Final
-
-import portalocker
 
 from safe_rotating._common.forksafe import current_pid
 from safe_rotating._engine.locktable import TABLE_END, Field, Keeper, initialise
@@ -29,7 +28,7 @@ __all__ = ["SidecarLock", "path_names", "pid_alive", "process_running", "process
 RUNNING_HOLDER_PATIENCE = 5.0
 _FIRST_POLL = 0.0001  # seconds; doubled after each failed try ...
 _LONGEST_POLL = 0.005  # ... up to this, so a waiter notices a release within ~5 ms
-_FLAGS = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
+_FLAGS = fcntl.LOCK_EX | fcntl.LOCK_NB  # flock(2): one lock per open file description
 # Pids above this are no process (Linux's pid_max is at most 2**22; a C ``pid_t`` is 32 bits):
 # the table is writable by every process that may log, so it may hold any 64-bit number.
 _PID_MAX = 2**31 - 1
@@ -301,17 +300,17 @@ class SidecarLock(SidecarFile):
         announced = False
         while True:
             try:
-                portalocker.lock(self._fd, _FLAGS)
-            except portalocker.AlreadyLocked:
-                pass  # contention: somebody else holds it
-            except portalocker.LockException as exc:
+                fcntl.flock(self._fd, _FLAGS)
+            except BlockingIOError:
+                pass  # contention: somebody else holds it (EWOULDBLOCK)
+            except OSError as exc:
                 raise LockError(f"cannot lock {self.path!r}: {exc}") from exc
             else:
                 try:  # deleted or replaced: move to the file at the path, and lock that one
                     moved = not self.names_its_file() and self._move()
                 except BaseException:
-                    with contextlib.suppress(portalocker.LockException, OSError):
-                        portalocker.unlock(self._fd)
+                    with contextlib.suppress(OSError):
+                        fcntl.flock(self._fd, fcntl.LOCK_UN)
                     raise
                 if moved:
                     continue
@@ -363,6 +362,6 @@ class SidecarLock(SidecarFile):
         with contextlib.suppress(OSError):
             self._write_holder(0)
         try:
-            portalocker.unlock(self._fd)
-        except portalocker.LockException as exc:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        except OSError as exc:
             raise LockError(f"cannot unlock {self.path!r}: {exc}") from exc
