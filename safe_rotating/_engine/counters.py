@@ -22,6 +22,11 @@ class Counters:
         self.lock_waits = WaitHistogram()  # how long each rotation waited for the lock
         self.largest_overshoot = 0  # the most bytes past max_bytes seen in the current file
 
+    def overshoot(self, size: int, max_bytes: int) -> None:
+        """The current file was seen at ``size`` bytes: keep the most it went past the limit."""
+        if size - max_bytes > self.largest_overshoot:
+            self.largest_overshoot = size - max_bytes
+
     def stats(self) -> HandlerStats:
         """The engine's counters (``records``, ``bytes`` and the queue are the callers')."""
         return HandlerStats(

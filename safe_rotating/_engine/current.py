@@ -62,7 +62,7 @@ class CurrentFile:
     """The descriptor on the file at ``path``, what was written into it since the last check,
     and the generation it was opened at. ``newline`` starts a new line after a record cut short.
 
-    ``schedule``: a time-rotated file's shared schedule, read again at every open.
+    ``shared``: a time-rotated file's shared schedule, read again at every open.
     """
 
     def __init__(
@@ -75,7 +75,7 @@ class CurrentFile:
         policy: SizePolicy,
         backup_count: int,
         compression: Compression | None,
-        schedule: SharedSchedule | None,
+        shared: SharedSchedule | None,
         upkeep: Upkeep,
         counters: Counters,
         refusals: Refusals,
@@ -88,7 +88,7 @@ class CurrentFile:
         self._policy = policy
         self._backup_count = backup_count
         self._compression = compression
-        self._schedule = schedule
+        self._shared = shared
         self._upkeep = upkeep
         self._counters = counters
         self._refusals = refusals
@@ -119,7 +119,7 @@ class CurrentFile:
                 self.path,
                 self._policy,
                 self._backup_count,
-                self._schedule is not None,
+                self._shared is not None,
                 self._warnings,
             )
             self._upkeep.rotated = self._upkeep.janitor.needed  # catch up on work left by others
@@ -131,8 +131,8 @@ class CurrentFile:
                 "its table was re-created. Exclude '.*.lock' files from clean-up jobs",
             )
             generation = lock.read_generation()
-        if self._schedule is not None:
-            self._schedule.load()
+        if self._shared is not None:
+            self._shared.load()
         try:
             fd = self._opener.open(self.fd)
         except UnsafeFileError as exc:

@@ -158,7 +158,7 @@ class LogFile:
             policy=policy,
             backup_count=backup_count,
             compression=compression,
-            schedule=shared,
+            shared=shared,
             upkeep=upkeep,
             counters=counters,
             refusals=refusals,
@@ -258,9 +258,7 @@ class LogFile:
                 problem = rotator.write_again() or problem
         end = current.write(data, now)
         if policy.enabled and end >= policy.max_bytes:
-            counters = self._counters
-            if end - policy.max_bytes > counters.largest_overshoot:
-                counters.largest_overshoot = end - policy.max_bytes
+            self._counters.overshoot(end, policy.max_bytes)
             problem = rotator.try_rollover(1) or problem
         if self._refusals.unsafe and problem is None:  # one attribute look on the hot path
             problem = self._refusals.news()
@@ -312,9 +310,7 @@ class LogFile:
             # The true end now, not as of our last write: the batch is cut to the room that is
             # really left, so what others wrote meanwhile does not push a file far past the limit.
             current.end = os.fstat(current.fd).st_size
-            counters = self._counters
-            if current.end - policy.max_bytes > counters.largest_overshoot:
-                counters.largest_overshoot = current.end - policy.max_bytes
+            self._counters.overshoot(current.end, policy.max_bytes)
         # Unless the file still ends where our own last batch ended it (then with a newline).
         if current.end and current.end != current.own_end and not current.ends_a_line():
             current.glue = True  # the batch starts with a newline, if it goes to this file
@@ -385,9 +381,7 @@ class LogFile:
         end = current.write(data, ask_end=not last)
         current.own_end = end
         if end >= policy.max_bytes:
-            counters = self._counters
-            if end - policy.max_bytes > counters.largest_overshoot:
-                counters.largest_overshoot = end - policy.max_bytes
+            self._counters.overshoot(end, policy.max_bytes)
             problem = rotator.try_rollover(1) or problem
         return problem
 

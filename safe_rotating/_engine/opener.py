@@ -137,7 +137,7 @@ class PathOpener:
         it led to at the first open is opened again (never through the link itself, so swapping
         links in between gains nothing); and a pipe or device opened at the first open
         (``/dev/stdout``) is opened again while the path still leads to that very one.
-        Everything else goes through :mod:`._safefs` (osfiles): a regular file with one name only.
+        Everything else goes through :mod:`._safefs`: a regular file with one name only.
         Raises :class:`UnsafeFileError` for a link or anything but such a file at the path.
         ``held``: the descriptor this process has open on the file (-1: none).
         """
