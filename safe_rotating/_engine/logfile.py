@@ -297,6 +297,7 @@ class LogFile:
         if not policy.enabled:
             return self.append(b"".join(records), when)
         current = self._current
+        rotator = self._rotator
         refusals = self._refusals
         problem: Exception | None = None
         chunk: list[bytes] = []
@@ -318,12 +319,12 @@ class LogFile:
         if shared is not None:
             at = self._clock() if when is None else when
             if at >= shared.rollover_at:
-                problem = self._rotator.try_rollover(0, at)
+                problem = rotator.try_rollover(0, at)
         limit = policy.max_bytes
         most = most or limit
         total = sum(map(len, records))
         if total <= most and current.end + total <= limit:  # the usual case: no cut, no loop
-            problem = self._write_chunk(records, last=True) or problem
+            problem = rotator.write_part(records, last=True) or problem
             return problem or (refusals.news() if refusals.unsafe else None)
         for record in records:
             while True:
@@ -342,9 +343,9 @@ class LogFile:
                         record = Records(record[cut:])
                         if not record:
                             break
-                problem = self._write_chunk(chunk) or problem
+                problem = rotator.write_part(chunk) or problem
                 chunk, size = [], 0
-        problem = self._write_chunk(chunk) or problem
+        problem = rotator.write_part(chunk) or problem
         return problem or (refusals.news() if refusals.unsafe else None)
 
     def periods(
@@ -362,28 +363,6 @@ class LogFile:
                 start = index
         if start < len(records):
             yield records[start:], times[start]
-
-    def _write_chunk(self, chunk: Sequence[bytes], last: bool = False) -> Exception | None:
-        """Write ``chunk`` in one ``write``. ``last``: no other chunk of this batch follows, so
-        the end is not asked for (the next batch starts with an ``fstat``): the end we keep
-        is then a lower bound, enough to rotate a file we filled ourselves."""
-        data = b"".join(chunk)
-        policy = self._policy
-        current = self._current
-        rotator = self._rotator
-        problem: Exception | None = None
-        if current.rewrite:  # older records, from a file found removed since the batch began
-            problem = rotator.write_again()
-        if current.end + len(data) > policy.max_bytes:
-            problem = rotator.try_rollover(len(data)) or problem
-            if current.rewrite:
-                problem = rotator.write_again() or problem
-        end = current.write(data, ask_end=not last)
-        current.own_end = end
-        if end >= policy.max_bytes:
-            self._counters.overshoot(end, policy.max_bytes)
-            problem = rotator.try_rollover(1) or problem
-        return problem
 
     # -- control ---------------------------------------------------------------------------------
     def current_size(self) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -414,6 +414,29 @@ class Rotator:
         finally:
             if held:
                 self._lock.release()
+        return problem
+
+    def write_part(self, chunk: Sequence[bytes], last: bool = False) -> Exception | None:
+        """Write ``chunk``, a part of a batch cut to fit (see ``LogFile.append_batch``), in one
+        ``write``, rotating first if it does not fit and after it if it fills the file.
+        ``last``: no other chunk of this batch follows, so the end is not asked for (the next
+        batch starts with an ``fstat``): the end we keep is then a lower bound, enough to rotate
+        a file we filled ourselves."""
+        data = b"".join(chunk)
+        policy = self._policy
+        current = self._current
+        problem: Exception | None = None
+        if current.rewrite:  # older records, from a file found removed since the batch began
+            problem = self.write_again()
+        if current.end + len(data) > policy.max_bytes:
+            problem = self.try_rollover(len(data)) or problem
+            if current.rewrite:
+                problem = self.write_again() or problem
+        end = current.write(data, ask_end=not last)
+        current.own_end = end
+        if end >= policy.max_bytes:
+            self._counters.overshoot(end, policy.max_bytes)
+            problem = self.try_rollover(1) or problem
         return problem
 
     def do_rollover(self) -> None:
