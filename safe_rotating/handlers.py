@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from safe_rotating._common import validate as _options
 from safe_rotating._engine.compress import parse_compression
 from safe_rotating._engine.lock import SidecarLock
-from safe_rotating._engine.logfile import LogFile
+from safe_rotating._engine.logfile import LogFile, default_lock_path
 from safe_rotating._engine.plan import Retention
 from safe_rotating._engine.queued import Queue
 from safe_rotating._engine.schedule import Schedule
@@ -147,8 +147,7 @@ class _Facade(logging.handlers.BaseRotatingHandler):
         self.max_total_bytes = retention.max_total_bytes
         self._codec = codec
         self._errors_policy = errors_policy
-        lock_name = "." + os.path.basename(path) + ".lock"
-        self.lock_path = os.path.join(lock_dir or os.path.dirname(path), lock_name)
+        self.lock_path = default_lock_path(path, lock_dir)
         self._file = LogFile(
             path,
             max_bytes=max_bytes,

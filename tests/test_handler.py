@@ -164,7 +164,7 @@ def test_a_record_in_flight_into_a_removed_file_is_written_again(
     rotator = SafeRotatingFileHandler(path, maxBytes=10**6, backupCount=1)
 
     stalled = SafeRotatingFileHandler(path, maxBytes=10**6, backupCount=1)
-    engine = stalled._file
+    engine = stalled._file._current
     write_all = engine._write_all
     stall = [True]
 
