@@ -23,17 +23,19 @@ import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from safe_rotating._common import validate as _options
 from safe_rotating._engine.compress import parse_compression
 from safe_rotating._engine.lock import SidecarLock
 from safe_rotating._engine.logfile import LogFile, default_lock_path
 from safe_rotating._engine.plan import Retention
-from safe_rotating._engine.queued import Queue
 from safe_rotating._engine.schedule import Schedule
 from safe_rotating._engine.stats import HandlerStats
 from safe_rotating.exceptions import RecordsLost, SafeRotatingWarning
+
+if TYPE_CHECKING:
+    from safe_rotating._engine.queued import Queue
 
 __all__ = ["HandlerStats", "SafeRotatingFileHandler", "SafeTimedRotatingFileHandler"]
 
@@ -174,6 +176,8 @@ class _Facade(logging.handlers.BaseRotatingHandler):
         self.queue_size = capacity
         self.on_full = on_full
         self.block_timeout = waiting
+        if enqueue:  # the writer thread and its queue load only for queued mode
+            from safe_rotating._engine.queued import Queue
         self._queue = (
             Queue(
                 self._file,
