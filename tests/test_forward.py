@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from safe_rotating._net.syslog import SyslogFramer, format_rfc5424, octet_frame, parse
-from safe_rotating.server.config import ConfigError, ServerConfig, build, load_toml
+from safe_rotating.server.config import ConfigError, ServerConfig
 from safe_rotating.server.forward import Forwarding
+from safe_rotating.server.settings import build, load_toml
 
 from .logserver import NativeClient, eventually, run_server
 from .servers import free_port

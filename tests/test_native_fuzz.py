@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from safe_rotating._net.escape import CONTINUATION
 from safe_rotating._net.wire import FrameError, FrameReader, ProtocolError, decode, encode
-from safe_rotating.server.config import build
 from safe_rotating.server.metrics import Stats
+from safe_rotating.server.settings import build
 from safe_rotating.server.state import Journal
 from safe_rotating.server.writer import Writer, sane_created
 

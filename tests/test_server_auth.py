@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from safe_rotating.server.config import ConfigError, build, untokened_gap
-from safe_rotating.server.connections import shown_host
+from safe_rotating.server.config import ConfigError, untokened_gap
+from safe_rotating.server.peers import shown_host
+from safe_rotating.server.settings import build
 
 from .logserver import LogServer, NativeClient, run_server, stock_frame
 from .neighbour import SharedDir

@@ -38,8 +38,10 @@ from pathlib import Path
 import pytest
 
 from safe_rotating._net.wire import encode, frame
-from safe_rotating.server.app import Server, bind_unix
-from safe_rotating.server.config import ConfigError, build
+from safe_rotating.server.app import Server
+from safe_rotating.server.config import ConfigError
+from safe_rotating.server.listeners import bind_unix
+from safe_rotating.server.settings import build
 
 from .logserver import (
     LogServer,

@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 
+from safe_rotating._net.address import is_loopback
 from safe_rotating.server.app import Server
-from safe_rotating.server.config import ConfigError, build, parse_address
-from safe_rotating.server.connections import LogConnection, Refused, is_loopback
+from safe_rotating.server.config import ConfigError
+from safe_rotating.server.connections import LogConnection
+from safe_rotating.server.context import Refused
 from safe_rotating.server.metrics import Stats, render
+from safe_rotating.server.settings import build, parse_address
 from safe_rotating.server.state import Journal
 from safe_rotating.server.workqueue import Work, WorkQueue
 
@@ -72,7 +75,7 @@ def test_settings_are_checked(tmp_path: Path) -> None:
 
 
 def test_described_settings_read_back(tmp_path: Path) -> None:
-    from safe_rotating.server.config import load_toml
+    from safe_rotating.server.settings import load_toml
 
     log_file = str(tmp_path / "app.log")
     config = build(

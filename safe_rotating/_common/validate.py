@@ -79,15 +79,35 @@ def check_errors(errors: Any) -> str:
     return errors
 
 
-def check_timeout(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    if not (value > 0 and math.isfinite(value)):
+def check_timeout(name: str, value: Any, *, text: bool = False) -> float:
+    """A timeout or period in seconds: a number more than 0 and finite (infinity would mean
+    waiting forever for one stuck peer or process). With ``text`` (settings read from a
+    command line or a configuration file), also the same number written as a string, such
+    as ``"30"`` or ``"0.5"``; never with a unit (``"5s"``), which durations do not take.
+
+    ``TypeError``: not a number of seconds; ``ValueError``: a number, but not more than 0 and
+    finite. Both messages name the argument and quote the value."""
+    if isinstance(value, str) and text:
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise TypeError(
+                f"{name} must be a number of seconds such as 30 or 0.5 (without a unit), "
+                f"got {value!r}"
+            ) from None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"{name} must be a number of seconds, got {type(value).__name__}: {value!r}"
+        )
+    else:
+        seconds = float(value)
+    if not (seconds > 0 and math.isfinite(seconds)):
         raise ValueError(
             f"{name} must be a positive, finite number of seconds, got {value!r} "
-            "(waiting forever would let one stuck process freeze every writer)"
+            "(more than 0, and finite: waiting forever would let one stuck peer or process "
+            "hold everything up)"
         )
-    return float(value)
+    return seconds
 
 
 def check_directory(name: str, value: Any) -> str | None:

@@ -15,9 +15,8 @@ from safe_rotating.server.config import (
     DEFAULT_LISTEN,
     ConfigError,
     ServerConfig,
-    build,
-    load_toml,
 )
+from safe_rotating.server.settings import build, load_toml
 
 __all__ = ["main", "parser"]
 

@@ -1,136 +1,40 @@
-"""One task per TCP or Unix connection: read frames or syslog messages, queue their records.
+"""A ``--listen`` connection: the native protocol (hello, batches, acks) or a stock
+``SocketHandler``'s pickles, chosen by the first byte of the first frame.
 
-An idle connection is a task waiting on its socket: no timer per connection. Once the first byte
-of a frame (or of a syslog message) has arrived, the rest must arrive within ``--read-timeout``, so
-a peer that stops mid-frame — slowly trickling bytes or dead — is closed, not waited for. One
-sweep of the server (:meth:`_Connection.check`, about once a second) closes a connection whose
-first frame is not complete ``--hello-timeout`` after it connected, and one that has been idle,
-owed no ack, for ``--idle-timeout`` (a native client is told ``bye`` first: that is not an error;
-stock-pickle and syslog senders cannot be told, so theirs only while connections are scarce).
-Idle means sending no records: a frame that carries none (an empty batch, a batch the journal
-shows was written already) does not keep a connection open. And when ``--max-connections`` are
-open, a new connection takes the place of the one idle the longest (:meth:`_Connection.quiet_for`).
-
-Every connection also counts the bytes of the frame it is receiving, until that frame's records
-are in the queue, against one budget shared by all (``--frame-memory``): past it, the connection
-holding the most is closed. So memory is bounded however many connections there are, whether
-their frames are half-sent or complete and waiting for room in a full queue, and a peer hoarding
-half-sent frames loses them first. A frame is decoded only once it is its turn to be queued
-(``Server.admission``): decoded records take several times the bytes of their frame, so while
-the queue is full one frame waits decoded and the others wait as the bytes the budget counts.
-
-Anything a peer does wrong closes that connection only, with the reason logged and counted under
-``refused_frames_total{reason}``; a native client is told why in an ``error`` frame first.
+The native dialect is described in docs/protocol.md: a hello answered by a welcome, batches of
+records (protocol 1) or of lines the client rendered (protocol 2), acknowledged once written,
+at most one ack per :data:`ACK_EVERY`. What every connection shares (timeouts, the frame budget,
+refusing and closing) is :class:`safe_rotating.server.stream.StreamConnection`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
-import socket
-import struct
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from collections.abc import Callable
+from typing import Any, Final
 
 from safe_rotating import _version
 from safe_rotating._net.pickles import decode_pickle
 from safe_rotating._net.rendered import MAGIC, parse_batch
-from safe_rotating._net.syslog import SyslogFramer
-from safe_rotating._net.syslog import parse as parse_syslog
-from safe_rotating._net.wire import LENGTH, ProtocolError, decode, encode
-from safe_rotating.server.config import peer_address
+from safe_rotating._net.wire import LENGTH, decode, encode
+from safe_rotating.server.context import Refused, ServerContext
+from safe_rotating.server.peers import shown_host
 from safe_rotating.server.state import CLIENT_ID, journal_key, peer_origin
+from safe_rotating.server.stream import StreamConnection
 from safe_rotating.server.workqueue import Work
 from safe_rotating.server.writer import Rendered
 
-if TYPE_CHECKING:
-    from safe_rotating.server.app import Server
-
-__all__ = [
-    "LogConnection",
-    "Refused",
-    "SyslogConnection",
-    "is_loopback",
-    "peer_host",
-    "peer_key",
-    "peer_uid",
-    "shown_host",
-]
-
-_T = TypeVar("_T")
+__all__ = ["ACK_EVERY", "SERVER_NAME", "LogConnection"]
 
 _NATIVE: Final = 0x7B  # "{"
 # A pickle: PROTO (protocol 2+) or EMPTY_DICT, the first opcode of the protocol 1 pickles the
 # standard library's SocketHandler sends.
 _PICKLE: Final = (0x80, 0x7D)
-_CHUNK: Final = 64 * 1024
 _MAX_NAME: Final = 255
 _ACK_BACKLOG: Final = 1024 * 1024  # bytes of unread acks before a client is dropped
-_CRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid
-# A connection that queued records less than this long ago (or connected less than this long
-# ago) is never evicted to make room for a new one: a client gets time to say hello and send.
-EVICT_QUIET: Final = 1.0
 SERVER_NAME: Final = f"safe-rotating-server {_version.__version__}"
-
-
-def is_loopback(peer: Any) -> bool:
-    """Is ``peer`` (a ``getpeername()`` result) this machine? Unix sockets are."""
-    if not isinstance(peer, tuple) or not peer:
-        return True  # AF_UNIX: a path or an empty name
-    address = peer_address(peer)
-    return address is not None and address.is_loopback
-
-
-def peer_host(peer: Any, hostname: str) -> str:
-    """What a record from ``peer`` shows as its host: this host's name for local peers."""
-    if is_loopback(peer):
-        return hostname
-    return str(peer[0])
-
-
-def shown_host(claimed: str, peer: Any, hostname: str, marked: bool) -> str:
-    """The host a record shows, given the name its sender ``claimed`` (a hello's ``host``, a
-    syslog HOSTNAME). A claim is not proof: with a token (``marked``) a server promises that
-    records are attributable, so the claim of a peer on another machine is shown with the
-    address it really came from, ``web-3@10.0.0.5`` (just the address if it claimed that).
-    Local peers keep their claim: they are on this machine either way."""
-    actual = peer_host(peer, hostname)
-    if not marked or claimed == actual or is_loopback(peer):
-        return claimed
-    return f"{claimed}@{actual}"
-
-
-def peer_uid(writer: asyncio.StreamWriter) -> int | None:
-    """The uid of the process at the other end of a Unix socket (``SO_PEERCRED``, Linux);
-    ``None`` over TCP or where the system has no such option."""
-    option = getattr(socket, "SO_PEERCRED", None)
-    sock = writer.get_extra_info("socket")
-    if option is None or sock is None or sock.family != socket.AF_UNIX:
-        return None
-    try:
-        _, uid, _ = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _CRED.size))
-    except (OSError, struct.error):
-        return None
-    return int(uid)
-
-
-def peer_key(peer: Any, uid: int | None) -> str | None:
-    """Who a connection counts against for ``--max-connections-per-peer``: its uid on a Unix
-    socket, its address over TCP (IPv6: its /64, which one machine usually owns whole), and
-    nobody for loopback TCP — every local user shares 127.0.0.1, so a cap there would let one
-    lock out the others; the hello and idle timeouts cover it."""
-    if not isinstance(peer, tuple) or not peer:
-        return None if uid is None else f"uid {uid}"
-    address = peer_address(peer)
-    if address is None:
-        return str(peer[0])
-    if address.is_loopback:
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
 
 
 def _text(value: Any, default: str = "-") -> str:
@@ -139,222 +43,6 @@ def _text(value: Any, default: str = "-") -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return default
-
-
-class Refused(Exception):
-    """Close the connection: ``reason`` is counted, ``detail`` logged (and told a native peer)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-
-
-class _Connection:
-    """What every stream connection shares: its peer, its task, refusing and closing."""
-
-    kind = "connection"
-
-    def __init__(
-        self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.peer = writer.get_extra_info("peername")
-        self.secure = writer.get_extra_info("sslcontext") is not None
-        self.local = is_loopback(self.peer)
-        self.host = peer_host(self.peer, server.hostname)
-        self.uid = peer_uid(writer)
-        self.key = peer_key(self.peer, self.uid)  # for --max-connections-per-peer
-        self.idle = True  # waiting for the first byte of a frame: nothing buffered
-        self.accepted = time.monotonic()
-        # When it last queued records or had them acknowledged: frames without records (an
-        # empty batch, a batch already written) are not activity, or a peer could hold its
-        # connection forever with an empty batch a second (see check and quiet_for).
-        self.active_at = self.accepted
-        self.greeted = False  # its first frame is complete: the hello timeout is over
-        self.frame_since: float | None = None  # a frame's first byte came then (the sweep's clock)
-        self.unacked = 0  # batches queued and not acknowledged yet: not idle
-        self.held = 0  # bytes of an unfinished frame, counted in server.frame_bytes
-        self.ended: str | None = None  # closed from outside its task, for this reason
-        self.task: asyncio.Task[None] | None = None
-
-    async def before(self, deadline: float, read: Awaitable[_T]) -> _T:
-        """``await read``, or ``asyncio.TimeoutError`` once the loop's clock passes ``deadline``.
-
-        A timer that cancels this task, rather than ``asyncio.wait_for``: no task is created per
-        frame, which matters for the stock handler's one record per frame.
-        """
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        timer = loop.call_at(deadline, expire)
-        try:
-            return await read
-        except asyncio.CancelledError:
-            if not expired:
-                raise  # the shutdown, not the deadline
-            if hasattr(task, "uncancel"):  # 3.11+: this cancellation is handled here
-                task.uncancel()
-            raise asyncio.TimeoutError from None
-        finally:
-            timer.cancel()
-
-    def describe(self) -> str:
-        if isinstance(self.peer, tuple) and len(self.peer) >= 2:
-            return f"{self.kind} from {self.peer[0]}:{self.peer[1]}"
-        if self.uid is not None:
-            return f"{self.kind} on a Unix socket (uid {self.uid})"
-        return f"{self.kind} on a Unix socket"
-
-    def may_skip_token(self) -> bool:
-        """May this peer send records without the token (syslog, a stock pickle)? Yes without
-        a token; with one, if ``--allow-untokened`` names it, or its TLS client certificate was
-        verified (``--tls-client-ca``)."""
-        config = self.server.config
-        if config.allows_untokened(self.peer, self.uid):
-            return True
-        return self.secure and config.tls_client_ca is not None
-
-    async def run(self) -> None:
-        server = self.server
-        try:
-            await self.serve()
-        except asyncio.CancelledError:
-            if self.ended is None and not server.stopping:
-                raise
-        except Exception as exc:
-            if self.ended is None:  # else already closed and counted by whoever ended it
-                self.failed(exc)
-        finally:
-            server.release_frame_bytes(self)
-            if not server.stopping:
-                self.close()
-
-    def failed(self, exc: Exception) -> None:
-        """Close after ``exc`` ended :meth:`serve`, with the reason counted and logged."""
-        server = self.server
-        if isinstance(exc, Refused | ProtocolError):
-            self.refuse(exc.reason, exc.detail)
-        elif isinstance(exc, asyncio.IncompleteReadError):
-            if exc.partial or not self.idle:
-                self.refuse("truncated frame", "the connection closed in the middle of a frame")
-        elif isinstance(exc, asyncio.TimeoutError):  # before OSError: a subclass on 3.11+
-            self.refuse(
-                "read timeout",
-                f"no complete frame within {server.config.read_timeout:g}s of its first byte",
-            )
-        elif isinstance(exc, ConnectionError | OSError):
-            server.log.debug("%s: %s", self.describe(), exc)
-        else:  # a bug must cost one connection, never the server, nor a traceback per peer
-            server.internal_error(self.describe(), exc)
-
-    def check(self, now: float) -> None:
-        """The server's sweep: close this connection if a frame is unfinished ``--read-timeout``
-        after its first byte ("read timeout"), if its first frame is overdue (counted as
-        refused, "hello timeout"), or if it has been idle for ``--idle-timeout`` with no ack
-        owed (counted under ``connections_closed_total{reason="idle"}``, not logged).
-
-        Only a native client is told ``bye`` and comes back without losing a record. A stock
-        ``SocketHandler`` or a syslog sender writes its next record into the closed socket and
-        loses it (the stdlib's handler even two), so their idle connections are closed only when
-        the server is crowded (:meth:`Server.crowded`): then the slot matters more."""
-        config = self.server.config
-        if self.frame_since is not None and now - self.frame_since >= config.read_timeout:
-            self.end(
-                "read timeout",
-                f"no complete frame within {config.read_timeout:g}s of its first byte",
-            )
-        elif not self.greeted:
-            if now - self.accepted >= config.hello_timeout:
-                self.end(
-                    "hello timeout",
-                    f"no complete first frame within {config.hello_timeout:g}s of connecting "
-                    "(--hello-timeout)",
-                )
-        elif (
-            self.idle
-            and not self.unacked
-            and now - self.active_at >= config.idle_timeout
-            and (self.says_bye() or self.server.crowded(self.key))
-        ):
-            self.rest("idle", f"idle for {config.idle_timeout:g}s (--idle-timeout)")
-
-    def quiet_for(self, now: float) -> float | None:
-        """Seconds this connection has sent no records, if it may be closed to make room for a
-        new connection at ``--max-connections`` (:meth:`Server.make_room`); else ``None``.
-
-        Never while it has work under way — part of a frame received, an ack owed — nor within
-        ``EVICT_QUIET`` of its last records or of connecting. A native client is told ``bye``
-        and comes back when it has records, losing none; a connection that has sent nothing
-        loses nothing either. A stock ``SocketHandler`` or a syslog sender cannot be told and
-        would lose its next record, so it is closed only once idle for ``--idle-timeout``, as
-        the sweep closes it anyway when connections are scarce."""
-        if self.ended is not None or not self.idle or self.unacked:
-            return None
-        quiet = now - self.active_at
-        if quiet < EVICT_QUIET:
-            return None
-        if self.says_bye() or not self.greeted or quiet >= self.server.config.idle_timeout:
-            return quiet
-        return None
-
-    def says_bye(self) -> bool:
-        """Can this dialect tell its peer that an idle close is not a failure?"""
-        return False
-
-    def rest(self, label: str, reason: str) -> None:
-        """Close an idle connection (``label``: "idle", or "evicted" to make room for a new
-        one): not a refusal, and a native client is told so (``bye``) and comes back when it
-        has records. Counted under connections_closed_total{reason=label}."""
-        if self.ended is not None or self.server.stopping:
-            return
-        self.ended = label
-        self.server.stats.closed[label] += 1
-        self.say_bye(reason)
-        self.close()
-        self._cancel()
-
-    def end(self, reason: str, detail: str) -> None:
-        """Refuse this connection from outside its own task (the sweep, the frame budget):
-        counted and logged under ``reason``, its frame's bytes given back at once."""
-        if self.ended is not None or self.server.stopping:
-            return
-        self.ended = reason
-        self.server.release_frame_bytes(self)
-        self.refuse(reason, detail)
-        self._cancel()
-
-    def _cancel(self) -> None:
-        if self.task is not None and self.task is not asyncio.current_task():
-            self.task.cancel()
-
-    async def serve(self) -> None:
-        raise NotImplementedError
-
-    def refuse(self, reason: str, detail: str) -> None:
-        self.server.stats.refused[reason] += 1
-        self.server.note(reason, f"refused {self.describe()}: {detail}")
-        self.tell_error(detail)
-        self.close()
-
-    def tell_error(self, detail: str) -> None:
-        """Say why before closing (only the native dialect has a way to)."""
-
-    def say_bye(self, reason: str) -> None:
-        """Say that an idle close is not a failure (only the native dialect has a way to)."""
-
-    def close(self) -> None:
-        if not self.writer.is_closing():
-            self.writer.close()
 
 
 # Acks of one connection are at least this far apart (seconds); one covers every batch before.
@@ -367,13 +55,13 @@ def _ack_frame(seq: int) -> bytes:
     return LENGTH.pack(len(payload)) + payload
 
 
-class LogConnection(_Connection):
+class LogConnection(StreamConnection):
     """A ``--listen`` connection: native frames, or a stock ``SocketHandler``'s pickles."""
 
     kind = "log connection"
 
     def __init__(
-        self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, server: ServerContext, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         super().__init__(server, reader, writer)
         self.dialect: str | None = None
@@ -625,64 +313,3 @@ class LogConnection(_Connection):
         await server.queue.put(work)
         if active:
             self.active_at = time.monotonic()
-
-
-class SyslogConnection(_Connection):
-    """A ``--syslog-tcp`` connection: RFC 6587 framing, detected per connection."""
-
-    kind = "syslog connection"
-
-    async def serve(self) -> None:
-        server = self.server
-        if not self.may_skip_token():
-            raise Refused(
-                "untokened peer",
-                "syslog from a peer that --allow-untokened does not name (the server has a token)",
-            )
-        framer = SyslogFramer(server.config.max_frame)
-        started = 0.0  # when the pending, unfinished message began
-        loop = asyncio.get_running_loop()
-        while True:
-            self.idle = framer.pending == 0
-            if self.idle:
-                data = await self.reader.read(_CHUNK)  # no timer while nothing is pending
-            else:
-                # One deadline for the whole message: trickling bytes does not extend it.
-                deadline = started + server.config.read_timeout
-                data = await self.before(deadline, self.reader.read(_CHUNK))
-            if not data:
-                rest = framer.rest()
-                if rest is not None:
-                    self.idle = False
-                    await self._queue([rest])
-                self.idle = True
-                return
-            framer.feed(data)
-            messages = list(framer.messages())
-            # Messages not queued yet and an unfinished one count against --frame-memory.
-            server.release_frame_bytes(self)
-            waiting = framer.pending + sum(len(m) for m in messages)
-            if waiting:
-                server.hold_frame_bytes(self, waiting)
-            if framer.pending and (self.idle or messages):
-                started = loop.time()  # a new message began in this read
-            if messages:
-                self.greeted = True
-                self.idle = False  # records under way: neither idle-closed nor evicted now
-                await self._queue(messages)
-                server.release_frame_bytes(self)
-                if framer.pending:
-                    server.hold_frame_bytes(self, framer.pending)
-
-    async def _queue(self, messages: list[bytes]) -> None:
-        async with self.server.admission:  # parsed only when the queue can take them
-            now = time.time()
-            records = [parse_syslog(m, now).to_record(now, self.host) for m in messages]
-            if self.server.config.token is not None and not self.local:
-                for record in records:
-                    record["host"] = shown_host(
-                        record["host"], self.peer, self.server.hostname, True
-                    )
-            self.server.stats.received += len(records)
-            await self.server.queue.put(Work(records, sum(len(m) for m in messages), source=self))
-        self.active_at = time.monotonic()

@@ -45,9 +45,11 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Final
 
+from safe_rotating._net.address import Address
 from safe_rotating._net.syslog import format_rfc5424, octet_frame
-from safe_rotating.server.config import Address, ServerConfig
-from safe_rotating.server.metrics import PREFIX
+from safe_rotating._net.tls import client_context
+from safe_rotating.server.config import ServerConfig
+from safe_rotating.server.prometheus import family, label
 
 __all__ = ["QUEUE_BYTES", "Forwarding", "Target"]
 
@@ -385,7 +387,7 @@ class Forwarding:
     def start(self) -> None:
         """Start the formatting task and one task per relay (raises ``OSError`` for a bad CA)."""
         if self.config.forward_tls:
-            context = ssl.create_default_context(cafile=self.config.forward_ca)
+            context = client_context(self.config.forward_ca)
             for target in self.targets:
                 target.context = context
         loop = asyncio.get_running_loop()
@@ -461,45 +463,39 @@ class Forwarding:
         """The forwarding samples of ``/metrics``, in the Prometheus text format."""
         out: list[str] = []
 
-        def family(name: str, kind: str, help_text: str, samples: list[tuple[str, int]]) -> None:
-            out.append(f"# HELP {PREFIX}{name} {help_text}")
-            out.append(f"# TYPE {PREFIX}{name} {kind}")
-            out.extend(f"{PREFIX}{name}{{{labels}}} {value}" for labels, value in samples)
+        def relays(name: str, kind: str, help_text: str, samples: list[tuple[str, int]]) -> None:
+            out.extend(family(name, kind, help_text, [(f"{{{s}}}", n) for s, n in samples]))
 
         def relay(target: Target) -> str:
-            return f'target="{_escape(target.name)}"'
+            return f'target="{label(target.name)}"'
 
         targets = self.targets
-        family(
+        relays(
             "forwarded_total",
             "counter",
             "Records written to the connection to a --forward relay.",
             [(relay(t), t.forwarded) for t in targets],
         )
-        family(
+        relays(
             "forward_dropped_total",
             "counter",
             "Records not forwarded to a relay, by reason (queue full, not sent at shutdown).",
             [
-                (f'{relay(t)},reason="{_escape(reason)}"', count)
+                (f'{relay(t)},reason="{label(reason)}"', count)
                 for t in targets
                 for reason, count in sorted(t.dropped.items())
             ],
         )
-        family(
+        relays(
             "forward_connected",
             "gauge",
             "1 while connected to the relay, else 0.",
             [(relay(t), int(t.connected)) for t in targets],
         )
-        family(
+        relays(
             "forward_queue_depth",
             "gauge",
             "Records waiting to be sent to the relay.",
             [(relay(t), len(t.queue)) for t in targets],
         )
         return "\n".join(out) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

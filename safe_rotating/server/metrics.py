@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from safe_rotating._engine.stats import HandlerStats
+from safe_rotating.server.prometheus import family, label
 
 __all__ = ["Stats", "render", "serve_metrics"]
 
-PREFIX = "safe_rotating_server_"
 _MAX_REQUEST = 8192
 _REQUEST_TIMEOUT = 5.0
 
@@ -51,10 +51,6 @@ class Stats:
         return sum(self.dropped.values())
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def render(
     stats: Stats,
     queue_depth: int,
@@ -68,15 +64,13 @@ def render(
     out: list[str] = []
 
     def metric(name: str, kind: str, help_text: str, samples: Sequence[tuple[str, float]]) -> None:
-        out.append(f"# HELP {PREFIX}{name} {help_text}")
-        out.append(f"# TYPE {PREFIX}{name} {kind}")
-        out.extend(f"{PREFIX}{name}{labels} {value}" for labels, value in samples)
+        out.extend(family(name, kind, help_text, samples))
 
     def counter(name: str, help_text: str, value: int) -> None:
         metric(name, "counter", help_text, [("", value)])
 
     def by_reason(name: str, help_text: str, counts: Counter[str]) -> None:
-        samples = [(f'{{reason="{_label(r)}"}}', n) for r, n in sorted(counts.items())]
+        samples = [(f'{{reason="{label(r)}"}}', n) for r, n in sorted(counts.items())]
         metric(name, "counter", help_text, samples)
 
     counter("received_total", "Records received on any listener.", stats.received)
@@ -133,7 +127,7 @@ def _render_files(
     def per_file(
         name: str, kind: str, help_text: str, value: Callable[[HandlerStats], float]
     ) -> None:
-        metric(name, kind, help_text, [(f'{{file="{_label(p)}"}}', value(s)) for p, s in items])
+        metric(name, kind, help_text, [(f'{{file="{label(p)}"}}', value(s)) for p, s in items])
 
     per_file(
         "rotations_seen_total",
@@ -149,14 +143,14 @@ def _render_files(
     )
     samples: list[tuple[str, float]] = []
     for path, s in items:
-        label = f'file="{_label(path)}"'
+        where = f'file="{label(path)}"'
         waits = s.lock_waits
         samples += [
-            (f'{{{label},quantile="0.5"}}', waits.p50),
-            (f'{{{label},quantile="0.99"}}', waits.p99),
-            (f'{{{label},quantile="1"}}', waits.longest),
+            (f'{{{where},quantile="0.5"}}', waits.p50),
+            (f'{{{where},quantile="0.99"}}', waits.p99),
+            (f'{{{where},quantile="1"}}', waits.longest),
         ]
-        samples += [(f"_sum{{{label}}}", waits.total), (f"_count{{{label}}}", waits.count)]
+        samples += [(f"_sum{{{where}}}", waits.total), (f"_count{{{where}}}", waits.count)]
     metric(
         "lock_wait_seconds",
         "summary",

@@ -53,8 +53,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from safe_rotating._common import osfiles as _safefs
+from safe_rotating._net.address import peer_ip
 from safe_rotating.exceptions import UnsafeFileError
-from safe_rotating.server.config import peer_address
 
 __all__ = [
     "CLIENT_ID",
@@ -91,7 +91,7 @@ def peer_origin(peer: Any, sock: Any) -> str:
                 )
                 return f"uid{uid}"
         return "unix"
-    address = peer_address(peer)
+    address = peer_ip(peer)
     if address is None:
         return "unknown"
     if address.is_loopback:
