@@ -22,10 +22,10 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from safe_rotating._common import validate as _options
+from safe_rotating._common.episode import Episode
 from safe_rotating._engine.compress import parse_compression
 from safe_rotating._engine.lock import SidecarLock
 from safe_rotating._engine.logfile import LogFile, default_lock_path
@@ -73,22 +73,13 @@ def _warn(message: str) -> None:
         sys.stderr.write(f"safe_rotating: {message}\n")
 
 
-@dataclass
-class _Episode:
-    """A run of records that could not be written, reported once at its start and its end."""
-
-    started: float
-    first_error: str
-    count: int = 1
-
-
 class _Facade(logging.handlers.BaseRotatingHandler):
     """What both handlers share: the engine behind ``emit``, reporting, ``flush``, ``close``."""
 
     _file: LogFile
     _codec: str
     _errors_policy: str
-    _failure: _Episode | None
+    _failure: Episode | None
     _queue: Queue | None
     _put: Callable[[bytes, float], None] | None
 
@@ -296,7 +287,7 @@ class _Facade(logging.handlers.BaseRotatingHandler):
         if episode is not None:
             episode.count += count
             return
-        self._failure = _Episode(_monotonic(), str(exc), count)
+        self._failure = Episode(_monotonic(), str(exc), count)
         note = "later failures are counted and reported once, when writing works again"
         if isinstance(exc, OSError):
             told: Exception = type(exc)(exc.errno, f"{exc.strerror or exc}; {note}")

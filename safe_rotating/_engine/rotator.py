@@ -19,9 +19,9 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 
+from safe_rotating._common.episode import Episode
 from safe_rotating._common.oserror import explain as _explain
 from safe_rotating._engine.counters import Counters
 from safe_rotating._engine.current import CurrentFile
@@ -52,15 +52,6 @@ _REMIND_EVERY = 60.0  # seconds between reminders while rotation keeps failing
 # delays rotation quietly for this long before it is reported; writers never wait for it.
 _SLOW_HOLDER_GRACE = 5.0
 _monotonic = time.monotonic
-
-
-@dataclass
-class _RotationTrouble:
-    """A run of failed rotations (stuck lock holder, failing rename): records are still written."""
-
-    started: float
-    attempts: int = 1
-    reported: float = 0.0
 
 
 class NumberedBackups:
@@ -221,7 +212,8 @@ class Rotator:
         self._upkeep = upkeep
         self._counters = counters
         self._refusals = refusals
-        self._trouble: _RotationTrouble | None = None
+        # A run of failed rotations (stuck lock holder, failing rename): records are still written.
+        self._trouble: Episode | None = None
 
     def _rotate_locked(self, move: Callable[[], None] | None = None) -> None:
         """Move the current file into the backup set (``move``: a time rotation's own, with its
@@ -256,9 +248,9 @@ class Rotator:
                     current.open()
             now = _monotonic()
             if trouble is None:
-                trouble = self._trouble = _RotationTrouble(now)
+                trouble = self._trouble = Episode(now)
             else:
-                trouble.attempts += 1
+                trouble.count += 1
             if trouble.reported:
                 if now - trouble.reported < _REMIND_EVERY:
                     return None  # reported already; the record is kept anyway
@@ -274,9 +266,9 @@ class Rotator:
             except OSError:
                 size = current.end
             failing = (
-                "" if trouble.attempts == 1
+                "" if trouble.count == 1
                 else f" Rotation has failed for {now - trouble.started:.0f}s "
-                f"({trouble.attempts} attempts)."
+                f"({trouble.count} attempts)."
             )  # fmt: skip
             failure = RotationError(
                 f"could not rotate {self.path!r}: {exc}.{failing} Records keep going to "

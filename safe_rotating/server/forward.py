@@ -42,9 +42,9 @@ import socket
 import ssl
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
 from typing import Any, Final
 
+from safe_rotating._common.episode import Episode
 from safe_rotating._net.address import Address
 from safe_rotating._net.syslog import format_rfc5424, octet_frame
 from safe_rotating._net.tls import client_context
@@ -110,13 +110,6 @@ class _Link(asyncio.Protocol):
         return str(self.error) if self.error is not None else "closed by the relay"
 
 
-@dataclass
-class _Outage:
-    started: float
-    first_error: str
-    attempts: int = 0
-
-
 class Target:
     """One relay: its bounded queue of framed messages, its connection and its counters."""
 
@@ -146,7 +139,7 @@ class Target:
         self._wake = asyncio.Event()  # records queued, or the connection lost
         self._stopping = asyncio.Event()  # shutdown began: cut a backoff short
         self._link: _Link | None = None
-        self._outage: _Outage | None = None
+        self._outage: Episode | None = None
         self._ever_connected = False
         self._dropping = 0  # records dropped in the current episode
         self._dropping_since = 0.0
@@ -259,7 +252,7 @@ class Target:
                 self.name,
                 time.monotonic() - outage.started,
                 outage.first_error,
-                outage.attempts,
+                outage.count,
                 len(self.queue),
             )
         elif not self._ever_connected:
@@ -269,7 +262,7 @@ class Target:
 
     def _failed(self, error: str) -> None:
         if self._outage is None:
-            self._outage = _Outage(time.monotonic(), f"cannot connect: {error}")
+            self._outage = Episode(time.monotonic(), f"cannot connect: {error}", count=0)
             self.log.warning(
                 "forward to %s: cannot connect: %s; keeping up to %d records for it and retrying "
                 "(reported again once connected)",
@@ -278,7 +271,7 @@ class Target:
                 self.max_records,
             )
         else:
-            self._outage.attempts += 1
+            self._outage.count += 1
 
     async def _serve(self, link: _Link) -> bool:
         """Send until the link is lost (``False``) or, when closing, all is sent (``True``)."""
@@ -324,7 +317,7 @@ class Target:
                 transport.abort()
 
     def _lost(self, why: str) -> None:
-        self._outage = _Outage(time.monotonic(), f"connection lost: {why}")
+        self._outage = Episode(time.monotonic(), f"connection lost: {why}", count=0)
         if not self.closing:
             self.log.warning(
                 "forward to %s: connection lost (%s); queuing up to %d records and reconnecting",

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from safe_rotating._common.episode import Episode
 from safe_rotating._engine.compress import parse_compression
 from safe_rotating._engine.logfile import LogFile, Records
 from safe_rotating._engine.plan import Retention
@@ -64,13 +65,6 @@ FALLBACK_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
 EARLIEST: Final = 946_684_800.0
 FUTURE: Final = 3600.0
 _monotonic = time.monotonic
-
-
-@dataclass
-class _Episode:
-    started: float
-    first_error: str
-    attempts: int = 1
 
 
 def sane_created(created: Any, received: float) -> float:
@@ -157,7 +151,7 @@ class Writer:
         self._escape = config.escape_control_characters
         self._files: dict[str, LogFile] = {}
         self._schedule = config.schedule()
-        self._episode: _Episode | None = None
+        self._episode: Episode | None = None
         self.give_up_at: float | None = None  # set at shutdown: stop retrying after this
         # --forward: gets the records of each round once written; returns at once, never waits.
         self.forward: Callable[[list[dict[str, Any]]], None] | None = None
@@ -356,7 +350,7 @@ class Writer:
                 now = _monotonic()
                 if self._episode is None:
                     detail = str(exc) if path in str(exc) else f"cannot write {path}: {exc}"
-                    self._episode = _Episode(now, detail)
+                    self._episode = Episode(now, detail)
                     self.log.error(
                         "%s. Holding the records and retrying every %gs; clients are held "
                         "back meanwhile (reported again when it works)",
@@ -364,7 +358,7 @@ class Writer:
                         RETRY_EVERY,
                     )
                 else:
-                    self._episode.attempts += 1
+                    self._episode.count += 1
                 if self.give_up_at is not None and now >= self.give_up_at:
                     return False
                 await asyncio.sleep(RETRY_EVERY)
@@ -375,7 +369,7 @@ class Writer:
                     "writing works again after %.1fs (%d failed attempts, first: %s); "
                     "the held records are written, none lost",
                     _monotonic() - episode.started,
-                    episode.attempts,
+                    episode.count,
                     episode.first_error,
                 )
             return True
