@@ -20,12 +20,12 @@ import sys
 import threading
 import time
 import warnings
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from safe_rotating._common import validate as _options
 from safe_rotating._common.episode import Episode
+from safe_rotating._common.forksafe import ForkRegistry
 from safe_rotating._engine.compress import parse_compression
 from safe_rotating._engine.lock import SidecarLock
 from safe_rotating._engine.logfile import LogFile, default_lock_path
@@ -44,18 +44,14 @@ _T = TypeVar("_T")
 DEFAULT_QUEUE_SIZE = 1024 * 1024  # bytes
 BATCH_PARTS = 16  # queued mode: one write holds at most maxBytes / BATCH_PARTS (or one record)
 
+
 # Handlers of this process, whose counters a child forked by os.fork starts from zero (in queued
 # mode the counters live with the queue, which a child of any fork replaces).
-_LIVE: weakref.WeakSet[_Facade] = weakref.WeakSet()
+def _zero_counters(handler: _Facade) -> None:
+    handler._records = handler._bytes = handler._errors = 0
 
 
-def _after_fork_in_child() -> None:
-    for handler in list(_LIVE):
-        handler._records = handler._bytes = handler._errors = 0
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_LIVE: ForkRegistry[_Facade] = ForkRegistry(_zero_counters)
 
 
 def _writer_record() -> logging.LogRecord:

@@ -12,15 +12,23 @@ Where the kernel refuses the advice (Linux before 4.14, other systems) the cell 
 zero and every look is a real ``os.getpid()``: slower, never wrong.
 
 Hot paths read ``PID_CELL[0] or current_pid()``; everything else calls :func:`current_pid`.
+
+:class:`ForkRegistry` is the fast path on top: the live objects of one kind, each told after
+Python's own forks to drop what belongs to the parent. The pid check where the object is used
+stays the rule.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-from typing import Final
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Final, Generic, TypeVar
 
-__all__ = ["PID_CELL", "WIPED_ON_FORK", "current_pid"]
+__all__ = ["PID_CELL", "WIPED_ON_FORK", "ForkRegistry", "current_pid"]
+
+_T = TypeVar("_T")
 
 _MADV_WIPEONFORK: Final = 18  # <linux/mman.h>; not exported by the mmap module of Python 3.11
 _getpid = os.getpid
@@ -65,3 +73,28 @@ def current_pid() -> int:
     if WIPED_ON_FORK:
         PID_CELL[0] = pid
     return pid
+
+
+class ForkRegistry(Generic[_T]):
+    """The live objects of one kind (held weakly). In the child of an ``os.fork`` (and of
+    ``multiprocessing``'s fork), ``in_child`` runs for each, in registration order of the
+    registries; a fork done in C runs nothing, hence the pid checks where objects are used."""
+
+    def __init__(self, in_child: Callable[[_T], None]) -> None:
+        self._live: weakref.WeakSet[_T] = weakref.WeakSet()
+        self._in_child = in_child
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def add(self, item: _T) -> None:
+        self._live.add(item)
+
+    def discard(self, item: _T) -> None:
+        self._live.discard(item)
+
+    def __iter__(self) -> Iterator[_T]:
+        return iter(list(self._live))  # a copy: an item may leave while the caller walks it
+
+    def _after_fork(self) -> None:
+        for item in list(self._live):
+            self._in_child(item)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import os
 import time
-import weakref
 
+from safe_rotating._common.forksafe import ForkRegistry
 from safe_rotating._common.oserror import explain as _explain
 from safe_rotating._engine.compress import Compression
 from safe_rotating._engine.counters import Counters
@@ -46,16 +46,7 @@ _monotonic = time.monotonic
 
 # Files open in this process. The at-fork hook is the fast path only: every use of the lock
 # compares the pid, because a fork done in C (uWSGI, embedding hosts) never runs the hook.
-_LIVE: weakref.WeakSet[CurrentFile] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for current in list(_LIVE):
-        current.after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_LIVE: ForkRegistry[CurrentFile] = ForkRegistry(lambda current: current.after_fork_in_child())
 
 
 class CurrentFile:

@@ -33,16 +33,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from safe_rotating._common import exithooks as _atexit
-from safe_rotating._common.forksafe import PID_CELL, current_pid
+from safe_rotating._common.forksafe import PID_CELL, ForkRegistry, current_pid
 from safe_rotating._engine.stats import HandlerStats
 from safe_rotating.exceptions import QueueOverflow
 
@@ -406,11 +404,11 @@ class _Inline:
 
 # Queues with a writer in this process, drained at exit; re-made in a child by the at-fork hook
 # (the fast path: emit compares the pid anyway, for forks done in C).
-_LIVE: weakref.WeakSet[Queue] = weakref.WeakSet()
+_LIVE: ForkRegistry[Queue] = ForkRegistry(lambda queue: queue._adopt())
 
 
 def _drain_all() -> None:
-    for queue in list(_LIVE):
+    for queue in _LIVE:
         try:
             queue.flush()
         except Exception:  # at exit, nothing may stop the others from being written
@@ -420,11 +418,4 @@ def _drain_all() -> None:
                 )
 
 
-def _after_fork_in_child() -> None:
-    for queue in list(_LIVE):
-        queue._adopt()
-
-
 _atexit.register(_drain_all)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
