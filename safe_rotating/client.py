@@ -238,15 +238,16 @@ class LogServerHandler(logging.Handler):
                     sender.direct = True
             if sender.direct:  # a uWSGI master: no thread, the spool takes the record
                 if not sender.write_direct(flat):
-                    self._count_dropped(1, self._direct_reason(), record)
+                    self._count_dropped(
+                        1, self._config.direct_reason(self._sender.direct_full), record
+                    )
                 elif self._drops is not None:
                     self._drops_ended(record)
                 return
         queue = sender.queue
-        if len(queue) + sender.ledger.mem_records >= sender.queue_size and not self._make_room(
-            sender
-        ):
-            self._count_dropped(1, self._full_reason(), record)
+        full = len(queue) + sender.ledger.mem_records >= sender.queue_size
+        if full and not self._make_room(sender):
+            self._count_dropped(1, self._config.full_reason(self.block_timeout), record)
             return
         queue.append(flat)
         sender.enqueued += 1
@@ -261,34 +262,6 @@ class LogServerHandler(logging.Handler):
         if self._config.block and self._drops is None:
             return sender.wait_for_room(self.block_timeout)
         return False
-
-    def _direct_reason(self) -> str:
-        if self._config.spool_root is None:
-            return (
-                "this is a uWSGI master, where no sender thread may run (its workers are forked "
-                "from C), and spool_dir=False leaves records nowhere to wait for a worker to "
-                "deliver them; allow a spool or run uWSGI with --lazy-apps"
-            )
-        if self._sender.direct_full:
-            return (
-                f"the spool of this uWSGI master is full (spool_max_bytes="
-                f"{self._config.spool_max_bytes}); its workers deliver it once the server takes "
-                "records again"
-            )
-        return "the spool cannot be written in this uWSGI master (see the error reported before)"
-
-    def _full_reason(self) -> str:
-        config = self._config
-        memory = f"the memory queue (queue_size={config.queue_size}) is full"
-        if config.spool_root is None:
-            where = f"{memory} and no spool is allowed (spool_dir=False)"
-        else:
-            where = (
-                f"{memory} and so is the spool (spool_max_bytes={config.spool_max_bytes}) "
-                "or it cannot be written"
-            )
-        waited = f" after waiting block_timeout={self.block_timeout:g}s" if config.block else ""
-        return f"{where}{waited}; the server is unavailable or slower than the application"
 
     # -- reporting -------------------------------------------------------------------------------
     def _report(self, problem: BaseException, record: logging.LogRecord | None = None) -> None:

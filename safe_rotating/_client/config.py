@@ -33,6 +33,36 @@ class Config:
     block: bool  # on_full == "block"
     fallback: bool
 
+    # Why records were dropped, as the handler reports it.
+    def direct_reason(self, full: bool) -> str:
+        """In a uWSGI master (no sender thread); ``full``: the spool refused for want of room."""
+        if self.spool_root is None:
+            return (
+                "this is a uWSGI master, where no sender thread may run (its workers are forked "
+                "from C), and spool_dir=False leaves records nowhere to wait for a worker to "
+                "deliver them; allow a spool or run uWSGI with --lazy-apps"
+            )
+        if full:
+            return (
+                f"the spool of this uWSGI master is full (spool_max_bytes="
+                f"{self.spool_max_bytes}); its workers deliver it once the server takes "
+                "records again"
+            )
+        return "the spool cannot be written in this uWSGI master (see the error reported before)"
+
+    def full_reason(self, block_timeout: float) -> str:
+        """Memory and spool are full; ``block_timeout``: the handler's, as it is now."""
+        memory = f"the memory queue (queue_size={self.queue_size}) is full"
+        if self.spool_root is None:
+            where = f"{memory} and no spool is allowed (spool_dir=False)"
+        else:
+            where = (
+                f"{memory} and so is the spool (spool_max_bytes={self.spool_max_bytes}) "
+                "or it cannot be written"
+            )
+        waited = f" after waiting block_timeout={block_timeout:g}s" if self.block else ""
+        return f"{where}{waited}; the server is unavailable or slower than the application"
+
 
 @dataclass
 class ClientStats:

@@ -228,28 +228,10 @@ class Ledger:
         """Append one record to the spool at once, leaving it unlocked (see
         :func:`_spool.append_unlocked`; ``ids``: the client ids used so far). Returns the
         outcome, or None if the spool could not be written (a problem to tell)."""
-        config = self.config
         data = encode_record(flat) if isinstance(flat, dict) else b""
-        segment_bytes = max(64 * 1024, min(32 * 1024 * 1024, config.spool_max_bytes // 4))
         try:
-            directory = self.spooler.directory()
             for _ in range(2):
-                if isinstance(flat, dict):
-                    frame = batch_frame(self.client, self.next_seq, [data])
-                else:
-                    text, levelno, created, name = flat
-                    frame = _rendered.encode_batch(
-                        self.client, self.next_seq, [text], [levelno], [name], [created]
-                    )
-                outcome = _spool.append_unlocked(
-                    directory,
-                    self.client,
-                    frame,
-                    segment_bytes,
-                    config.spool_max_bytes,
-                    ids,
-                    self.spooler.identity,
-                )
+                outcome = self.spooler.append_unlocked(flat, data, self.client, self.next_seq, ids)
                 if outcome != _spool.BUSY:
                     break
                 # Someone is delivering this spool right now: go on under a new id.

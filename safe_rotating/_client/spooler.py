@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Final
 
 from safe_rotating._client import spool as _spool
 from safe_rotating._client.config import ClientStats, Config, describe
+from safe_rotating._client.frames import Item, batch_frame
+from safe_rotating._client.ownspool import OwnSpool
+from safe_rotating._net import rendered as _rendered
 
 if TYPE_CHECKING:
     from safe_rotating._client.ledger import Batch
@@ -21,7 +24,7 @@ _monotonic = time.monotonic
 
 
 class Spooler:
-    """The spool directory and :class:`_spool.OwnSpool` of one sender."""
+    """The spool directory and :class:`OwnSpool` of one sender."""
 
     def __init__(
         self,
@@ -35,7 +38,7 @@ class Spooler:
         self.stats = stats
         self.problems = problems  # the ledger's: told once its lock is released
         self.spool_dir: str | None = None
-        self.spool: _spool.OwnSpool | None = None
+        self.spool: OwnSpool | None = None
         self.retry_at = 0.0 if config.spool_root is not None else math.inf
         self._failing = False
 
@@ -61,7 +64,7 @@ class Spooler:
         spool = self.spool
         try:
             if spool is None:
-                spool = self.spool = _spool.OwnSpool(
+                spool = self.spool = OwnSpool(
                     self.directory(), client, self.config.spool_max_bytes, self.identity
                 )
             count = spool.fits([batch.length for batch in batches])
@@ -92,6 +95,22 @@ class Spooler:
             batch.frame = None
             self.stats.spooled += batch.count
         return count
+
+    def append_unlocked(self, flat: Item, data: bytes, client: str, seq: int, ids: set[str]) -> str:
+        """Append record ``flat`` (``data``: its encoding, if flat) as batch ``seq`` of
+        ``client`` to the spool, leaving it unlocked; returns the outcome (see
+        :func:`_spool.append_unlocked`; ``ids``: the client ids used so far). Raises OSError."""
+        config = self.config
+        segment_bytes = max(64 * 1024, min(32 * 1024 * 1024, config.spool_max_bytes // 4))
+        directory = self.directory()
+        if isinstance(flat, dict):
+            frame = batch_frame(client, seq, [data])
+        else:
+            text, levelno, created, name = flat
+            frame = _rendered.encode_batch(client, seq, [text], [levelno], [name], [created])
+        return _spool.append_unlocked(
+            directory, client, frame, segment_bytes, config.spool_max_bytes, ids, self.identity
+        )
 
     def direct_failed(self, exc: OSError) -> None:
         """An append without a sender thread failed: rest, and tell (each time)."""
