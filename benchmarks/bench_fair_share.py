@@ -35,7 +35,7 @@ import time
 from multiprocessing.synchronize import Barrier, Event
 from typing import Any
 
-from safe_rotating._client.sender import batch_frame
+from safe_rotating._client.frames import batch_frame
 from safe_rotating._net.wire import encode
 from safe_rotating.client import LogServerHandler
 

@@ -15,24 +15,22 @@ Usable by class path from ``logging.config.dictConfig`` and Django's ``LOGGING``
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import os
 import shlex
-import socket
-import ssl
-import sys
 import threading
 import time
-import weakref
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
+from safe_rotating._client import hooks as _hooks
 from safe_rotating._client import spool as _spool
-from safe_rotating._client.sender import RECORD_BYTES, ClientStats, Config, Item, Leftover, Sender
+from safe_rotating._client.config import ClientStats, Leftover
+from safe_rotating._client.frames import Item
+from safe_rotating._client.options import build_config
+from safe_rotating._client.render import flatten, render
+from safe_rotating._client.sender import Sender
 from safe_rotating._common import exithooks as _atexit
-from safe_rotating._common import validate as _options
 from safe_rotating._common.forksafe import PID_CELL, current_pid
 from safe_rotating._net import wire as _wire
 from safe_rotating.exceptions import RecordsDropped, RecordsNotDelivered, ServerUnavailable
@@ -47,210 +45,12 @@ __all__ = [
 ]
 
 _monotonic = time.monotonic
-_DEFAULT_FORMATTER = logging.Formatter()
 _AS_RENDERED = logging.Formatter("%(message)s")  # a line rendered before it went to the fallback
-_MIN_SPOOL_BYTES = 64 * 1024
-_UNIX_PATH_MAX = 107  # sun_path holds 108 bytes, one of them the terminating NUL
 
-# Handlers in use in this process. The at-fork hook is only the fast path: every use of a
-# handler compares the pid, because a fork done in C (uWSGI, embedding hosts) never runs it.
-_LIVE: weakref.WeakSet[LogServerHandler] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for handler in list(_LIVE):
-        handler._sender_for_this_process()
-
-
+# Registered here, after the file handlers' own hooks (imported above): they run in this order.
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _close_all_at_exit() -> None:
-    """This process is ending (see :mod:`._atexit`: also a ``multiprocessing`` child or a Celery
-    pool process, which leave through ``os._exit``): deliver and close every handler that holds
-    records of this process. The handlers that only hold a parent's state have nothing to do."""
-    pid = current_pid()
-    for handler in list(_LIVE):
-        sender = handler._sender
-        if sender.pid == pid and (sender.thread is not None or sender.direct):
-            handler.close()
-
-
-_atexit.register(_close_all_at_exit)
-
-# How long a uWSGI worker waits after a request for its records to leave for the server's
-# socket (they usually do within a millisecond), before it spools them instead.
-UWSGI_HAND_OVER: Final = 0.25
-
-
-def _after_uwsgi_request() -> None:
-    """After each request of a uWSGI worker: every record this process logged goes to the
-    server's socket or to the spool, not only to memory. uWSGI does not run Python's ``atexit``
-    (nor ``uwsgi.atexit``) in a worker it counts as busy when it exits, and a worker stopped
-    gracefully right after a request exits from a signal handler: without this, what the last
-    request logged could be lost without a word. Costs one hand-over to the sender thread per
-    request that logged something (a few hundred microseconds of the worker's time)."""
-    pid = current_pid()
-    for handler in list(_LIVE):
-        sender = handler._sender
-        if sender.pid == pid and sender.thread is not None:
-            # Never fail the request for it; close() reports what is left.
-            with contextlib.suppress(Exception):
-                sender.hand_over(UWSGI_HAND_OVER)
-
-
-def _hook_uwsgi_requests() -> None:
-    """In a uWSGI process, run :func:`_after_uwsgi_request` after every request (chained
-    before any ``uwsgi.after_req_hook`` the application set). uWSGI reads the hook once its
-    apps are loaded: a handler built while the app loads (Django's ``LOGGING``) is in time."""
-    uwsgi = sys.modules.get("uwsgi")
-    if uwsgi is None or getattr(uwsgi, "_safe_rotating_hooked", False):
-        return
-    previous = getattr(uwsgi, "after_req_hook", None)
-
-    def after_request() -> None:
-        _after_uwsgi_request()
-        if previous is not None:
-            previous()
-
-    with contextlib.suppress(Exception):  # a uwsgi module that takes no attributes
-        # uWSGI's own module, not declared anywhere mypy could read: set by name.
-        setattr(uwsgi, "after_req_hook", after_request)  # noqa: B010
-        setattr(uwsgi, "_safe_rotating_hooked", True)  # noqa: B010
-
-
-# -- arguments -----------------------------------------------------------------------------------
-def parse_address(address: Any) -> tuple[int, Any]:
-    """``"HOST:PORT"``, ``"[IPv6]:PORT"`` or ``"unix:/path"`` as ``(family, target)``."""
-    if not isinstance(address, str):
-        raise TypeError(
-            f"address must be a str such as '127.0.0.1:9020' or 'unix:/run/log.sock', "
-            f"got {type(address).__name__}: {address!r}"
-        )
-    if address.startswith("unix:"):
-        path = address[5:]
-        if not path:
-            raise ValueError(f"address={address!r} names no socket path (use 'unix:/path')")
-        path = os.path.abspath(path)
-        if len(os.fsencode(path)) > _UNIX_PATH_MAX:
-            raise ValueError(
-                f"address={address!r}: a Unix socket path may be at most {_UNIX_PATH_MAX} bytes"
-            )
-        return socket.AF_UNIX, path
-    if address.startswith("["):
-        host, bracket, rest = address[1:].partition("]")
-        if not bracket or not rest.startswith(":"):
-            raise ValueError(f"address={address!r} must look like '[::1]:9020'")
-        port_text = rest[1:]
-    else:
-        host, colon, port_text = address.rpartition(":")
-        if not colon:
-            raise ValueError(f"address={address!r} has no port: use 'HOST:PORT' such as ':9020'")
-        if ":" in host:
-            raise ValueError(
-                f"address={address!r}: an IPv6 address goes in brackets, as in '[::1]:9020'"
-            )
-    if not host:
-        raise ValueError(f"address={address!r} has no host: use e.g. '127.0.0.1:{port_text}'")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"address={address!r}: the port must be a number from 1 to 65535")
-    return socket.AF_INET, (host, int(port_text))
-
-
-def _check_int(name: str, value: Any, least: int, most: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-    if value < least or (most is not None and value > most):
-        bounds = f">= {least}" if most is None else f"from {least} to {most}"
-        raise ValueError(f"{name} must be {bounds}, got {value!r}")
-    return value
-
-
-def _check_seconds(name: str, value: Any, most: float | None = None) -> float:
-    seconds = _options.check_timeout(name, value)
-    if most is not None and seconds > most:
-        raise ValueError(f"{name} must be at most {most:g} seconds, got {value!r}")
-    return seconds
-
-
-def _check_text(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"{name} must be a non-empty str or None, got {type(value).__name__}")
-    return value
-
-
-def _check_file(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes) or not isinstance(value, str | os.PathLike):
-        raise TypeError(f"{name} must be a file path or None, got {type(value).__name__}")
-    path = os.path.abspath(os.fspath(value))
-    if not os.path.isfile(path):
-        raise ValueError(f"{name}={os.fspath(value)!r} is not a readable file")
-    return path
-
-
-def _check_spool_dir(value: Any) -> tuple[str | None, bool]:
-    """``(root, is_default)``; ``root`` None means no spool (``spool_dir=False``)."""
-    if value is False:
-        return None, False
-    if value is None:
-        return _spool.default_spool_root(), True
-    if isinstance(value, bytes) or not isinstance(value, str | os.PathLike) or value is True:
-        raise TypeError(
-            "spool_dir must be a directory path, None (a private directory of this user) or "
-            f"False (no spool), got {type(value).__name__}: {value!r}"
-        )
-    path = os.fspath(value)
-    if not path:
-        raise ValueError("spool_dir must be a directory path, got ''")
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"spool_dir={path!r} exists and is not a directory")
-    return os.path.abspath(path), False
-
-
-def _tls_context(
-    tls: Any, ca: Any, cert: Any, key: Any, hostname: Any, family: int, host: str | None
-) -> tuple[ssl.SSLContext | None, str | None]:
-    if not isinstance(tls, bool):
-        raise TypeError(f"tls must be True or False, got {type(tls).__name__}: {tls!r}")
-    given = {
-        "tls_ca": ca,
-        "tls_cert": cert,
-        "tls_key": key,
-        "tls_server_hostname": hostname,
-    }
-    if not tls:
-        for name, value in given.items():
-            if value is not None:
-                raise ValueError(f"{name}={value!r} is set but tls=False; set tls=True to use it")
-        return None, None
-    ca_file = _check_file("tls_ca", ca)
-    cert_file = _check_file("tls_cert", cert)
-    key_file = _check_file("tls_key", key)
-    server_name = _check_text("tls_server_hostname", hostname)
-    if key_file is not None and cert_file is None:
-        raise ValueError("tls_key is set without tls_cert: give the client certificate too")
-    if server_name is None:
-        if family == socket.AF_UNIX:
-            raise ValueError("tls=True on a Unix socket needs tls_server_hostname (the name in "
-                             "the server's certificate)")  # fmt: skip
-        server_name = host
-    try:
-        context = ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"tls_ca={ca!r} could not be loaded: {exc}") from None
-    if cert_file is not None:
-        try:
-            context.load_cert_chain(cert_file, key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(
-                f"tls_cert={cert!r} / tls_key={key!r} could not be loaded: {exc}"
-            ) from None
-    return context, server_name
+    os.register_at_fork(after_in_child=_hooks.after_fork_in_child)
+_atexit.register(_hooks.close_all_at_exit)
 
 
 @dataclass
@@ -345,74 +145,42 @@ class LogServerHandler(logging.Handler):
         fallback_file: str | os.PathLike[str] | None = None,
         format_on: str = "client",
     ) -> None:
-        family, target = parse_address(address)
-        host = target[0] if family != socket.AF_UNIX else None
-        token = _check_text("token", token)
-        app_name = _check_text("app", app) or (
-            os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        config, fallback_path = build_config(
+            address,
+            token=token,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_server_hostname=tls_server_hostname,
+            app=app,
+            spool_dir=spool_dir,
+            spool_max_bytes=spool_max_bytes,
+            queue_size=queue_size,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            ack_timeout=ack_timeout,
+            flush_timeout=flush_timeout,
+            on_full=on_full,
+            block_timeout=block_timeout,
+            fallback_file=fallback_file,
+            format_on=format_on,
         )
-        context, server_hostname = _tls_context(
-            tls, tls_ca, tls_cert, tls_key, tls_server_hostname, family, host
-        )
-        spool_root, spool_default = _check_spool_dir(spool_dir)
-        spool_bytes = _check_int("spool_max_bytes", spool_max_bytes, _MIN_SPOOL_BYTES)
-        batch = _check_int("batch_size", batch_size, 1, 10_000)
-        queue = _check_int("queue_size", queue_size, 1)
-        if queue < batch:
-            raise ValueError(
-                f"queue_size={queue_size!r} must be at least batch_size={batch_size!r}"
-            )
-        interval = _check_seconds("flush_interval", flush_interval, most=1.0)
-        acks = _check_seconds("ack_timeout", ack_timeout)
-        flushing = _check_seconds("flush_timeout", flush_timeout)
-        blocking = _check_seconds("block_timeout", block_timeout)
-        if on_full not in ("block", "drop"):
-            raise ValueError(f"on_full must be 'block' or 'drop', got {on_full!r}")
-        if format_on not in ("client", "server"):
-            raise ValueError(f"format_on must be 'client' or 'server', got {format_on!r}")
-        fallback_path: str | None = None
-        if fallback_file is not None:
-            fallback_path = _options.check_filename(fallback_file)
-            if spool_root is not None:
-                raise ValueError(
-                    f"fallback_file={os.fspath(fallback_file)!r} is used only without a spool: "
-                    "set spool_dir=False too (with a spool, records wait on disk for the server)"
-                )
-
         super().__init__(level)
         self.address = address
-        self.flush_timeout = flushing
-        self.block_timeout = blocking
+        self.flush_timeout = config.flush_timeout
+        self.block_timeout = config.block_timeout
         self.on_full = on_full
         self.format_on = format_on
-        self._config = Config(
-            address=address,
-            family=family,
-            target=target,
-            tls=context,
-            server_hostname=server_hostname,
-            token=token,
-            app=app_name,
-            batch_size=batch,
-            flush_interval=interval,
-            queue_size=queue,
-            spool_root=spool_root,
-            spool_root_is_default=spool_default,
-            spool_max_bytes=spool_bytes,
-            ack_timeout=acks,
-            flush_timeout=flushing,
-            block_timeout=blocking,
-            block=on_full == "block",
-            fallback=fallback_path is not None,
-        )
+        self._config = config
         self._fallback_handler = (
             SafeRotatingFileHandler(fallback_path, delay=True) if fallback_path else None
         )
         self._episode_lock = threading.Lock()
         self._drops: _Drops | None = None
         self._sender = self._new_sender()
-        _LIVE.add(self)
-        _hook_uwsgi_requests()
+        _hooks.LIVE.add(self)
+        _hooks.hook_uwsgi_requests()
 
     @property
     def client_id(self) -> str:
@@ -451,11 +219,11 @@ class LogServerHandler(logging.Handler):
                 sender = self._sender_for_this_process()
             if sender.finished:  # used again after close(), like a FileHandler
                 sender = self._sender = self._new_sender()
-                _LIVE.add(self)
+                _hooks.LIVE.add(self)
             if self.formatter is not None and self.format_on == "client":
-                flat: Item = self._render(record)
+                flat: Item = render(record, self.format)
             else:
-                flat = self._flatten(record)
+                flat = flatten(record, self.formatter)
         except RecursionError:
             raise
         except Exception:
@@ -470,13 +238,16 @@ class LogServerHandler(logging.Handler):
                     sender.direct = True
             if sender.direct:  # a uWSGI master: no thread, the spool takes the record
                 if not sender.write_direct(flat):
-                    self._count_dropped(1, self._direct_reason(), record)
+                    self._count_dropped(
+                        1, self._config.direct_reason(self._sender.direct_full), record
+                    )
                 elif self._drops is not None:
                     self._drops_ended(record)
                 return
         queue = sender.queue
-        if len(queue) + sender.mem_records >= sender.queue_size and not self._make_room(sender):
-            self._count_dropped(1, self._full_reason(), record)
+        full = len(queue) + sender.ledger.mem_records >= sender.queue_size
+        if full and not self._make_room(sender):
+            self._count_dropped(1, self._config.full_reason(self.block_timeout), record)
             return
         queue.append(flat)
         sender.enqueued += 1
@@ -485,78 +256,12 @@ class LogServerHandler(logging.Handler):
         if self._drops is not None:
             self._drops_ended(record)
 
-    def _render(self, record: logging.LogRecord) -> Item:
-        """The record as this handler's formatter renders it, with the fields the server may
-        route and forward by (protocol 2)."""
-        try:
-            text = self.format(record)
-        except Exception as exc:  # bad arguments, a format field the record lacks, ...
-            # Kept, like a record whose fields the server formats: with what went wrong.
-            try:
-                message = record.getMessage()
-            except Exception:
-                message = f"{_safe_text(record.msg)} % {_safe_text(record.args)}"
-            text = (
-                f"{_safe_text(record.levelname)} {_safe_text(record.name)} {message} "
-                f"(could not be formatted: {_safe_text(exc)})"
-            )
-        data = text.encode("utf-8", "backslashreplace")
-        if len(data) > RECORD_BYTES:
-            cut = len(data) - RECORD_BYTES
-            data = data[:RECORD_BYTES] + b" ...[%d bytes cut: record too large]" % cut
-        name = record.name
-        return (
-            data,
-            int(record.levelno),
-            float(record.created),
-            name if type(name) is str else str(name),
-        )
-
-    def _flatten(self, record: logging.LogRecord) -> Item:
-        """The record's fields, for the server to render with its ``--format`` (protocol 1)."""
-        exc_text = record.exc_text
-        if record.exc_info and not exc_text:
-            formatter = self.formatter or _DEFAULT_FORMATTER
-            exc_text = record.exc_text = formatter.formatException(record.exc_info)
-        try:
-            return _wire.flatten(record, exc_text)
-        except Exception:  # an object whose __str__ and __repr__ both fail, ...
-            return _flatten_carefully(record, exc_text)
-
     def _make_room(self, sender: Sender) -> bool:
         if sender.make_room():
             return True
         if self._config.block and self._drops is None:
             return sender.wait_for_room(self.block_timeout)
         return False
-
-    def _direct_reason(self) -> str:
-        if self._config.spool_root is None:
-            return (
-                "this is a uWSGI master, where no sender thread may run (its workers are forked "
-                "from C), and spool_dir=False leaves records nowhere to wait for a worker to "
-                "deliver them; allow a spool or run uWSGI with --lazy-apps"
-            )
-        if self._sender.direct_full:
-            return (
-                f"the spool of this uWSGI master is full (spool_max_bytes="
-                f"{self._config.spool_max_bytes}); its workers deliver it once the server takes "
-                "records again"
-            )
-        return "the spool cannot be written in this uWSGI master (see the error reported before)"
-
-    def _full_reason(self) -> str:
-        config = self._config
-        memory = f"the memory queue (queue_size={config.queue_size}) is full"
-        if config.spool_root is None:
-            where = f"{memory} and no spool is allowed (spool_dir=False)"
-        else:
-            where = (
-                f"{memory} and so is the spool (spool_max_bytes={config.spool_max_bytes}) "
-                "or it cannot be written"
-            )
-        waited = f" after waiting block_timeout={self.block_timeout:g}s" if config.block else ""
-        return f"{where}{waited}; the server is unavailable or slower than the application"
 
     # -- reporting -------------------------------------------------------------------------------
     def _report(self, problem: BaseException, record: logging.LogRecord | None = None) -> None:
@@ -642,7 +347,7 @@ class LogServerHandler(logging.Handler):
             if self._fallback_handler is not None:
                 self._fallback_handler.close()
         finally:
-            _LIVE.discard(self)
+            _hooks.LIVE.discard(self)
             logging.Handler.close(self)
 
     def _not_delivered(self, left: Leftover) -> RecordsNotDelivered:
@@ -667,50 +372,3 @@ class LogServerHandler(logging.Handler):
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
         return f"<{type(self).__name__} {self.address} ({level})>"
-
-
-def _safe_text(value: Any) -> str:
-    try:
-        return str(value)
-    except Exception:
-        try:
-            return repr(value)
-        except Exception as exc:
-            return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
-
-
-def _flatten_carefully(record: logging.LogRecord, exc_text: str | None) -> dict[str, Any]:
-    """What :func:`_wire.flatten` would give, for a record whose objects fight back."""
-    created = record.created if isinstance(record.created, int | float) else time.time()
-    if not math.isfinite(created):
-        created = time.time()
-    flat: dict[str, Any] = {
-        "created": created,
-        "name": _safe_text(record.name),
-        "levelno": record.levelno if isinstance(record.levelno, int) else logging.ERROR,
-        "levelname": _safe_text(record.levelname),
-        "msg": f"{_safe_text(record.msg)} % {_safe_text(record.args)} (could not be formatted)",
-        "pathname": _safe_text(record.pathname),
-        "filename": _safe_text(record.filename),
-        "module": _safe_text(record.module),
-        "funcName": _safe_text(record.funcName),
-        "lineno": record.lineno if isinstance(record.lineno, int) else 0,
-        "process": record.process if isinstance(record.process, int) else None,
-        "processName": _safe_text(record.processName),
-        "thread": record.thread if isinstance(record.thread, int) else None,
-        "threadName": _safe_text(record.threadName),
-        "exc_text": exc_text if isinstance(exc_text, str) else None,
-        "stack_info": record.stack_info if isinstance(record.stack_info, str) else None,
-    }
-    try:
-        standard = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-        extra = {
-            _safe_text(key): _safe_text(value)
-            for key, value in list(record.__dict__.items())
-            if key not in standard
-        }
-    except Exception as exc:
-        extra = {"unreadable": _safe_text(exc)}
-    if extra:
-        flat["extra"] = extra
-    return flat

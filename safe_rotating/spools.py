@@ -229,16 +229,16 @@ def _send(args: argparse.Namespace) -> int:
     delivered = failed = 0
     for directory in directories:
         for dead in _spool.claim_dead(directory, set()):
-            before = sender._replay_acked
+            before = sender.replay.acked
             done = False
             try:
-                done = not dead.segments or sender._replay_one(dead)
+                done = not dead.segments or sender.replay.replay_one(dead)
             finally:
                 if done:
                     dead.remove()
                 else:
                     dead.release()
-            records = sender._replay_acked - before
+            records = sender.replay.acked - before
             where = os.path.join(directory, dead.client)
             if done:
                 delivered += 1

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from safe_rotating._client.sender import batch_frame
+from safe_rotating._client.frames import batch_frame
 from safe_rotating._net.wire import FrameReader, decode, encode
 from safe_rotating.client import LogServerHandler
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safe_rotating import SafeRotatingFileHandler
-from safe_rotating._client import sender as _sender
+from safe_rotating._client import frames as _frames
 from safe_rotating._client import spool as _spool
 from safe_rotating._engine.logfile import LogFile, Records
 from safe_rotating._net import rendered as _rendered
@@ -252,7 +252,7 @@ def _v1_spool(directory: Path, client: str, lines: list[str]) -> None:
     """A spool as a 0.2 client left it: v1 batch frames, a lock file, no process holding it."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     frames = [
-        _sender.batch_frame(client, seq + 1, [_sender.encode_record({"msg": line})])
+        _frames.batch_frame(client, seq + 1, [_frames.encode_record({"msg": line})])
         for seq, line in enumerate(lines)
     ]
     segment = directory / f"{client}.000001.spool"
