@@ -784,12 +784,14 @@ def test_sigkilled_client_loses_only_what_it_had_not_sent(
     handler.flush()
     seqs = writers_of(peer.messages()).get(0, [])
     assert seqs == list(range(len(seqs))), "what arrived arrived in order, once"
-    # Just before the kill the server had acknowledged `acked` records and the spool held
-    # `spooled - replayed` more: all of them arrive. What may be lost is only what was still in
-    # the memory queue or on its way unacknowledged (how much depends on the machine's load).
-    delivered_before_kill = acked + spooled - replayed
-    assert len(seqs) >= delivered_before_kill, f"{len(seqs)} arrived: {done.stdout!r}"
-    assert delivered_before_kill > 0, "the check above had something to check"
+    # Just before the kill the server had acknowledged `acked` records: they arrived. The
+    # spool it left is delivered whole (no spool file is left above), and since what arrived
+    # is a gapless prefix, every spooled record arrived with all the records before it. What
+    # may be lost is only the tail still in memory or on its way unacknowledged. (`acked` and
+    # `spooled` overlap: a batch sent from memory may be spooled when memory fills and then
+    # acknowledged, so their sum is no bound.)
+    assert acked > 0, f"the check below had something to check: {done.stdout!r}"
+    assert len(seqs) >= acked, f"{len(seqs)} arrived: {done.stdout!r}"
 
 
 def test_in_a_uwsgi_master_no_thread_runs_and_workers_deliver(
