@@ -20,7 +20,6 @@ import os
 import shlex
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from safe_rotating._client import hooks as _hooks
@@ -31,6 +30,7 @@ from safe_rotating._client.options import build_config
 from safe_rotating._client.render import flatten, render
 from safe_rotating._client.sender import Sender
 from safe_rotating._common import exithooks as _atexit
+from safe_rotating._common.episode import Episode
 from safe_rotating._common.forksafe import PID_CELL, current_pid
 from safe_rotating._net import wire as _wire
 from safe_rotating.exceptions import RecordsDropped, RecordsNotDelivered, ServerUnavailable
@@ -47,19 +47,8 @@ __all__ = [
 _monotonic = time.monotonic
 _AS_RENDERED = logging.Formatter("%(message)s")  # a line rendered before it went to the fallback
 
-# Registered here, after the file handlers' own hooks (imported above): they run in this order.
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_hooks.after_fork_in_child)
+# Registered here, after the file handlers' own (imported above): at exit they run in this order.
 _atexit.register(_hooks.close_all_at_exit)
-
-
-@dataclass
-class _Drops:
-    """A run of dropped records, reported when it starts and, with a count, when it ends."""
-
-    started: float
-    reason: str
-    count: int
 
 
 class LogServerHandler(logging.Handler):
@@ -177,7 +166,7 @@ class LogServerHandler(logging.Handler):
             SafeRotatingFileHandler(fallback_path, delay=True) if fallback_path else None
         )
         self._episode_lock = threading.Lock()
-        self._drops: _Drops | None = None
+        self._drops: Episode | None = None  # a run of dropped records: its reason, its count
         self._sender = self._new_sender()
         _hooks.LIVE.add(self)
         _hooks.hook_uwsgi_requests()
@@ -288,7 +277,7 @@ class LogServerHandler(logging.Handler):
             if episode is not None:
                 episode.count += count
                 return
-            self._drops = _Drops(_monotonic(), reason, count)
+            self._drops = Episode(_monotonic(), reason, count)
         self._report(RecordsDropped(self.address, count, 0.0, reason, ended=False), record)
 
     def _drops_ended(self, record: logging.LogRecord) -> None:
@@ -297,7 +286,7 @@ class LogServerHandler(logging.Handler):
         if episode is not None:
             seconds = _monotonic() - episode.started
             self._report(
-                RecordsDropped(self.address, episode.count, seconds, episode.reason), record
+                RecordsDropped(self.address, episode.count, seconds, episode.first_error), record
             )
 
     # -- fallback file ---------------------------------------------------------------------------

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import weakref
 from typing import TYPE_CHECKING, Final
 
-from safe_rotating._common.forksafe import current_pid
+from safe_rotating._common.forksafe import ForkRegistry, current_pid
 
 if TYPE_CHECKING:
     from safe_rotating.client import LogServerHandler
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
 __all__ = [
     "LIVE",
     "UWSGI_HAND_OVER",
-    "after_fork_in_child",
     "after_uwsgi_request",
     "close_all_at_exit",
     "hook_uwsgi_requests",
@@ -30,12 +28,9 @@ __all__ = [
 
 # Handlers in use in this process. The at-fork hook is only the fast path: every use of a
 # handler compares the pid, because a fork done in C (uWSGI, embedding hosts) never runs it.
-LIVE: weakref.WeakSet[LogServerHandler] = weakref.WeakSet()
-
-
-def after_fork_in_child() -> None:
-    for handler in list(LIVE):
-        handler._sender_for_this_process()
+LIVE: ForkRegistry[LogServerHandler] = ForkRegistry(
+    lambda handler: handler._sender_for_this_process()
+)
 
 
 def close_all_at_exit() -> None:
@@ -44,7 +39,7 @@ def close_all_at_exit() -> None:
     deliver and close every handler that holds records of this process. The handlers that only
     hold a parent's state have nothing to do."""
     pid = current_pid()
-    for handler in list(LIVE):
+    for handler in LIVE:
         sender = handler._sender
         if sender.pid == pid and (sender.thread is not None or sender.direct):
             handler.close()
@@ -63,7 +58,7 @@ def after_uwsgi_request() -> None:
     request logged could be lost without a word. Costs one hand-over to the sender thread per
     request that logged something (a few hundred microseconds of the worker's time)."""
     pid = current_pid()
-    for handler in list(LIVE):
+    for handler in LIVE:
         sender = handler._sender
         if sender.pid == pid and sender.thread is not None:
             # Never fail the request for it; close() reports what is left.

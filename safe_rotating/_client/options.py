@@ -12,48 +12,29 @@ from typing import Any
 from safe_rotating._client import spool as _spool
 from safe_rotating._client.config import Config
 from safe_rotating._common import validate as _options
+from safe_rotating._net import address as _address
+from safe_rotating._net import tls as _tls
 
 __all__ = ["build_config", "parse_address"]
 
 _MIN_SPOOL_BYTES = 64 * 1024
-_UNIX_PATH_MAX = 107  # sun_path holds 108 bytes, one of them the terminating NUL
 
 
 def parse_address(address: Any) -> tuple[int, Any]:
-    """``"HOST:PORT"``, ``"[IPv6]:PORT"`` or ``"unix:/path"`` as ``(family, target)``."""
+    """``"HOST:PORT"``, ``"[IPv6]:PORT"`` or ``"unix:/path"`` as ``(family, target)``, in the
+    grammar the server uses (:func:`safe_rotating._net.address.parse_address`)."""
     if not isinstance(address, str):
         raise TypeError(
             f"address must be a str such as '127.0.0.1:9020' or 'unix:/run/log.sock', "
             f"got {type(address).__name__}: {address!r}"
         )
-    if address.startswith("unix:"):
-        path = address[5:]
-        if not path:
-            raise ValueError(f"address={address!r} names no socket path (use 'unix:/path')")
-        path = os.path.abspath(path)
-        if len(os.fsencode(path)) > _UNIX_PATH_MAX:
-            raise ValueError(
-                f"address={address!r}: a Unix socket path may be at most {_UNIX_PATH_MAX} bytes"
-            )
-        return socket.AF_UNIX, path
-    if address.startswith("["):
-        host, bracket, rest = address[1:].partition("]")
-        if not bracket or not rest.startswith(":"):
-            raise ValueError(f"address={address!r} must look like '[::1]:9020'")
-        port_text = rest[1:]
-    else:
-        host, colon, port_text = address.rpartition(":")
-        if not colon:
-            raise ValueError(f"address={address!r} has no port: use 'HOST:PORT' such as ':9020'")
-        if ":" in host:
-            raise ValueError(
-                f"address={address!r}: an IPv6 address goes in brackets, as in '[::1]:9020'"
-            )
-    if not host:
-        raise ValueError(f"address={address!r} has no host: use e.g. '127.0.0.1:{port_text}'")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"address={address!r}: the port must be a number from 1 to 65535")
-    return socket.AF_INET, (host, int(port_text))
+    try:
+        parsed = _address.parse_address(address)
+    except _address.AddressError as exc:
+        raise ValueError(f"address={exc}") from None
+    if parsed.path is not None:
+        return socket.AF_UNIX, parsed.path
+    return socket.AF_INET, (parsed.host, parsed.port)
 
 
 def _check_int(name: str, value: Any, least: int, most: int | None = None) -> int:
@@ -138,7 +119,7 @@ def _tls_context(
                              "the server's certificate)")  # fmt: skip
         server_name = host
     try:
-        context = ssl.create_default_context(cafile=ca_file)
+        context = _tls.client_context(ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"tls_ca={ca!r} could not be loaded: {exc}") from None
     if cert_file is not None:

@@ -80,7 +80,7 @@ class ForkRegistry(Generic[_T]):
     ``multiprocessing``'s fork), ``in_child`` runs for each, in registration order of the
     registries; a fork done in C runs nothing, hence the pid checks where objects are used."""
 
-    def __init__(self, in_child: Callable[[_T], None]) -> None:
+    def __init__(self, in_child: Callable[[_T], object]) -> None:
         self._live: weakref.WeakSet[_T] = weakref.WeakSet()
         self._in_child = in_child
         if hasattr(os, "register_at_fork"):

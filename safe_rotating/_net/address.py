@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,25 +49,51 @@ class Address:
         return f"{host}:{self.port}"
 
 
+_UNIX_PATH_MAX = 107  # sun_path holds 108 bytes, one of them the terminating NUL
+
+
 def parse_address(text: str, *, unix: bool = True) -> Address:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or (where ``unix``) ``unix:PATH`` (made absolute)."""
+    """``HOST:PORT``, ``[IPv6]:PORT`` or (where ``unix``) ``unix:PATH`` (made absolute).
+
+    The one grammar of the client, the server's listeners, ``--forward`` and ``--metrics``.
+    Every :class:`AddressError` message starts with the text as given (``repr``) and says what
+    is wrong with it and how it should look, so callers can prefix the setting's name.
+    """
     text = text.strip()
     if text.startswith("unix:"):
         if not unix:
             raise AddressError(f"{text!r}: a Unix socket is not possible here; use HOST:PORT")
         path = text[5:]
         if not path:
-            raise AddressError(f"{text!r}: unix: needs a path, e.g. unix:/run/mysite/log.sock")
-        return Address(path=os.path.abspath(path))
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\s\[\]]+):(\d+)", text)
-    if match is None:
-        example = "127.0.0.1:9020, [::1]:9020" + (" or unix:/run/app/log.sock" if unix else "")
-        raise AddressError(f"{text!r} is not an address (examples: {example})")
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if not 0 < port < 65536:
-        raise AddressError(f"{text!r}: port {port} is out of range 1-65535")
-    return Address(host=host, port=port)
+            raise AddressError(f"{text!r} names no socket path (use e.g. 'unix:/run/app/log.sock')")
+        path = os.path.abspath(path)
+        if len(os.fsencode(path)) > _UNIX_PATH_MAX:
+            raise AddressError(
+                f"{text!r}: a Unix socket path may be at most {_UNIX_PATH_MAX} bytes"
+            )
+        return Address(path=path)
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise AddressError(f"{text!r} must look like '[::1]:9020'")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)  # a scope (fe80::1%eth0) is part of the address
+        except ValueError:
+            raise AddressError(f"{text!r}: {host!r} in brackets is not an IPv6 address") from None
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            raise AddressError(f"{text!r} has no port: use 'HOST:PORT' such as '127.0.0.1:9020'")
+        if ":" in host:
+            raise AddressError(f"{text!r}: an IPv6 address goes in brackets, as in '[::1]:9020'")
+        if any(char.isspace() or char in "[]" for char in host):
+            raise AddressError(f"{text!r}: {host!r} is not a host name")
+    if not host:
+        raise AddressError(f"{text!r} has no host: use e.g. '127.0.0.1:{port_text}'")
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise AddressError(f"{text!r}: the port must be a number from 1 to 65535")
+    return Address(host=host, port=int(port_text))
 
 
 def peer_ip(peer: tuple[Any, ...]) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
