@@ -346,7 +346,7 @@ def test_forward_settings(tmp_path: Path) -> None:
     assert config_for(tmp_path, 1, forward_facility=3).forward_facility == 3
     cases: list[tuple[dict[str, Any], str]] = [
         ({"forward": "unix:/run/x.sock"}, "not possible"),
-        ({"forward": "relay"}, "not an address"),
+        ({"forward": "relay"}, "has no port"),
         ({"forward_tls": True}, "needs at least one forward"),
         ({"forward": "a:1", "forward_ca": str(PKI / "ca.pem")}, "needs forward_tls"),
         ({"forward": "a:1", "forward_facility": "bogus"}, "syslog facility"),

@@ -37,13 +37,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 import socket
 import ssl
 import time
 from collections import Counter, deque
 from typing import Any, Final
 
+from safe_rotating._common.backoff import Backoff
 from safe_rotating._common.episode import Episode
 from safe_rotating._net.address import Address
 from safe_rotating._net.syslog import format_rfc5424, octet_frame
@@ -193,22 +193,22 @@ class Target:
     # -- the connection ----------------------------------------------------------------------
     async def run(self) -> None:
         """Connect, send, reconnect with backoff; return once closing with nothing left."""
-        delay = RETRY_FIRST
+        backoff = Backoff(RETRY_FIRST, RETRY_MOST, STABLE)
         while not (self.closing and not self.queue):
             link = await self._connect()
-            if link is not None:
-                began = time.monotonic()
-                finished = await self._serve(link)
-                if finished:
+            if link is None:
+                backoff.failed(time.monotonic())
+            else:
+                backoff.connected(time.monotonic())
+                if await self._serve(link):
                     return
-                if time.monotonic() - began >= STABLE:
-                    delay = RETRY_FIRST
+                backoff.lost(time.monotonic())
+            wait = max(0.0, backoff.next_attempt - time.monotonic())
             if self.closing:
                 if not self.queue:
                     return
-                delay = min(delay, RETRY_AT_SHUTDOWN)
-            await self._pause(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, RETRY_MOST)
+                wait = min(wait, RETRY_AT_SHUTDOWN)
+            await self._pause(wait)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds``; the start of a shutdown cuts the first such sleep short."""
