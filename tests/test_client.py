@@ -31,6 +31,7 @@ from safe_rotating._net import wire as _wire
 from safe_rotating.client import LogServerHandler
 from safe_rotating.exceptions import RecordsDropped, ServerUnavailable
 from safe_rotating.verify import make_line, parse_line
+from tests.logserver import eventually
 from tests.servers import free_port
 from tests.wire_peer import RecordingClient, WirePeer
 
@@ -78,17 +79,6 @@ def writers_of(messages: list[str]) -> dict[int, list[int]]:
         assert parsed is not None, f"not a verifier line: {message!r}"
         found.setdefault(parsed[0], []).append(parsed[1])
     return found
-
-
-def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout:g}s (last: {result!r})")
-        time.sleep(0.01)
 
 
 def spool_files(directory: Path) -> list[str]:
@@ -149,7 +139,7 @@ def test_record_fields_and_extra_values_that_fight_back(
         logger.exception("failed")
     logger.info("x" * 600_000)  # over the record limit: cut, not lost
     handler.flush()
-    assert eventually(lambda: peer.count() == 6)
+    assert eventually(lambda: peer.count() == 6, timeout=15.0)
     records = [r.record for r in peer.received]
     assert records[0]["msg"] == "odd arg"
     assert records[0]["extra"] == {"request": repr(OddRepr()), "user_id": 7}
@@ -226,7 +216,7 @@ def test_wrong_token_is_reported_at_once_and_nothing_is_lost(
         handler = client(peer.address, token="wrong")
         for seq in range(50):
             logger.info(make_line(0, seq))
-        eventually(lambda: handler.failures, what="a report")
+        eventually(lambda: handler.failures, what="a report", timeout=15.0)
         assert isinstance(handler.failures[0], ServerUnavailable)
         assert "wrong token" in str(handler.failures[0])
         handler.flush()
@@ -286,12 +276,15 @@ def test_server_down_at_start_then_everything_arrives_once(
         assert peer.wait_for(3000)
         assert peer.messages() == [make_line(0, seq) for seq in range(3000)]
         # flush() returned at once (spooled counts as safe); acks come as the spool drains
-        eventually(lambda: handler.stats().pending == 0, what="every batch acknowledged")
+        eventually(
+            lambda: handler.stats().pending == 0, what="every batch acknowledged", timeout=15.0
+        )
         assert handler.stats().replayed == 3000
         # every acknowledged segment is deleted; only the owner's lock file stays while it runs
         assert eventually(
             lambda: spool_files(tmp_path / "spool") == [f"{handler.client_id}.lock"],
             what="spool segments removed",
+            timeout=15.0,
         )
         assert peer.duplicates == 0
     assert not handler.failures
@@ -335,7 +328,7 @@ def test_welcome_last_seq_drops_what_the_server_already_wrote(
     for seq in range(10):
         logger.info(make_line(0, seq))
     handler.flush()
-    eventually(lambda: handler.stats().pending == 0, what="every batch acknowledged")
+    eventually(lambda: handler.stats().pending == 0, what="every batch acknowledged", timeout=15.0)
     assert peer.messages() == [make_line(0, seq) for seq in range(10)]
     # The batch was written but not acknowledged: the client got last_seq=1 in the next
     # welcome and did not send the batch again.
@@ -359,7 +352,7 @@ def test_stalled_server_emit_stays_fast_and_the_spool_takes_the_load(
         if seq % 200 == 0:
             time.sleep(0.05)  # 0.5 s in all: well past ack_timeout
     assert slowest < 0.05, f"an emit took {slowest * 1000:.1f} ms while the server was stalled"
-    eventually(lambda: handler.stats().spooled > 0, what="spooling")
+    eventually(lambda: handler.stats().spooled > 0, what="spooling", timeout=15.0)
     assert peer.count() == 1
     peer.resume()
     assert peer.wait_for(2001)
@@ -450,6 +443,7 @@ def test_spool_of_a_killed_process_is_delivered_by_the_next_client(
         assert eventually(
             lambda: not any(name.startswith(dead_id) for name in spool_files(spool)),
             what="the dead spool removed",
+            timeout=15.0,
         )
         assert handler.stats().replayed == count
         assert peer.duplicates == 0
@@ -526,7 +520,9 @@ def test_drops_are_counted_and_reported_once_per_episode(
     with WirePeer(port).start() as peer:
         kept = total - stats.dropped
         assert peer.wait_for(kept)
-        eventually(lambda: handler.stats().pending == 0, what="every batch acknowledged")
+        eventually(
+            lambda: handler.stats().pending == 0, what="every batch acknowledged", timeout=15.0
+        )
         logger.info(make_line(1, 0))  # accepted again: the episode ends, with its count
         handler.flush()
         assert len(handler.failures) == 2, handler.failures
@@ -580,13 +576,19 @@ def test_fallback_file_without_spool(
     for seq in range(300):
         logger.warning(make_line(0, seq))
     handler.flush()
-    assert eventually(lambda: fallback.exists() and len(fallback.read_text().splitlines()) == 300)
+    assert eventually(
+        lambda: fallback.exists() and len(fallback.read_text().splitlines()) == 300, timeout=15.0
+    )
     assert fallback.read_text().splitlines() == [
         f"WARNING {make_line(0, seq)}" for seq in range(300)
     ]
     assert handler.stats().fallback == 300
     with WirePeer(port).start() as peer:
-        eventually(lambda: handler.stats().reconnects + len(peer.hellos) > 0, what="reconnect")
+        eventually(
+            lambda: handler.stats().reconnects + len(peer.hellos) > 0,
+            what="reconnect",
+            timeout=15.0,
+        )
         logger.warning(make_line(1, 0))
         handler.flush()
         assert peer.wait_for(1)
@@ -780,7 +782,9 @@ def test_sigkilled_client_loses_only_what_it_had_not_sent(
     handler = client(peer.address, spool_dir=str(tmp_path))
     logger.info(make_line(1, 0))  # a new client on the same spool directory
     assert peer.wait_for(1)
-    eventually(lambda: not list(tmp_path.rglob("*.spool")), what="the dead spool delivered")
+    eventually(
+        lambda: not list(tmp_path.rglob("*.spool")), what="the dead spool delivered", timeout=15.0
+    )
     handler.flush()
     seqs = writers_of(peer.messages()).get(0, [])
     assert seqs == list(range(len(seqs))), "what arrived arrived in order, once"
@@ -826,7 +830,9 @@ def test_in_a_uwsgi_master_no_thread_runs_and_workers_deliver(
         try:
             logger.info(make_line(1, 0))
             assert peer.wait_for(21)
-            eventually(lambda: not list(spool.rglob("*.spool")), what="the spool delivered")
+            eventually(
+                lambda: not list(spool.rglob("*.spool")), what="the spool delivered", timeout=15.0
+            )
             assert peer.messages(master.client_id) == [make_line(0, seq) for seq in range(20)]
         finally:
             logger.removeHandler(worker)
@@ -845,7 +851,7 @@ def test_an_outage_is_reported_once_and_nothing_is_lost(
     for seq in range(100):
         logger.info(make_line(0, seq))
         time.sleep(0.01)  # a second of outage
-    eventually(lambda: handler.failures, what="the outage report")
+    eventually(lambda: handler.failures, what="the outage report", timeout=15.0)
     assert len(handler.failures) == 1
     report = handler.failures[0]
     assert isinstance(report, ServerUnavailable)

@@ -39,6 +39,7 @@ torn by a crash or a full disk is skipped when read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -293,7 +294,9 @@ class Journal:
         written = os.write(self._fd, data)
         if written != len(data):
             self._torn = True
-            raise OSError(28, f"the journal {self.path!r} is full: {written} of {len(data)} bytes")
+            raise OSError(
+                errno.ENOSPC, f"the journal {self.path!r} is full: {written} of {len(data)} bytes"
+            )
         self._torn = False
         self._size += written
         table = self._last
