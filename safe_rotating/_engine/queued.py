@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from safe_rotating._common import exithooks as _atexit
+from safe_rotating._common.episode import Episode
 from safe_rotating._common.forksafe import PID_CELL, ForkRegistry, current_pid
 from safe_rotating._engine.stats import HandlerStats
 from safe_rotating.exceptions import QueueOverflow
@@ -64,9 +65,8 @@ class _State:
     """One process's queue, lock and writer thread (a forked child makes its own)."""
 
     __slots__ = (
-        "drop_count",
-        "drop_started",
         "dropped",
+        "drops",
         "errors",
         "idle",
         "inflight",
@@ -98,8 +98,7 @@ class _State:
         # Written by emit only (the handler lock serialises it) ...
         self.put_bytes = 0  # counted before the record is appended: never behind the writer
         self.dropped = 0
-        self.drop_count = 0  # drops of the episode under way
-        self.drop_started = 0.0  # 0.0: no episode
+        self.drops: Episode | None = None  # the drop episode under way
         # ... and by the writer only (under io), so no counter needs a lock.
         self.taken_bytes = 0
         self.taken_records = 0
@@ -179,12 +178,12 @@ class Queue:
             state.times.append(created)
         if state.idle:
             _wake(state)
-        if state.drop_started:
-            self._drops_ended(state)
+        if state.drops is not None:
+            self._drops_ended(state, state.drops)
 
     def _room(self, state: _State, size: int) -> bool:
         """Is there room for ``size`` bytes? With ``on_full="block"``, wait for it (bounded)."""
-        if not self.block or state.drop_started:  # during a drop episode nobody waits again
+        if not self.block or state.drops is not None:  # during a drop episode nobody waits again
             return False
         deadline = _monotonic() + self.block_timeout
         _wake(state)
@@ -204,17 +203,16 @@ class Queue:
 
     def _drop(self, state: _State) -> None:
         state.dropped += 1
-        if state.drop_started:
-            state.drop_count += 1
+        if state.drops is not None:
+            state.drops.count += 1
             return
-        state.drop_started = _monotonic()
-        state.drop_count = 1
+        state.drops = Episode(_monotonic())
         self._report(QueueOverflow(self.path, 1, 0.0, self._full_reason(), ended=False))
 
-    def _drops_ended(self, state: _State) -> None:
-        seconds = _monotonic() - state.drop_started
-        count, state.drop_count, state.drop_started = state.drop_count, 0, 0.0
-        self._report(QueueOverflow(self.path, count, seconds, self._full_reason()))
+    def _drops_ended(self, state: _State, drops: Episode) -> None:
+        state.drops = None
+        seconds = _monotonic() - drops.started
+        self._report(QueueOverflow(self.path, drops.count, seconds, self._full_reason()))
 
     def _full_reason(self) -> str:
         waited = f" after waiting {self.block_timeout:g}s" if self.block else ""

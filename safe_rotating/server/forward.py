@@ -141,8 +141,7 @@ class Target:
         self._link: _Link | None = None
         self._outage: Episode | None = None
         self._ever_connected = False
-        self._dropping = 0  # records dropped in the current episode
-        self._dropping_since = 0.0
+        self._drops: Episode | None = None  # records dropped while the queue is full
 
     # -- the queue -------------------------------------------------------------------------
     def push(self, messages: list[bytes], size: int) -> None:
@@ -165,8 +164,10 @@ class Target:
         if not count:
             return
         self.dropped["queue full"] += count
-        if not self._dropping:
-            self._dropping_since = time.monotonic()
+        if self._drops is not None:
+            self._drops.count += count
+        else:
+            self._drops = Episode(time.monotonic(), count=count)
             state = "connected but not keeping up" if self.connected else "not connected"
             self.log.warning(
                 "forward to %s: the queue is full (%d records, %d bytes; the relay is %s): "
@@ -177,18 +178,17 @@ class Target:
                 self.bytes,
                 state,
             )
-        self._dropping += count
 
     def _emptied(self) -> None:
-        if self._dropping:
+        drops, self._drops = self._drops, None
+        if drops is not None:
             self.log.warning(
                 "forward to %s: the queue has emptied; %d record(s) were dropped over %.1f s "
                 "while it was full",
                 self.name,
-                self._dropping,
-                time.monotonic() - self._dropping_since,
+                drops.count,
+                time.monotonic() - drops.started,
             )
-            self._dropping = 0
 
     # -- the connection ----------------------------------------------------------------------
     async def run(self) -> None:
