@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from typing import Final
 
@@ -303,7 +302,7 @@ def create_temporary(directory: str, prefix: str, suffix: str = ".tmp") -> tuple
     """A new regular file ``<prefix><random><suffix>`` in ``directory``, mode 0600, opened for
     writing; ``(fd, path)``. The name cannot be guessed, so it cannot be planted beforehand."""
     for _ in range(16):
-        path = os.path.join(directory, f"{prefix}{secrets.token_hex(8)}{suffix}")
+        path = os.path.join(directory, f"{prefix}{os.urandom(8).hex()}{suffix}")
         try:
             return create_new(path, os.O_WRONLY, "a temporary file"), path
         except FileExistsError:

@@ -44,7 +44,6 @@ from __future__ import annotations
 import enum
 import errno
 import os
-import secrets
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -150,7 +149,8 @@ def initialise(fd: int) -> None:
     table that was truncated under them.
     """
     page = bytearray(_PAGE)
-    Field.GENERATION.codec.pack_into(page, Field.GENERATION.offset, secrets.randbits(62) + 1)
+    start = (int.from_bytes(os.urandom(8), "big") >> 2) + 1  # 62 random bits, never 0
+    Field.GENERATION.codec.pack_into(page, Field.GENERATION.offset, start)
     Field.MARK.codec.pack_into(page, Field.MARK.offset, _MAGIC, LAYOUT, 0)
     written = os.pwrite(fd, page, 0)
     if written != len(page):  # a short write of the page
