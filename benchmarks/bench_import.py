@@ -20,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 import safe_rotating
 
@@ -38,6 +39,7 @@ def sample(module: str, env: dict[str, str]) -> tuple[float, int]:
     done = subprocess.run(
         [sys.executable, "-c", _PROBE.format(module=module)],
         env=env,
+        cwd=tempfile.gettempdir(),  # not a checkout: the package comes from PYTHONPATH below
         check=True,
         capture_output=True,
         text=True,
@@ -54,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     compileall.compile_dir(os.path.dirname(safe_rotating.__file__), quiet=1)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    # The children import the safe_rotating this script imported (a checkout given through
+    # PYTHONPATH times that checkout).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(safe_rotating.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    print(f"safe_rotating from {root}", file=sys.stderr)
     modules = PEERS + args.also
     for module in modules:
         sample(module, env)  # warm the page cache and write any missing bytecode
