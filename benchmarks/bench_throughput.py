@@ -474,7 +474,7 @@ def write_chart(path: str, config: Config, cells: dict[tuple[str, int], Cell]) -
 
 
 def _size(text: str) -> int:
-    from safe_rotating._engine.plan import parse_size
+    from safe_rotating._common.units import parse_size
 
     try:
         return parse_size(text)

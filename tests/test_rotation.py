@@ -6,13 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from safe_rotating._common.units import parse_size
 from safe_rotating._engine.plan import (
     Remove,
     Rename,
     RotateCurrent,
     SizePolicy,
     count_backups,
-    parse_size,
     plan_rollover,
 )
 

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safe_rotating._engine.plan import Backup, Retention, parse_age
+from safe_rotating._common.units import parse_age
+from safe_rotating._engine.plan import Backup, Retention
 from safe_rotating._engine.schedule import Schedule, TimedName, order_key, parse_timed_name
 
 WHENS = ["S", "M", "H", "D", "MIDNIGHT", "W0", "W3", "W6"]

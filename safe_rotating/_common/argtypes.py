@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from safe_rotating._engine.plan import parse_age, parse_size
+from safe_rotating._common.units import parse_age, parse_size
 
 __all__ = ["age_arg", "positive_arg", "size_arg"]
 

@@ -153,7 +153,7 @@ def check_age(name: str, value: Any) -> float | None:
     """``None``, a number of seconds, or ``"90m"``/``"12h"``/``"14d"``/``"2w"``."""
     if value is None:
         return None
-    from safe_rotating._engine.plan import parse_age
+    from safe_rotating._common.units import parse_age
 
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise TypeError(f"{name} must be seconds or a string such as '14d', got {value!r}")
@@ -167,7 +167,7 @@ def check_size(name: str, value: Any) -> int | None:
     """``None``, a number of bytes, or ``"500MB"``/``"5GiB"``."""
     if value is None:
         return None
-    from safe_rotating._engine.plan import parse_size
+    from safe_rotating._common.units import parse_size
 
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise TypeError(f"{name} must be bytes or a string such as '5GiB', got {value!r}")

@@ -15,9 +15,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Final
 
+from safe_rotating._common.units import parse_age, parse_size
 from safe_rotating._common.validate import check_timeout
 from safe_rotating._engine.compress import parse_compression
-from safe_rotating._engine.plan import parse_age, parse_size
 from safe_rotating._engine.schedule import Schedule
 from safe_rotating._net.address import Address, AddressError
 from safe_rotating._net.address import parse_address as parse_any_address
