@@ -23,6 +23,7 @@ from safe_rotating._net import wire as _wire
 __all__ = [
     "BATCH_BYTES",
     "RECORD_BYTES",
+    "Batch",
     "Item",
     "batch_frame",
     "encode_record",
@@ -214,3 +215,20 @@ def take_rendered(
     for _ in range(count):
         queue.popleft()
     return texts, levels, created, names
+
+
+class Batch:
+    """One numbered batch of the ledger: its first record's index, its frame while memory holds
+    it, and where the spool keeps it once it is there."""
+
+    __slots__ = ("count", "first", "frame", "from_disk", "length", "offset", "segment", "seq")
+
+    def __init__(self, seq: int, count: int, first: int, frame: bytes) -> None:
+        self.seq = seq
+        self.count = count
+        self.first = first  # index (in emit order) of its first record
+        self.frame: bytes | None = frame  # None once only the spool has it
+        self.segment = 0
+        self.offset = 0
+        self.length = len(frame)
+        self.from_disk = False  # sent from the spool at least once

@@ -25,6 +25,7 @@ from typing import Any, Final
 from safe_rotating._client import spool as _spool
 from safe_rotating._client.config import ClientStats, Config
 from safe_rotating._client.frames import (
+    Batch,
     Item,
     batch_frame,
     encode_record,
@@ -40,20 +41,6 @@ __all__ = ["NO_LIMIT", "Batch", "Ledger"]
 
 NO_LIMIT: Final = 1 << 62
 _monotonic = time.monotonic
-
-
-class Batch:
-    __slots__ = ("count", "first", "frame", "from_disk", "length", "offset", "segment", "seq")
-
-    def __init__(self, seq: int, count: int, first: int, frame: bytes) -> None:
-        self.seq = seq
-        self.count = count
-        self.first = first  # index (in emit order) of its first record
-        self.frame: bytes | None = frame  # None once only the spool has it
-        self.segment = 0
-        self.offset = 0
-        self.length = len(frame)
-        self.from_disk = False  # sent from the spool at least once
 
 
 class Ledger:

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from safe_rotating._client import spool as _spool
 from safe_rotating._client.config import ClientStats, Config, describe
-from safe_rotating._client.frames import Item, batch_frame
+from safe_rotating._client.frames import Batch, Item, batch_frame
 from safe_rotating._client.ownspool import OwnSpool
 from safe_rotating._net import rendered as _rendered
-
-if TYPE_CHECKING:
-    from safe_rotating._client.ledger import Batch
 
 __all__ = ["SPOOL_RETRY", "Spooler"]
 
