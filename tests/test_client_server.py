@@ -111,7 +111,7 @@ def test_clients_survive_two_server_kills_nothing_lost_order_kept(tmp_path: Path
     )
     assert verdict.lost == 0, verdict.summary()
     # A kill during a write that spans pages can cut that write short: one partial line per
-    # kill at most (README, "Guarantees"); its records were not journaled and came again.
+    # kill at most (docs/guarantees.md); its records were not journaled and came again.
     assert verdict.torn <= KILLS, verdict.summary()
     assert verdict.order_breaks == 0, verdict.summary()
     assert verdict.found == CLIENTS * PER_CLIENT + 1, verdict.summary()

@@ -1,4 +1,4 @@
-"""A hostile member of the log directory's group, in README's "Several users" setting.
+"""A hostile member of the log directory's group, in docs' "Several users" setting.
 
 The directory is ``root:4242`` mode 2775, the handlers run as root with ``chmod=0o660``, and the
 neighbour is a real process at uid 65534 in group 4242 (see ``tests/neighbour.py``): it may
@@ -102,7 +102,7 @@ def settle(janitor: Any) -> None:
 
 
 def handler(shared_dir: SharedDir, **kwargs: Any) -> Recording:
-    """``SafeRotatingFileHandler(app.log, chmod=0o660, ...)`` as README's "Several users" says,
+    """``SafeRotatingFileHandler(app.log, chmod=0o660, ...)`` as "Several users" says,
     keeping what goes to ``handleError``."""
     kwargs.setdefault("maxBytes", 1000)
     kwargs.setdefault("backupCount", 5)

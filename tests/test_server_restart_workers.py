@@ -392,7 +392,7 @@ def test_celery_pool_processes_deliver_everything_across_a_server_kill(tmp_path:
     ``TASKS_PER_CHILD`` tasks (so some end during the outage, some just after it), stopped
     with SIGTERM (warm shutdown) right after the last task. A pool process leaves through
     ``os._exit``, and the app connects no ``worker_process_shutdown`` receiver of its own (the
-    README's ``logging.shutdown()`` one): the handler's own exit hook must deliver."""
+    once recommended, ``logging.shutdown()``): the handler's own exit hook must deliver."""
     pytest.importorskip("celery")
     from celery import Celery
 

@@ -262,7 +262,8 @@ class CurrentFile:
         """Does the file end with a newline? A process killed (SIGKILL) in the middle of a
         large write leaves the part written so far, which can end inside a record; the next
         batch then starts on a new line, so no record of ours is glued to that tail. One
-        ``pread`` per batch (a single record's ``write`` is not cut this way: see the README)."""
+        ``pread`` per batch (a single record's ``write`` is not cut this way: see
+        docs/guarantees.md)."""
         newline = self._newline
         try:
             tail = os.pread(self.fd, len(newline), self.end - len(newline))

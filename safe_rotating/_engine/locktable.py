@@ -30,7 +30,7 @@ offset  size  meaning
               janitor doing background work gives the lock up at once (layout 2)
 ======  ====  =============================================================================
 
-Offsets 0 and 8 and the lock itself are the stable contract every layout keeps (README,
+Offsets 0 and 8 and the lock itself are the stable contract every layout keeps (docs/guarantees.md,
 guarantee 10): a process that meets a newer layout than it knows keeps rotating through them,
 reports the mismatch once, and never writes anything else into the table — every other field
 reads as zeros ("nothing known") and is never written. The file is created a whole page long,

@@ -26,7 +26,7 @@ Records therefore never wait for the inter-process lock; only a writer that find
 does, and for a short, bounded time. While several processes write, a file may exceed
 ``max_bytes`` by at most one record (or one batch) per other concurrently writing process.
 
-The directory may be writable by users we do not trust (README's "Several users"): how the path
+The directory may be writable by users we do not trust ("Several users" in docs): how the path
 is opened, and what is refused there, is :mod:`safe_rotating._engine.opener`'s; what is told
 about it, :mod:`safe_rotating._engine.notices`'. The settings and the time schedule the writers
 share through the lock table are :mod:`safe_rotating._engine.shared`'s.

@@ -79,7 +79,7 @@ class HandlerStats:
     other processes that this one followed to a new file; ``lock_waits``: how long rotations
     waited for the inter-process lock (:class:`LockWaits`); ``largest_overshoot``: the most
     bytes past ``maxBytes`` this process saw the current file hold (other processes' records
-    in flight, or a batch part in queued mode; see the README's guarantees);
+    in flight, or a batch part in queued mode; see docs/guarantees.md);
     ``queue_depth`` / ``queue_bytes``: records (bytes) queued and not yet written (always 0
     without ``enqueue``); ``queue_peak_bytes``: the most bytes queued at once; ``dropped``:
     records given up because the queue was full (``on_full``); ``errors``: records that could

@@ -23,7 +23,7 @@ The backups are listed by :mod:`.listing`; every job shares the rotation lock an
 of :mod:`.context`; :mod:`.runner` holds the small :class:`~.runner.Janitor` that runs them,
 one process at a time.
 
-The directory may be shared with users we do not trust (README's "Several users"): every file
+The directory may be shared with users we do not trust ("Several users" in docs): every file
 the janitor opens or creates goes through :mod:`safe_rotating._common.osfiles`. A backup name
 holding a link is never read through (its compression is refused and reported once); renames
 and removals act on names and never follow links.
