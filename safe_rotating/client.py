@@ -32,6 +32,7 @@ from safe_rotating._client.sender import Sender
 from safe_rotating._common import exithooks as _atexit
 from safe_rotating._common.episode import Episode
 from safe_rotating._common.forksafe import PID_CELL, current_pid
+from safe_rotating._common.keywords import checked_keywords
 from safe_rotating._net import wire as _wire
 from safe_rotating.exceptions import RecordsDropped, RecordsNotDelivered, ServerUnavailable
 from safe_rotating.handlers import SafeRotatingFileHandler
@@ -110,6 +111,7 @@ class LogServerHandler(logging.Handler):
     (within ``spool_max_bytes``, then dropped and reported) and the workers deliver them.
     """
 
+    @checked_keywords
     def __init__(
         self,
         address: str = "127.0.0.1:9020",

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from safe_rotating._common import validate as _options
 from safe_rotating._common.episode import Episode
 from safe_rotating._common.forksafe import ForkRegistry
+from safe_rotating._common.keywords import checked_keywords
+from safe_rotating._common.once import first_time
 from safe_rotating._engine.compress import parse_compression
 from safe_rotating._engine.lock import SidecarLock
 from safe_rotating._engine.logfile import LogFile, default_lock_path
@@ -386,6 +388,7 @@ class SafeRotatingFileHandler(_Facade, logging.handlers.RotatingFileHandler):
         last, ``"block"`` does not wait again.
     """
 
+    @checked_keywords
     def __init__(
         self,
         filename: str | os.PathLike[str],
@@ -434,6 +437,13 @@ class SafeRotatingFileHandler(_Facade, logging.handlers.RotatingFileHandler):
             on_full=on_full,
             block_timeout=block_timeout,
         )
+        if max_bytes > 0 and backup_count == 0 and first_time("maxBytes alone", path):
+            # The stdlib says nothing, and a newcomer's file just grows.
+            _warn(
+                f"{path!r}: maxBytes={max_bytes} without backupCount never rotates (as with "
+                "logging's RotatingFileHandler, backupCount=0 turns rotation off), so the file "
+                "grows without bound; add backupCount=5 (the number of backups to keep)"
+            )  # stacklevel 4 of _warn: the caller of __init__, past checked_keywords
 
     # -- stdlib API ------------------------------------------------------------------------------
     def shouldRollover(self, record: logging.LogRecord) -> int:
@@ -470,6 +480,7 @@ class SafeTimedRotatingFileHandler(_Facade, logging.handlers.TimedRotatingFileHa
     ``created`` time.
     """
 
+    @checked_keywords
     def __init__(
         self,
         filename: str | os.PathLike[str],

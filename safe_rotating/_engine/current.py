@@ -110,7 +110,7 @@ class CurrentFile:
                 self.path,
                 self._policy,
                 self._backup_count,
-                self._shared is not None,
+                None if self._shared is None else self._shared.schedule,
                 self._warnings,
             )
             self._upkeep.rotated = self._upkeep.janitor.needed  # catch up on work left by others

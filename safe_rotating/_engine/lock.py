@@ -221,12 +221,15 @@ class SidecarLock(SidecarFile):
             self._table.write(self._fd, Field.WANTED, since)
 
     # -- settings --------------------------------------------------------------------------------
+    def recorded_keeper(self) -> Keeper | None:
+        """The settings last recorded as the keeper's, by a live process or one that exited."""
+        pid, max_bytes, backup_count = self._table.read(self._fd, Field.KEEPER)
+        return Keeper(pid, max_bytes, backup_count) if pid else None
+
     def keeper(self) -> Keeper | None:
         """The live process with the largest ``backupCount`` that registered, if any."""
-        pid, max_bytes, backup_count = self._table.read(self._fd, Field.KEEPER)
-        if not pid_alive(pid):
-            return None
-        return Keeper(pid, max_bytes, backup_count)
+        recorded = self.recorded_keeper()
+        return recorded if recorded is not None and pid_alive(recorded.pid) else None
 
     def register(self, max_bytes: int, backup_count: int) -> Keeper | None:
         """Record our settings if no live process keeps more backups; return the other keeper.

@@ -1,7 +1,8 @@
 """What the writers of one file keep in its lock table besides the lock and the generation.
 
 * Their settings (:func:`register_settings`): each process records its ``maxBytes`` and
-  ``backupCount``, and is told once when another process writing the same file uses others.
+  ``backupCount``, and is told once when another process writing the same file uses others,
+  or when a process that has exited kept more backups than it will (before any is deleted).
 * The time schedule (:class:`SharedSchedule`): the next rollover time, which the first process
   to need one sets and every other follows, and the count of files of the current period, so
   that naming a time-rotated file takes two ``lstat`` calls, not a scan of the directory.
@@ -14,15 +15,17 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import zlib
 from collections.abc import Callable
 
+from safe_rotating._common.once import first_time
 from safe_rotating._engine.janitor.names import taken
-from safe_rotating._engine.lock import SidecarLock
+from safe_rotating._engine.lock import SidecarLock, pid_alive
 from safe_rotating._engine.locktable import KNOWN, LAYOUT
 from safe_rotating._engine.notices import Warnings
 from safe_rotating._engine.plan import SizePolicy
-from safe_rotating._engine.schedule import Schedule, parse_timed_name
+from safe_rotating._engine.schedule import COMPRESSED_SUFFIXES, Schedule, parse_timed_name
 
 __all__ = ["SharedSchedule", "register_settings"]
 
@@ -35,10 +38,12 @@ def register_settings(
     path: str,
     policy: SizePolicy,
     backup_count: int,
-    scheduled: bool,
+    schedule: Schedule | None,
     warnings: Warnings,
 ) -> None:
-    """Record our settings in the sidecar; warn once when another process differs."""
+    """Record our settings in the sidecar; warn once when another process differs, or when
+    an exited one kept more backups than ``backup_count`` (``schedule``: time rotation's)."""
+    scheduled = schedule is not None
     if lock.newer_layout is not None:
         warnings.once(
             "layout",
@@ -51,6 +56,8 @@ def register_settings(
         return
     if not policy.enabled and not (scheduled and backup_count):
         return
+    if backup_count:  # 0 (time rotation) keeps every backup: nothing to lose
+        _warn_before_trimming(lock, path, backup_count, schedule, warnings)
     max_bytes = policy.max_bytes
     other = lock.register(max_bytes, backup_count)
     if other is not None:
@@ -62,6 +69,62 @@ def register_settings(
             "Backups are kept up to the largest backupCount of the running processes; "
             "use the same settings in every process",
         )
+
+
+def _warn_before_trimming(
+    lock: SidecarLock,
+    path: str,
+    backup_count: int,
+    schedule: Schedule | None,
+    warnings: Warnings,
+) -> None:
+    """Warn, before registering, when the settings recorded last are those of a process that
+    has exited and kept more backups than ``backup_count``, and more than that are on disk:
+    the rule "the largest backupCount of the running processes" no longer protects them, so
+    the oldest are about to be deleted (a test once lost 167 k records so, without a word)."""
+    recorded = lock.recorded_keeper()
+    if (
+        recorded is None
+        or recorded.backup_count <= backup_count
+        or recorded.pid == os.getpid()
+        or pid_alive(recorded.pid)
+    ):
+        return
+    found = _count_backups(path, schedule)
+    if found <= backup_count or not first_time("smaller backupCount", path):
+        return
+    warnings.once(
+        "smaller backupCount",
+        f"{path!r} was last written with backupCount={recorded.backup_count}, by pid "
+        f"{recorded.pid}, which has exited; pid {os.getpid()} uses backupCount={backup_count}, "
+        f"so {found - backup_count} of its {found} backups, the oldest, are about to be "
+        f"deleted. To keep them, use backupCount={recorded.backup_count} here (or copy them "
+        "away first)",
+    )
+
+
+def _count_backups(path: str, schedule: Schedule | None) -> int:
+    """The backups of ``path`` on disk, a plain and a compressed copy counted once: time-named
+    ones, or numbered ones (``app.log.3``, ``app.log.pending.7``; a ``namer`` that moves the
+    number elsewhere hides them, and then nothing is told)."""
+    directory, base = os.path.split(path)
+    numbered = re.compile(rf"{re.escape(base)}\.(?:pending\.)?\d+", re.ASCII)
+    names = set()
+    try:
+        entries = os.listdir(directory or ".")
+    except OSError:
+        return 0
+    for entry in entries:
+        plain = entry
+        for suffix in COMPRESSED_SUFFIXES:
+            if entry.endswith(suffix):
+                plain = entry[: -len(suffix)]
+        if schedule is not None:
+            if parse_timed_name(entry, base, schedule.stamp_pattern) is not None:
+                names.add(plain)
+        elif numbered.fullmatch(plain):
+            names.add(plain)
+    return len(names)
 
 
 class SharedSchedule:
