@@ -122,6 +122,7 @@ class LogServer:
         return samples
 
     def refused(self, reason: str) -> float:
+        """``refused_frames_total`` for ``reason``, its label value (snake_case)."""
         return self.metrics().get(f'refused_frames_total{{reason="{reason}"}}', 0.0)
 
     def wait_refused(self, reason: str, count: int = 1, timeout: float = 5.0) -> None:

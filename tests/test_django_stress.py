@@ -87,8 +87,8 @@ def test_server_mode_loses_nothing(tmp_path: Path, name: str) -> None:
     assert verdict.largest_file <= 4096
     assert (result.server_exit, result.log_server_exit, result.spool_left) == (0, 0, 0)
     counts = result.log_server
-    assert counts["received"] == counts["written"] == 3000
-    assert counts["duplicates_suppressed"] == 0
+    assert counts["records_received"] == counts["records_written"] == 3000
+    assert counts["duplicate_batches_suppressed"] == 0
     assert counts.get("dropped", 0) == counts.get("refused_frames", 0) == 0  # no sample when 0
     assert counts["clients"] == verdict.workers, "one client id per worker process"
     first = (tmp_path / "logs" / "app.log").read_bytes().splitlines()[0]
@@ -150,7 +150,7 @@ def test_the_command_reports_both_handlers_and_exits_0(
         assert run["expected"] == 1200
     assert runs[1]["size_limit"] == 2048  # server mode: maxBytes, no allowance
     assert runs[1]["log_server_exit"] == 0
-    assert runs[1]["log_server"]["written"] == 1200
+    assert runs[1]["log_server"]["records_written"] == 1200
     assert "size limit in server mode: maxBytes = 2048 B" in printed
     assert "safe-rotating-server received 1200 records, wrote 1200" in printed
     stdlib = runs[2]["verdict"]

@@ -143,7 +143,10 @@ def test_records_arrive_as_octet_counted_rfc5424(tmp_path: Path) -> None:
         ]
         target = forwarding.targets[0]
         assert (target.forwarded, target.connected, len(target.queue)) == (200, False, 0)
-        assert f'forwarded_total{{target="127.0.0.1:{relay.port}"}} 200' in forwarding.metrics()
+        assert (
+            f'forward_records_sent_total{{target="127.0.0.1:{relay.port}"}} 200'
+            in forwarding.metrics()
+        )
 
     run(test)
 
@@ -223,7 +226,7 @@ def test_full_queue_drops_the_newest_counts_and_reports_once(
         assert len(target.queue) == 50
         metrics = forwarding.metrics()
         name = f'target="127.0.0.1:{port}"'
-        assert f'forward_dropped_total{{{name},reason="queue full"}} 150' in metrics
+        assert f'forward_records_dropped_total{{{name},reason="queue_full"}} 150' in metrics
         assert f"forward_queue_depth{{{name}}} 50" in metrics
         assert f"forward_connected{{{name}}} 0" in metrics
         relay = await Relay(port).start()
@@ -280,7 +283,7 @@ def test_shutdown_flushes_or_gives_up_with_a_count(
         up, gone = forwarding.targets
         assert (up.forwarded, sum(up.dropped.values())) == (1000, 0)
         assert (gone.forwarded, gone.dropped["not sent at shutdown"]) == (0, 1000)
-        assert f'127.0.0.1:{down}",reason="not sent at shutdown"}} 1000' in forwarding.metrics()
+        assert f'127.0.0.1:{down}",reason="not_sent_at_shutdown"}} 1000' in forwarding.metrics()
         await relay.stop()
 
     run(test)
@@ -449,7 +452,7 @@ def test_server_relay_down_then_up(tmp_path: Path) -> None:
             )
             metrics = server.metrics()
             assert metrics[f"forward_connected{name}"] == 1
-            assert metrics[f"forwarded_total{name}"] == 1200
+            assert metrics[f"forward_records_sent_total{name}"] == 1200
             client.close()
             assert server.stop() == 0
         assert server.stderr.count(f"{relay_port}: cannot connect") == 1
@@ -472,10 +475,10 @@ def test_server_file_unaffected_by_a_relay_that_stops_reading(tmp_path: Path) ->
         assert server.lines()[-1] == f"{body} 3999"
         assert slowest < 2.0  # acknowledged as soon as written, relay or not
         metrics = server.metrics()
-        forwarded = metrics[f"forwarded_total{name}"]
+        forwarded = metrics[f"forward_records_sent_total{name}"]
         queued = metrics[f"forward_queue_depth{name}"]
         dropped = metrics[
-            f'forward_dropped_total{{target="127.0.0.1:{relay_port}",reason="queue full"}}'
+            f'forward_records_dropped_total{{target="127.0.0.1:{relay_port}",reason="queue_full"}}'
         ]
         assert queued == 500
         assert dropped > 0

@@ -388,7 +388,9 @@ def test_a_rendered_batch_sent_again_is_acknowledged_not_written_and_counted(
         for _ in range(2):
             native.sock.sendall(frame)
             native.acked(1)
-        eventually(lambda: server.metrics()["duplicates_suppressed_total"] == 1, 5, "the resend")
+        eventually(
+            lambda: server.metrics()["duplicate_batches_suppressed_total"] == 1, 5, "the resend"
+        )
         native.close()
         assert server.lines() == [text.decode() for text in texts]
         assert server.metrics()["duplicate_records_suppressed_total"] == 3

@@ -150,7 +150,10 @@ template(name="header" type="string" string="%pri% %pri-text% %hostname% %app-na
             assert written.count("\n") > count  # the traceback spans lines
             messages = rsyslog / "messages.log"
             eventually(lambda: read(messages) == written, 10, "rsyslog has every record")
-            assert server.metrics()[f'forwarded_total{{target="127.0.0.1:{port}"}}'] == count
+            assert (
+                server.metrics()[f'forward_records_sent_total{{target="127.0.0.1:{port}"}}']
+                == count
+            )
             assert server.stop() == 0
         text = read(messages)
         assert "record 100: lookup failed\nTraceback (most recent call last):\n" in text

@@ -100,8 +100,8 @@ def test_native_batches_acks_and_duplicates(tmp_path: Path) -> None:
         again.acked(3)
         assert [line.split()[-1] for line in server.lines()] == ["one", "two", "three", "four"]
         metrics = server.metrics()
-        assert metrics["duplicates_suppressed_total"] == 1
-        assert metrics["written_total"] == 4
+        assert metrics["duplicate_batches_suppressed_total"] == 1
+        assert metrics["records_written_total"] == 4
         again.close()
 
         # Another client id has its own sequence space.
@@ -306,7 +306,7 @@ def test_a_second_stop_signal_exits_at_once(tmp_path: Path) -> None:
     with run_server(tmp_path, *args) as server:
         stuck = socket.create_connection(("127.0.0.1", server.port))
         stuck.sendall(b"\x00\x00\x01\x00{")  # mid-frame: the drain would wait for it
-        eventually(lambda: server.metrics()["connections"] == 1, what="the stuck connection")
+        eventually(lambda: server.metrics()["connections_open"] == 1, what="the stuck connection")
         server.signal(signal.SIGTERM)
         eventually(lambda: "stopping" in server.stderr, what="the drain")
         server.signal(signal.SIGTERM)
@@ -328,8 +328,8 @@ def test_extra_fields_in_the_format(tmp_path: Path) -> None:
         assert lines[1].endswith(" INFO a lacks it")  # the fallback format, not a lost record
         assert len(lines) == 2
         metrics = server.metrics()
-        assert metrics["format_errors_total"] == 1
-        assert metrics['dropped_total{reason="not an object"}'] == 1
+        assert metrics["records_fallback_format_total"] == 1
+        assert metrics['records_dropped_total{reason="not_an_object"}'] == 1
 
 
 def test_sighup_reopens_a_renamed_file(tmp_path: Path) -> None:
@@ -384,13 +384,13 @@ def test_token_is_required(tmp_path: Path) -> None:
         assert reply is not None
         assert reply["type"] == "error"
         server.send_stock("stock cannot carry a token")
-        server.wait_refused("pickle without token")
+        server.wait_refused("pickle_without_token")
         right = NativeClient(("127.0.0.1", server.port))
         right.hello("t" * 32, token="s3cret")
         right.batch(1, ["authenticated"])
         right.acked(1)
         assert server.lines() == ["authenticated"]
-        assert server.refused("bad token") == 2
+        assert server.refused("bad_token") == 2
 
 
 def test_bind_failure_exits_1(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ def logger() -> Iterator[logging.Logger]:
 
 
 def written(server: LogServer) -> float:
-    return server.metrics().get("written_total", 0.0)
+    return server.metrics().get("records_written_total", 0.0)
 
 
 def test_every_record_once_over_a_unix_socket_with_a_token(
@@ -49,7 +49,7 @@ def test_every_record_once_over_a_unix_socket_with_a_token(
         logger.removeHandler(handler)
         handler.close()
         eventually(lambda: written(server) == 5000, 5, "5000 records written")
-        assert server.metrics()["duplicates_suppressed_total"] == 0
+        assert server.metrics()["duplicate_batches_suppressed_total"] == 0
     verdict = verify(str(tmp_path), "app.log", 1, 5000)
     assert verdict.ok, verdict.summary()
 

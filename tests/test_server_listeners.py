@@ -19,6 +19,7 @@ import pytest
 
 from safe_rotating._net.wire import FrameReader, decode, encode
 
+from .exposition import parse
 from .logserver import NativeClient, eventually, run_server, server_command, start_server
 from .servers import free_port
 from .support import tmpfs
@@ -60,12 +61,12 @@ def test_bad_syslog_connections_are_refused(tmp_path: Path) -> None:
         trickle = socket.create_connection(("127.0.0.1", port), timeout=5)
         trickle.sendall(b"<13>never ends")
         deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and server.refused("read timeout") < 1:
+        while time.monotonic() < deadline and server.refused("read_timeout") < 1:
             with contextlib.suppress(OSError):
                 trickle.sendall(b".")  # bytes keep coming, the message never ends
             time.sleep(0.1)
-        server.wait_refused("read timeout", timeout=1)
-        server.wait_refused("message too large")
+        server.wait_refused("read_timeout", timeout=1)
+        server.wait_refused("message_too_large")
         server.send_stock("still serving")
         server.assert_lands("still serving")
         huge.close()
@@ -104,18 +105,21 @@ def test_metrics_and_health(tmp_path: Path) -> None:
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             body = response.read().decode()
         for name in (
-            "received_total 1",
-            "written_total 1",
-            "duplicates_suppressed_total 0",
+            "records_received_total 1",
+            "records_written_total 1",
+            "duplicate_batches_suppressed_total 0",
             "write_errors_total 0",
             "rotations_total 0",
             "queue_depth 0",
-            "connections ",
-            "bytes_written_total ",
+            "connections_open ",
+            "written_bytes_total ",
         ):
             assert f"\nsafe_rotating_server_{name}" in body, name
-        assert "# TYPE safe_rotating_server_dropped_total counter" in body
+        assert "# TYPE safe_rotating_server_records_dropped_total counter" in body
         assert "# TYPE safe_rotating_server_refused_frames_total counter" in body
+        families = parse(body)  # the live page, by the conventions
+        assert "safe_rotating_server_lock_wait_seconds" in families
+        assert "process_open_fds" in families
 
 
 def test_rotations_are_counted(tmp_path: Path) -> None:
@@ -123,7 +127,9 @@ def test_rotations_are_counted(tmp_path: Path) -> None:
     with run_server(tmp_path, *args) as server:
         for i in range(30):
             server.send_stock(f"{i:03d} " + "r" * 95)
-        eventually(lambda: server.metrics()["written_total"] == 30, what="30 records written")
+        eventually(
+            lambda: server.metrics()["records_written_total"] == 30, what="30 records written"
+        )
         assert server.metrics()["rotations_total"] >= 2
 
 

@@ -196,14 +196,14 @@ def test_metrics_text() -> None:
     stats = Stats(received=5, written=4, dropped=Counter({"queue full": 1}))
     stats.refused['say "hi"\n'] = 2
     text = render(stats, queue_depth=7, connections=3)
-    assert "# TYPE safe_rotating_server_received_total counter\n" in text
-    assert "safe_rotating_server_received_total 5\n" in text
-    assert 'safe_rotating_server_dropped_total{reason="queue full"} 1\n' in text
-    assert 'safe_rotating_server_refused_frames_total{reason="say \\"hi\\"\\n"} 2\n' in text
+    assert "# TYPE safe_rotating_server_records_received_total counter\n" in text
+    assert "safe_rotating_server_records_received_total 5\n" in text
+    assert 'safe_rotating_server_records_dropped_total{reason="queue_full"} 1\n' in text
+    assert 'safe_rotating_server_refused_frames_total{reason="say_hi"} 2\n' in text
     assert (
         "# TYPE safe_rotating_server_queue_depth gauge\nsafe_rotating_server_queue_depth 7" in text
     )
-    assert "safe_rotating_server_connections 3\n" in text
+    assert "safe_rotating_server_connections_open 3\n" in text
 
 
 @pytest.mark.parametrize(

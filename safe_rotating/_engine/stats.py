@@ -13,24 +13,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Final
 
-__all__ = ["HandlerStats", "LockWaits", "WaitHistogram", "summarize"]
+__all__ = ["WAIT_BOUNDS", "HandlerStats", "LockWaits", "WaitHistogram", "summarize"]
 
 _BUCKETS: Final = 40  # 2**39 µs is six days: every real wait fits
+_FIRST_BOUND: Final = 7  # 2**7 µs = 0.128 ms ...
+_LAST_BOUND: Final = 23  # ... 2**23 µs = 8.4 s
+# Upper bounds (seconds) of the histogram /metrics exports: bucket edges of the engine's own,
+# so a count below each is exact, where a decimal grid would have to guess inside a bucket.
+WAIT_BOUNDS: Final = tuple((1 << i) / 1e6 for i in range(_FIRST_BOUND, _LAST_BOUND + 1))
 
 
 @dataclass(frozen=True)
 class LockWaits:
     """Waits for the inter-process rotation lock (only rotations take it), in seconds.
 
-    ``p50``/``p99`` are upper bounds, exact within a factor of two; ``longest`` is exact."""
+    ``p50``/``p99`` are upper bounds, exact within a factor of two; ``longest`` is exact;
+    ``below``: how many waits were shorter than each of :data:`WAIT_BOUNDS` (cumulative)."""
 
     count: int = 0
     p50: float = 0.0
     p99: float = 0.0
     longest: float = 0.0
     total: float = 0.0
+    below: tuple[int, ...] = (0,) * len(WAIT_BOUNDS)
 
 
 class WaitHistogram:
@@ -65,8 +73,15 @@ class WaitHistogram:
         return self.longest
 
     def summary(self) -> LockWaits:
+        # Bucket i holds waits of bit_length(µs) == i: the first k + 1 hold those under 2**k µs.
+        cumulative = list(accumulate(self.buckets))
         return LockWaits(
-            self.count, self.quantile(0.5), self.quantile(0.99), self.longest, self.total
+            self.count,
+            self.quantile(0.5),
+            self.quantile(0.99),
+            self.longest,
+            self.total,
+            tuple(cumulative[_FIRST_BOUND : _LAST_BOUND + 1]),
         )
 
 

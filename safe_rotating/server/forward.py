@@ -16,8 +16,8 @@ While its relay is down or slower than the server, records wait there; once it i
 records are dropped** and the ones already queued are kept: when the relay returns it gets an
 unbroken run from the start of the outage, followed by the records of after the queue has room
 again; the gap lies between them, and the local file has everything. Drops are counted in
-``forward_dropped_total{reason="queue full"}`` and reported on stderr once per episode (when the
-first record is dropped, and when the queue has emptied again, with the count).
+``forward_records_dropped_total{reason="queue_full"}`` and reported on stderr once per episode
+(when the first record is dropped, and when the queue has emptied again, with the count).
 
 A relay's task connects (TCP, or TLS with ``--forward-tls``), sends batches, and on a failure
 reconnects after 0.2 s, doubling up to 10 s (with jitter, so a fleet does not reconnect in
@@ -28,7 +28,8 @@ again, and may arrive twice); what the kernel still held when a connection broke
 syslog over TCP has no acknowledgements.
 
 At shutdown, once the writer is done, the queues are flushed until the drain deadline; whatever
-is left then is counted in ``forward_dropped_total{reason="not sent at shutdown"}`` and reported.
+is left then is counted in ``forward_records_dropped_total{reason="not_sent_at_shutdown"}`` and
+reported.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ from safe_rotating._net.address import Address
 from safe_rotating._net.syslog import format_rfc5424, octet_frame
 from safe_rotating._net.tls import client_context
 from safe_rotating.server.config import ServerConfig
-from safe_rotating.server.prometheus import family, label
+from safe_rotating.server.prometheus import family, label, reason_samples
 
-__all__ = ["QUEUE_BYTES", "Forwarding", "Target"]
+__all__ = ["DROPPED_REASONS", "QUEUE_BYTES", "Forwarding", "Target"]
 
 QUEUE_BYTES: Final = 64 * 1024 * 1024  # formatted bytes queued per relay at most
 RETRY_FIRST: Final = 0.2  # seconds before the first reconnect
@@ -62,6 +63,8 @@ CONNECT_TIMEOUT: Final = 10.0
 SEND_RECORDS: Final = 1024  # records written to the connection at a time, at most
 SEND_BYTES: Final = 256 * 1024  # ... and bytes
 FORMAT_RECORDS: Final = 512  # records formatted between two chances for other tasks to run
+# Why a record was not forwarded; each relay exports all of them from the start, at 0.
+DROPPED_REASONS: Final = ("not formattable", "not sent at shutdown", "queue full")
 
 Records = list[dict[str, Any]]
 
@@ -132,7 +135,7 @@ class Target:
         self.queue: deque[bytes] = deque()
         self.bytes = 0
         self.forwarded = 0
-        self.dropped: Counter[str] = Counter({"queue full": 0})
+        self.dropped: Counter[str] = Counter(dict.fromkeys(DROPPED_REASONS, 0))
         self.connected = False
         self.closing = False
         self.task: asyncio.Task[None] | None = None
@@ -172,7 +175,8 @@ class Target:
             self.log.warning(
                 "forward to %s: the queue is full (%d records, %d bytes; the relay is %s): "
                 "new records that do not fit are dropped; they are still in the log file "
-                "(counted in forward_dropped_total; reported again once the queue has emptied)",
+                "(counted in forward_records_dropped_total; reported again once the queue has "
+                "emptied)",
                 self.name,
                 len(self.queue),
                 self.bytes,
@@ -464,20 +468,18 @@ class Forwarding:
 
         targets = self.targets
         relays(
-            "forwarded_total",
+            "forward_records_sent_total",
             "counter",
             "Records written to the connection to a --forward relay.",
             [(relay(t), t.forwarded) for t in targets],
         )
-        relays(
-            "forward_dropped_total",
-            "counter",
-            "Records not forwarded to a relay, by reason (queue full, not sent at shutdown).",
-            [
-                (f'{relay(t)},reason="{label(reason)}"', count)
-                for t in targets
-                for reason, count in sorted(t.dropped.items())
-            ],
+        out.extend(
+            family(
+                "forward_records_dropped_total",
+                "counter",
+                "Records not forwarded to a relay, by reason.",
+                [s for t in targets for s in reason_samples(t.dropped, relay(t) + ",")],
+            )
         )
         relays(
             "forward_connected",

@@ -2,9 +2,12 @@
 
 ``GET /metrics`` answers the text exposition format (version 0.0.4) that Prometheus, the
 OpenTelemetry collector and VictoriaMetrics scrape; ``GET /healthz`` answers ``ok``. The format is
-a few lines of text, so it is written here rather than pulled in through a client library. One
-request per connection, a bounded request size and a short timeout: the endpoint cannot be used
-to hold memory or connections open.
+a few lines of text, so it is written here rather than pulled in through a client library (whose
+registry and exporter threads the server would not use). One request per connection, a bounded
+request size and a short timeout: the endpoint cannot be used to hold memory or connections open.
+
+Every series is listed in docs/operations.md ("Metrics"). Each reason the server can count is
+exported from the start with the value 0, so a rate over it never begins with a missing series.
 """
 
 from __future__ import annotations
@@ -13,16 +16,75 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
-from safe_rotating._engine.stats import HandlerStats
-from safe_rotating.server.prometheus import family, label
+from safe_rotating._engine.stats import WAIT_BOUNDS, HandlerStats
+from safe_rotating.server.process_metrics import build_info, process_families
+from safe_rotating.server.prometheus import family, label, reason_samples
 
-__all__ = ["Stats", "render", "serve_metrics"]
+__all__ = [
+    "CLOSED_REASONS",
+    "DROPPED_REASONS",
+    "REFUSED_REASONS",
+    "Stats",
+    "render",
+    "serve_metrics",
+]
 
 _MAX_REQUEST = 8192
 _REQUEST_TIMEOUT = 5.0
+
+# Every reason the server counts, as the text its log lines show (the label is its snake_case).
+REFUSED_REASONS: Final = (
+    "ack backlog",
+    "bad batch",
+    "bad client id",
+    "bad datagram",
+    "bad octet count",
+    "bad token",
+    "empty frame",
+    "frame memory",
+    "frame too large",
+    "hello timeout",
+    "internal error",
+    "invalid json",
+    "invalid pickle",
+    "invalid record",
+    "invalid utf-8",
+    "journal full",
+    "message too large",
+    "no hello",
+    "no type",
+    "not a record",
+    "not an object",
+    "pickle global",
+    "pickle key",
+    "pickle number",
+    "pickle persistent id",
+    "pickle reuse",
+    "pickle too deep",
+    "pickle too large",
+    "pickle without token",
+    "read timeout",
+    "remote pickle",
+    "second hello",
+    "stopping",
+    "too many connections",
+    "too many connections from one peer",
+    "truncated frame",
+    "unknown dialect",
+    "unknown type",
+    "unknown version",
+    "untokened peer",
+)
+DROPPED_REASONS: Final = ("not an object", "not written at shutdown", "queue full", "stopping")
+CLOSED_REASONS: Final = ("evicted", "idle")
+
+
+def _zeros(reasons: Iterable[str]) -> Callable[[], Counter[str]]:
+    return lambda: Counter(dict.fromkeys(reasons, 0))
 
 
 @dataclass
@@ -37,10 +99,11 @@ class Stats:
     write_errors: int = 0  # failed attempts to write a round (or its journal entries)
     rotations: int = 0  # rotations done by this server
     format_errors: int = 0  # records written with the fallback format
-    connections_total: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)  # records, by reason
-    refused: Counter[str] = field(default_factory=Counter)  # frames or connections, by reason
-    closed: Counter[str] = field(default_factory=Counter)  # closed by the server, not refused
+    connections_total: int = 0  # connections accepted
+    # by reason, every known reason present from the start
+    dropped: Counter[str] = field(default_factory=_zeros(DROPPED_REASONS))  # records
+    refused: Counter[str] = field(default_factory=_zeros(REFUSED_REASONS))  # frames, connections
+    closed: Counter[str] = field(default_factory=_zeros(CLOSED_REASONS))  # not refused: idle...
 
     @property
     def refused_total(self) -> int:
@@ -58,9 +121,10 @@ def render(
     files: Mapping[str, HandlerStats] | None = None,
     frame_bytes: int = 0,
 ) -> str:
-    """The Prometheus text exposition of ``stats``, the gauges, and the engine's counters
-    of each output file (``files``: the same :class:`HandlerStats` as ``handler.stats()``);
-    ``frame_bytes``: what unfinished frames hold now (bounded by ``--frame-memory``)."""
+    """The Prometheus text exposition of ``stats``, the gauges, the engine's counters
+    of each output file (``files``: the same :class:`HandlerStats` as ``handler.stats()``),
+    the build and the process; ``frame_bytes``: what unfinished frames hold now (bounded by
+    ``--frame-memory``)."""
     out: list[str] = []
 
     def metric(name: str, kind: str, help_text: str, samples: Sequence[tuple[str, float]]) -> None:
@@ -69,14 +133,10 @@ def render(
     def counter(name: str, help_text: str, value: int) -> None:
         metric(name, "counter", help_text, [("", value)])
 
-    def by_reason(name: str, help_text: str, counts: Counter[str]) -> None:
-        samples = [(f'{{reason="{label(r)}"}}', n) for r, n in sorted(counts.items())]
-        metric(name, "counter", help_text, samples)
-
-    counter("received_total", "Records received on any listener.", stats.received)
-    counter("written_total", "Records written to an output file.", stats.written)
+    counter("records_received_total", "Records received on any listener.", stats.received)
+    counter("records_written_total", "Records written to an output file.", stats.written)
     counter(
-        "duplicates_suppressed_total",
+        "duplicate_batches_suppressed_total",
         "Batches acknowledged without writing: already written before a reconnect.",
         stats.duplicates,
     )
@@ -85,28 +145,35 @@ def render(
         "Records in batches acknowledged without writing.",
         stats.duplicate_records,
     )
-    by_reason("dropped_total", "Records received but not written, by reason.", stats.dropped)
-    by_reason(
+    metric(
+        "records_dropped_total",
+        "counter",
+        "Records received but not written, by reason.",
+        reason_samples(stats.dropped),
+    )
+    metric(
         "refused_frames_total",
+        "counter",
         "Frames, messages and connections refused, by reason.",
-        stats.refused,
+        reason_samples(stats.refused),
     )
     counter("write_errors_total", "Failed attempts to write to an output file.", stats.write_errors)
-    counter("bytes_written_total", "Bytes written to output files.", stats.bytes_written)
+    counter("written_bytes_total", "Bytes written to output files.", stats.bytes_written)
     counter("rotations_total", "Rotations done by this server.", stats.rotations)
     counter(
-        "format_errors_total",
+        "records_fallback_format_total",
         "Records written with the fallback format because --format failed on them.",
         stats.format_errors,
     )
-    counter("connections_total", "Connections accepted.", stats.connections_total)
-    by_reason(
+    counter("connections_accepted_total", "Connections accepted.", stats.connections_total)
+    metric(
         "connections_closed_total",
+        "counter",
         "Connections the server closed without a fault of the peer (idle, evicted), by reason.",
-        stats.closed,
+        reason_samples(stats.closed),
     )
     metric("queue_depth", "gauge", "Records waiting for the writer.", [("", queue_depth)])
-    metric("connections", "gauge", "Open connections.", [("", connections)])
+    metric("connections_open", "gauge", "Open connections.", [("", connections)])
     metric(
         "frame_memory_bytes",
         "gauge",
@@ -115,6 +182,8 @@ def render(
     )
     if files:
         _render_files(metric, files)
+    out += build_info()
+    out += process_families()
     return "\n".join(out) + "\n"
 
 
@@ -146,15 +215,15 @@ def _render_files(
         where = f'file="{label(path)}"'
         waits = s.lock_waits
         samples += [
-            (f'{{{where},quantile="0.5"}}', waits.p50),
-            (f'{{{where},quantile="0.99"}}', waits.p99),
-            (f'{{{where},quantile="1"}}', waits.longest),
+            (f'_bucket{{{where},le="{bound!r}"}}', n)
+            for bound, n in zip(WAIT_BOUNDS, waits.below, strict=True)
         ]
+        samples.append((f'_bucket{{{where},le="+Inf"}}', waits.count))
         samples += [(f"_sum{{{where}}}", waits.total), (f"_count{{{where}}}", waits.count)]
     metric(
         "lock_wait_seconds",
-        "summary",
-        "Waits of rotations for the file's rotation lock (quantiles within a factor of two).",
+        "histogram",
+        "Waits of this server's rotations for the file's rotation lock, in seconds.",
         samples,
     )
 

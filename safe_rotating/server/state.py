@@ -20,7 +20,7 @@ of journal, a line being 70 to 150 bytes, and 25 MB of memory). When a new key f
 full, the keys idle longer than ``keep_seconds`` (their retention, :data:`KEEP_SECONDS`: 30 days)
 are evicted, least recently written first. If none is, the new key is *not* journaled — counted
 in :attr:`Journal.untracked` and reported by the connection
-(``refused_frames_total{reason="journal full"}``): its batches are still written and
+(``refused_frames_total{reason="journal_full"}``): its batches are still written and
 acknowledged, but one sent again after a lost acknowledgement may be written twice. Live entries
 are never evicted to make room, so a flood of new ids can cost duplicates to the flood, never to
 the clients already known.

@@ -109,11 +109,11 @@ def details(results: Sequence[ScenarioResult], config: DjangoStressConfig) -> st
 def log_server_line(r: ScenarioResult) -> str:
     """What safe-rotating-server counted in a server-mode run, in one line."""
     c = r.log_server
-    dropped = c.get("dropped", 0)
+    dropped = c.get("records_dropped", 0)
     return (
-        f"safe-rotating-server received {c.get('received', 0)} records, wrote "
-        f"{c.get('written', 0)}, suppressed {c.get('duplicates_suppressed', 0)} duplicate "
-        f"batches, refused {c.get('refused_frames', 0)} frames, dropped {dropped}; "
+        f"safe-rotating-server received {c.get('records_received', 0)} records, wrote "
+        f"{c.get('records_written', 0)}, suppressed {c.get('duplicate_batches_suppressed', 0)} "
+        f"duplicate batches, refused {c.get('refused_frames', 0)} frames, dropped {dropped}; "
         f"{c.get('clients', 0)} client ids in its journal; exit status {r.log_server_exit}"
     )
 
