@@ -267,6 +267,10 @@ class Listeners:
             if address.path is not None:
                 sock = bind_unix(address.path, self.context.config.unix_mode)
                 self._unix_paths.append(address.path)
+                # Listening at once, a socket file in use is never taken for one left by a
+                # server that died (bind_unix's probe) while the start-up opens the journal;
+                # connections wait in the backlog until serve().
+                sock.listen(_BACKLOG)
                 listener = await asyncio.start_server(
                     handle, sock=sock, backlog=_BACKLOG, limit=STREAM_LIMIT, start_serving=False
                 )
