@@ -104,7 +104,8 @@ def test_help_reads_well() -> None:
     )
     assert done.stdout.startswith("usage: safe-rotating-stress")
     assert "check that no record was lost, duplicated, torn or reordered" in done.stdout
-    assert "exit status: 0 when every check passed, 1 otherwise" in done.stdout
+    status = "exit status: 0 when every check passed, 1 when the handler tested failed one,\n"
+    assert status + "2 for a usage error" in done.stdout
 
 
 def test_python_m_safe_rotating_stress_runs_a_workload(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@
                                                       waits when full)              journal, ack)
 
 Start-up and shutdown are in :meth:`Server.start` and :meth:`Server.shutdown`, in the order
-they happen. The parts are elsewhere: the sockets in :mod:`safe_rotating.server.listeners`, what
+they happen; systemd hears of both (:mod:`safe_rotating.server.notify`). The parts are
+elsewhere: the sockets in :mod:`safe_rotating.server.listeners`, what
 connections share and the limits they live under in :mod:`safe_rotating.server.context`, the
 connections themselves in :mod:`safe_rotating.server.stream` and the modules of each dialect.
 """
@@ -33,6 +34,7 @@ from safe_rotating.server.context import ServerContext
 from safe_rotating.server.forward import Forwarding
 from safe_rotating.server.listeners import Listeners
 from safe_rotating.server.metrics import render
+from safe_rotating.server.notify import notify
 from safe_rotating.server.peers import peer_host, shown_host
 from safe_rotating.server.workqueue import Work
 from safe_rotating.server.writer import Writer
@@ -63,17 +65,22 @@ class Server(ServerContext):
 
     # -- start-up --------------------------------------------------------------------------
     async def start(self) -> None:
-        """Open the journal and the file, start the writer, then open every listener."""
+        """Bind every listener, open the journal and the file, start the writer, then accept.
+
+        Binding comes first: a busy port (or a bad certificate) stops the start-up before it
+        has created a lock, journal or janitor file beside the log. Connections wait in the
+        backlog until the writer runs."""
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        await self.listeners.open(self._tls_context())
+        await self.listeners.open_metrics(self.metrics_page)
         self.journal.open()
         self.writer.open()
         self._writer_task = loop.create_task(self.writer.run(self.queue))
         self._writer_task.add_done_callback(self._writer_ended)
         if self.forwarding is not None:
             self.forwarding.start()
-        await self.listeners.open(self._tls_context())
-        await self.listeners.open_metrics(self.metrics_page)
+        await self.listeners.serve()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._signalled_stop)
         for signum in (signal.SIGHUP, signal.SIGUSR1):
@@ -81,6 +88,8 @@ class Server(ServerContext):
         self._sweeper = loop.create_task(self.sweep())
         addresses = ", ".join(self.listeners.addresses)
         self.log.info("listening on %s; writing to %s", addresses, self.config.file)
+        notify("READY=1", f"STATUS=listening on {addresses}; writing to {self.config.file}",
+               log=self.log)  # fmt: skip
 
     def _tls_context(self) -> ssl.SSLContext | None:
         config = self.config
@@ -205,6 +214,7 @@ class Server(ServerContext):
         begun = time.monotonic()
         deadline = begun + self.config.drain_timeout
         self.log.info("stopping: reading what clients already sent, then writing it")
+        notify("STOPPING=1", "STATUS=stopping: writing what clients sent", log=self.log)
 
         # 1. Stop accepting: no new connections, no new datagrams.
         self.stopping = True

@@ -5,20 +5,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 from safe_rotating._version import __version__
 from safe_rotating.server.config import (
     DEFAULT_FORMAT,
     DEFAULT_LISTEN,
+    LOG_LEVELS,
     ConfigError,
     ServerConfig,
 )
 from safe_rotating.server.settings import build, load_toml
 
-__all__ = ["main", "parser"]
+__all__ = ["CONFIG_VARIABLE", "TOKEN_VARIABLE", "main", "parser", "settings_from"]
+
+CONFIG_VARIABLE: Final = "SAFE_ROTATING_CONFIG"  # the TOML file, when --config is not given
+TOKEN_VARIABLE: Final = "SAFE_ROTATING_TOKEN"  # the token, kept off the command line (ps, history)
 
 DESCRIPTION = """\
 Receive log records over the network and write them to one rotating log file (and any routed
@@ -46,7 +51,15 @@ the default --format:
 
 signals: SIGTERM/SIGINT stop after writing what was received; SIGHUP/SIGUSR1 reopen the files.
 configuration file: TOML, the long flags as keys with underscores (max_bytes = "10MiB",
-listen = ["127.0.0.1:9020"], [route] "app.db" = "db.log"); flags override it.
+listen = ["127.0.0.1:9020"], utc = true, [route] "app.db" = "db.log").
+environment:
+  {CONFIG_VARIABLE}  the configuration file, when --config is not given
+  {TOKEN_VARIABLE}   the token, when neither --token nor --token-file is given
+                        (it then replaces a token or token_file of the file)
+precedence: a flag, then the environment, then the configuration file, then the default;
+every on/off flag has a --no- form, so --no-utc overrides utc = true in the file.
+systemd: with Type=notify the server sends READY=1 once every listener is bound and the writer
+runs (NOTIFY_SOCKET), and STOPPING=1 when it stops; ListenStream= sockets are taken over.
 exit status: 0 after a clean stop, 1 if the server could not start, 2 for a bad setting.
 """
 
@@ -100,15 +113,16 @@ def parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--interval", metavar="N", type=int, help="periods of --when per file (1)")
     out.add_argument(
-        "--utc", action="store_const", const=True, help="--when boundaries in UTC, not local time"
+        "--utc",
+        action=argparse.BooleanOptionalAction,
+        help="--when boundaries in UTC, not local time (default: local time)",
     )
     out.add_argument("--format", metavar="FMT", help="logging %%-style format of each line")
     out.add_argument(
-        "--no-escape-control-characters",
-        dest="escape_control_characters",
-        action="store_const",
-        const=False,
-        help="write control characters from the network raw (default: escaped, one record a line)",
+        "--escape-control-characters",
+        action=argparse.BooleanOptionalAction,
+        help="escape control characters from the network, one record a line (the default); "
+        "--no-escape-control-characters writes them raw",
     )
     out.add_argument(
         "--route",
@@ -132,9 +146,8 @@ def parser() -> argparse.ArgumentParser:
     )
     fwd.add_argument(
         "--forward-tls",
-        action="store_const",
-        const=True,
-        help="forward over TLS, checking the relay's certificate and host name",
+        action=argparse.BooleanOptionalAction,
+        help="forward over TLS, checking the relay's certificate and host name (default: off)",
     )
     fwd.add_argument(
         "--forward-ca", metavar="PEM", help="CA of the relays' certificates (default: the system's)"
@@ -199,7 +212,8 @@ def parser() -> argparse.ArgumentParser:
     sec = p.add_argument_group("security")
     sec.add_argument(
         "--token",
-        help="shared secret every LogServerHandler hello must carry; inputs that cannot carry "
+        help="shared secret every LogServerHandler hello must carry (--token-file or "
+        f"{TOKEN_VARIABLE} keep it out of ps and the shell history); inputs that cannot carry "
         "it (syslog, --udp, stock SocketHandler pickles) then take only --allow-untokened peers, "
         "and a name a remote sender gives is shown as NAME@ITS-ADDRESS",
     )
@@ -211,8 +225,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sec.add_argument(
         "--allow-remote-pickle",
-        action="store_const",
-        const=True,
+        action=argparse.BooleanOptionalAction,
         help="accept SocketHandler/DatagramHandler pickles from other machines (they are read "
         "without running code, but the default keeps them local)",
     )
@@ -232,7 +245,18 @@ def parser() -> argparse.ArgumentParser:
     ops.add_argument(
         "--metrics", metavar="HOST:PORT", help="serve /metrics (Prometheus) and /healthz"
     )
-    ops.add_argument("--config", metavar="TOML", help="read settings from a TOML file")
+    ops.add_argument(
+        "--config",
+        metavar="TOML",
+        help=f"read settings from a TOML file (default: ${CONFIG_VARIABLE}, if set)",
+    )
+    ops.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="the least severe of the server's own messages shown on stderr (default INFO); "
+        "the records it writes are never filtered by it",
+    )
     ops.add_argument(
         "--check-config",
         action="store_true",
@@ -242,25 +266,50 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from(args: argparse.Namespace) -> dict[str, Any]:
-    """The TOML file's settings overridden by the flags given on the command line."""
-    settings: dict[str, Any] = load_toml(args.config) if args.config else {}
-    for key, value in vars(args).items():
-        if key in ("config", "check_config") or value is None:
-            continue
+def settings_from(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings (a flag wins over the environment, which wins over the TOML file), and how
+    the user wrote each one that did not come from the file (``max_bytes`` -> ``--max-bytes``),
+    so that an error names it as written."""
+    names: dict[str, str] = {}
+    path = args.config or environ.get(CONFIG_VARIABLE)
+    try:
+        settings: dict[str, Any] = load_toml(path) if path else {}
+    except ConfigError as exc:
+        if args.config:
+            raise
+        raise ConfigError(f"{CONFIG_VARIABLE}: {exc}") from None
+    given = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("config", "check_config") and value is not None
+    }
+    # token and token_file are one setting given two ways: the higher source replaces both.
+    token = environ.get(TOKEN_VARIABLE)
+    if token and not ("token" in given or "token_file" in given):
+        settings.pop("token_file", None)
+        settings["token"] = token
+        names["token"] = TOKEN_VARIABLE
+    elif "token" in given or "token_file" in given:
+        settings.pop("token", None)
+        settings.pop("token_file", None)
+    for key, value in given.items():
         settings[key] = value
-    return settings
+        names[key] = "--" + key.replace("_", "-")
+    return settings, names
 
 
-def configure_diagnostics() -> logging.Logger:
-    """The server's own messages go to stderr, never into the log file it writes."""
+def configure_diagnostics(level: str) -> logging.Logger:
+    """The server's own messages go to stderr (those at ``level`` and above), never into the
+    log file it writes."""
     log = logging.getLogger("safe_rotating.server")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter("%(asctime)s safe-rotating-server %(levelname)s: %(message)s")
     )
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    log.setLevel(level)
     log.propagate = False
     asyncio_log = logging.getLogger("asyncio")
     asyncio_log.addHandler(handler)
@@ -284,7 +333,7 @@ def raise_file_limit() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        config: ServerConfig = build(settings_from(args))
+        config: ServerConfig = build(*settings_from(args))
     except ConfigError as exc:
         print(f"safe-rotating-server: {exc}", file=sys.stderr)
         return 2
@@ -293,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"safe-rotating-server: warning: {warning}", file=sys.stderr)
         sys.stdout.write(config.describe())
         return 0
-    log = configure_diagnostics()
+    log = configure_diagnostics(config.log_level)
     for warning in config.warnings():
         log.warning("%s", warning)
     raise_file_limit()

@@ -22,6 +22,7 @@ from safe_rotating._net.wire import DEFAULT_MAX_FRAME
 __all__ = [
     "DEFAULT_FORMAT",
     "DEFAULT_LISTEN",
+    "LOG_LEVELS",
     "ConfigError",
     "ServerConfig",
     "Untokened",
@@ -44,6 +45,7 @@ DEFAULT_HELLO_TIMEOUT: Final = 10.0  # seconds from accept to the first complete
 DEFAULT_IDLE_TIMEOUT: Final = 300.0  # seconds a connection may wait with nothing under way
 DEFAULT_MAX_PER_PEER: Final = 1024  # connections per remote address (IPv6: /64) or Unix uid
 DEFAULT_FRAME_MEMORY: Final = 64 * 1024 * 1024  # bytes of unfinished frames, all connections
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")  # of the server's own messages
 FACILITIES: Final = logging.handlers.SysLogHandler.facility_names  # "user" -> 1, "local0" -> 16
 
 
@@ -101,6 +103,7 @@ class ServerConfig:
     frame_memory: int = DEFAULT_FRAME_MEMORY
     # With a token: the peers that may still send without one (syslog, --udp, stock pickles).
     allow_untokened: tuple[Untokened, ...] = ()
+    log_level: str = "INFO"  # the server's own messages on stderr, never the records it writes
 
     def schedule(self) -> Schedule | None:
         """The time schedule of ``when``/``interval``/``utc``, shared with file-mode handlers
@@ -195,6 +198,7 @@ class ServerConfig:
             "allow_untokened = ["
             + ", ".join(quote(untokened_name(e)) for e in self.allow_untokened)
             + "]",
+            f"log_level = {quote(self.log_level)}",
             "",
             "[route]",
             *(f"{quote(prefix)} = {quote(path)}" for prefix, path in self.routes),

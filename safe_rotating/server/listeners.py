@@ -3,17 +3,23 @@ door every new connection passes: refused while stopping or over the connection 
 
 ::
 
-    open         ──> TCP/Unix: asyncio.start_server ──accept──> admit ──> connection.run()
+    open         ──> TCP/Unix: bound, listening, not accepting yet
                  ──> UDP:      a datagram endpoint   ──────────────────> receive(data, addr)
     open_metrics ──> GET /metrics, GET /healthz
+    serve        ──> TCP/Unix: accept ──> admit ──> connection.run()   (once the writer runs)
     close        ──> stop accepting                          (shutdown, step 1)
     wait_closed, unlink ──> the sockets gone, Unix files removed   (shutdown, step 4)
+
+A socket that cannot be bound (an address already in use) fails with the flag and address that
+asked for it, ``--listen 127.0.0.1:9020: address already in use``, before the server has created
+any file: binding comes first in the start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import ssl
@@ -29,7 +35,7 @@ from safe_rotating.server.metrics import serve_metrics
 from safe_rotating.server.stream import EVICT_QUIET, StreamConnection
 from safe_rotating.server.syslog_tcp import SyslogConnection
 
-__all__ = ["STREAM_LIMIT", "Listeners", "activated_sockets", "bind_unix"]
+__all__ = ["STREAM_LIMIT", "Listeners", "activated_sockets", "bind_error", "bind_unix"]
 
 # What a connection buffers beyond what its task has taken, which --frame-memory does not count:
 # bytes a peer sends while its task waits for room in the full queue. Its StreamReader pauses
@@ -101,6 +107,18 @@ def bind_unix(path: str, mode: int) -> socket.socket:
     return sock
 
 
+def bind_error(flag: str, address: object, exc: OSError) -> OSError:
+    """``exc`` (from binding ``address``, given by ``flag``) as one line that names them: which
+    of several listeners is in the way is the first thing a person needs to know."""
+    if exc.errno == errno.EADDRINUSE:
+        why = "address already in use (another process listens there)"
+    elif exc.errno is not None:
+        why = os.strerror(exc.errno).lower()
+    else:
+        why = str(exc)
+    return OSError(f"{flag} {address}: {why}")
+
+
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, receive: Receive, failed: Callable[[str, Exception], None]) -> None:
         self.receive = receive
@@ -129,7 +147,8 @@ class Listeners:
         self._unix_paths: list[str] = []
 
     async def open(self, tls: ssl.SSLContext | None) -> None:
-        """Serve the sockets systemd passed, or else every configured address."""
+        """Bind the sockets systemd passed, or else every configured address; stream sockets
+        accept nothing until :meth:`serve`, datagrams wait in the queue for the writer."""
         self.tls = tls
         activated = activated_sockets()
         if activated:
@@ -151,9 +170,17 @@ class Listeners:
         address = self.context.config.metrics
         if address is None:
             return
-        endpoint = await serve_metrics(address.host, address.port, page, self.context.log)
+        try:
+            endpoint = await serve_metrics(address.host, address.port, page, self.context.log)
+        except OSError as exc:
+            raise bind_error("--metrics", address, exc) from exc
         self.servers.append(endpoint)
         self.addresses.append(f"metrics {address}")
+
+    async def serve(self) -> None:
+        """Start accepting on every stream listener (the writer runs by now)."""
+        for listener in self.servers:
+            await listener.start_serving()  # a no-op for the metrics endpoint, which serves
 
     def close(self) -> None:
         """Stop accepting: no new connections, no new datagrams."""
@@ -235,33 +262,44 @@ class Listeners:
     async def _listen(self, address: Address, factory: ConnectionFactory) -> None:
         handle = self.admit(factory)
         tls = self.tls
-        if address.path is not None:
-            sock = bind_unix(address.path, self.context.config.unix_mode)
-            self._unix_paths.append(address.path)
-            listener = await asyncio.start_server(
-                handle, sock=sock, backlog=_BACKLOG, limit=STREAM_LIMIT
-            )
-        else:
-            listener = await asyncio.start_server(
-                handle,
-                address.host,
-                address.port,
-                ssl=tls,
-                ssl_handshake_timeout=self.context.config.read_timeout if tls else None,
-                reuse_address=True,
-                backlog=_BACKLOG,
-                limit=STREAM_LIMIT,
-            )
-        self.servers.append(listener)
         kind = "syslog-tcp" if factory is SyslogConnection else "listen"
+        try:
+            if address.path is not None:
+                sock = bind_unix(address.path, self.context.config.unix_mode)
+                self._unix_paths.append(address.path)
+                # Listening at once, a socket file in use is never taken for one left by a
+                # server that died (bind_unix's probe) while the start-up opens the journal;
+                # connections wait in the backlog until serve().
+                sock.listen(_BACKLOG)
+                listener = await asyncio.start_server(
+                    handle, sock=sock, backlog=_BACKLOG, limit=STREAM_LIMIT, start_serving=False
+                )
+            else:
+                listener = await asyncio.start_server(
+                    handle,
+                    address.host,
+                    address.port,
+                    ssl=tls,
+                    ssl_handshake_timeout=self.context.config.read_timeout if tls else None,
+                    reuse_address=True,
+                    backlog=_BACKLOG,
+                    limit=STREAM_LIMIT,
+                    start_serving=False,
+                )
+        except OSError as exc:
+            raise bind_error(f"--{kind}", address, exc) from exc
+        self.servers.append(listener)
         self.addresses.append(f"{kind} {address}{' (TLS)' if tls and not address.path else ''}")
 
     async def _datagram(self, address: Address, receive: Receive, kind: str) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(receive, self.context.internal_error),
-            local_addr=(address.host, address.port),
-        )
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(receive, self.context.internal_error),
+                local_addr=(address.host, address.port),
+            )
+        except OSError as exc:
+            raise bind_error(f"--{kind}", address, exc) from exc
         self._datagrams.append(transport)
         self.addresses.append(f"{kind} {address}")
 
@@ -284,7 +322,12 @@ class Listeners:
             factory: ConnectionFactory = SyslogConnection if syslog else LogConnection
             secure = self.tls if sock.family != socket.AF_UNIX else None
             listener = await asyncio.start_server(
-                self.admit(factory), sock=sock, ssl=secure, backlog=_BACKLOG, limit=STREAM_LIMIT
+                self.admit(factory),
+                sock=sock,
+                ssl=secure,
+                backlog=_BACKLOG,
+                limit=STREAM_LIMIT,
+                start_serving=False,
             )
             self.servers.append(listener)
             self.addresses.append(f"{'syslog-tcp' if syslog else 'listen'} {where}")

@@ -1,8 +1,10 @@
 """From flags and a TOML file to one checked :class:`~safe_rotating.server.config.ServerConfig`.
 
 Every long flag has a TOML key of the same name with dashes turned into underscores; a flag given
-on the command line wins over the file. :func:`build` checks everything a person can get wrong
-before anything is opened, so a bad setting stops the server at start-up with one clear line.
+on the command line wins over the environment, which wins over the file. :func:`build` checks
+everything a person can get wrong before anything is opened, so a bad setting stops the server at
+start-up with one clear line, which names the setting as the person wrote it: ``--max-bytes`` when
+it came from the command line, ``max_bytes`` when from the file.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import ipaddress
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from safe_rotating._common.units import parse_age, parse_size
@@ -36,6 +38,7 @@ from safe_rotating.server.config import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_UNIX_MODE,
     FACILITIES,
+    LOG_LEVELS,
     ConfigError,
     ServerConfig,
     Untokened,
@@ -43,6 +46,8 @@ from safe_rotating.server.config import (
 )
 
 __all__ = ["KEYS", "build", "check_route", "load_toml", "parse_address", "parse_untokened"]
+
+Spell = Callable[[str], str]  # a setting's key -> how the user wrote it (see ``build``)
 
 
 def parse_address(text: str, *, unix: bool = True) -> Address:
@@ -54,45 +59,46 @@ def parse_address(text: str, *, unix: bool = True) -> Address:
         raise ConfigError(str(exc)) from None
 
 
-def parse_untokened(text: str) -> Untokened:
-    """``10.0.0.0/8``, ``192.0.2.7``, ``::1``, ``uid:1000`` or ``uid:www-data``."""
+def parse_untokened(text: str, name: str = "allow_untokened") -> Untokened:
+    """``10.0.0.0/8``, ``192.0.2.7``, ``::1``, ``uid:1000`` or ``uid:www-data``; ``name`` is the
+    setting as the user wrote it."""
     text = text.strip()
     if text.startswith("uid:"):
-        name = text[4:]
-        if name.isdigit():
-            return int(name)
+        user = text[4:]
+        if user.isdigit():
+            return int(user)
         try:
             import pwd
 
-            return pwd.getpwnam(name).pw_uid
+            return pwd.getpwnam(user).pw_uid
         except (ImportError, KeyError):
-            raise ConfigError(f"allow_untokened {text!r}: no user {name!r}") from None
+            raise ConfigError(f"{name} {text!r}: no user {text[4:]!r}") from None
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise ConfigError(
-            f"allow_untokened {text!r}: expected an address or network (127.0.0.1, "
+            f"{name} {text!r}: expected an address or network (127.0.0.1, "
             "10.0.0.0/8, fd00::/8) or uid:NUMBER or uid:NAME for Unix sockets"
         ) from None
 
 
-def _compress(value: Any) -> str | None:
+def _compress(value: Any, name: str) -> str | None:
     if value in (None, ""):
         return None
     try:
         compression = parse_compression(value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"compress: {exc}") from None
+        raise ConfigError(f"{name}: {exc}") from None
     return compression.kind if compression else None
 
 
-def _age(value: Any) -> float | None:
+def _age(value: Any, name: str) -> float | None:
     if value in (None, "", 0):
         return None
     try:
         return parse_age(value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"max_age: {exc}") from None
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 # -- TOML --------------------------------------------------------------------------------------
@@ -138,6 +144,7 @@ KEYS: Final = frozenset(
         "max_connections_per_peer",
         "frame_memory",
         "allow_untokened",
+        "log_level",
     }
 )
 
@@ -209,18 +216,16 @@ def _seconds(value: Any, key: str) -> float:
         raise ConfigError(f"{key}: must be more than 0 seconds and finite, got {value!r}") from None
 
 
-def _mode(value: Any) -> int:
+def _mode(value: Any, name: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         mode = value
     else:
         try:
             mode = int(str(value), 8)
         except ValueError:
-            raise ConfigError(
-                f"unix_mode: expected an octal mode like 0600, got {value!r}"
-            ) from None
+            raise ConfigError(f"{name}: expected an octal mode like 0600, got {value!r}") from None
     if not 0 <= mode <= 0o777:
-        raise ConfigError(f"unix_mode: {oct(mode)} is not a permission mode")
+        raise ConfigError(f"{name}: {oct(mode)} is not a permission mode")
     return mode
 
 
@@ -239,7 +244,7 @@ def _existing_file(value: Any, key: str) -> str | None:
     return path
 
 
-def _facility(value: Any) -> int:
+def _facility(value: Any, name: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         number: int | None = value
     elif isinstance(value, str):
@@ -249,84 +254,93 @@ def _facility(value: Any) -> int:
         number = None
     if number is None or not 0 <= number <= 23:
         raise ConfigError(
-            f"forward_facility: expected a syslog facility (user, daemon, local0 ... local7, "
+            f"{name}: expected a syslog facility (user, daemon, local0 ... local7, "
             f"or 0-23), got {value!r}"
         )
     return number
 
 
-def check_route(prefix: str, target: str, log_file: str) -> tuple[str, str]:
-    """A route's file, resolved; it must stay inside the directory of ``log_file``."""
+def check_route(prefix: str, target: str, log_file: str, name: str = "route") -> tuple[str, str]:
+    """A route's file, resolved; it must stay inside the directory of ``log_file``. ``name`` is
+    the setting as the user wrote it (``--route`` or ``route``)."""
     if not prefix or prefix.strip() != prefix or any(not part for part in prefix.split(".")):
-        raise ConfigError(f"route {prefix!r}: expected a logger name such as 'app.db'")
+        raise ConfigError(f"{name} {prefix!r}: expected a logger name such as 'app.db'")
     if not target:
-        raise ConfigError(f"route {prefix!r}: no file given")
+        raise ConfigError(f"{name} {prefix!r}: no file given")
     base = os.path.dirname(log_file)
     if ".." in target.replace("\\", "/").split("/"):
-        raise ConfigError(f"route {prefix}={target}: '..' is not allowed in a route's file name")
+        raise ConfigError(f"{name} {prefix}={target}: '..' is not allowed in a route's file name")
     path = os.path.normpath(target if os.path.isabs(target) else os.path.join(base, target))
     real_base = os.path.realpath(base)
     real = os.path.realpath(path)
     if os.path.commonpath([real, real_base]) != real_base or real == real_base:
         raise ConfigError(
-            f"route {prefix}={target}: {real!r} is outside {real_base!r}, the directory of "
+            f"{name} {prefix}={target}: {real!r} is outside {real_base!r}, the directory of "
             "--file; route files must stay inside it"
         )
     if os.path.isdir(path):
-        raise ConfigError(f"route {prefix}={target}: {path!r} is a directory")
+        raise ConfigError(f"{name} {prefix}={target}: {path!r} is a directory")
     if not os.path.isdir(os.path.dirname(path)):
-        raise ConfigError(f"route {prefix}={target}: the directory of {path!r} does not exist")
+        raise ConfigError(f"{name} {prefix}={target}: the directory of {path!r} does not exist")
     return prefix, path
 
 
-def _routes(value: Any, log_file: str) -> tuple[tuple[str, str], ...]:
+def _routes(value: Any, log_file: str, name: str) -> tuple[tuple[str, str], ...]:
     pairs: list[tuple[str, str]] = []
     if isinstance(value, Mapping):
         pairs = [(str(k), str(v)) for k, v in value.items()]
     else:
-        for item in _list(value, "route"):
+        for item in _list(value, name):
             prefix, sep, target = item.partition("=")
             if not sep:
-                raise ConfigError(f"route {item!r}: expected PREFIX=FILE, e.g. app.db=db.log")
+                raise ConfigError(f"{name} {item!r}: expected PREFIX=FILE, e.g. app.db=db.log")
             pairs.append((prefix.strip(), target.strip()))
-    checked = [check_route(prefix, target, log_file) for prefix, target in pairs]
+    checked = [check_route(prefix, target, log_file, name) for prefix, target in pairs]
     seen: set[str] = set()
     for prefix, _ in checked:
         if prefix in seen:
-            raise ConfigError(f"route {prefix!r} is given twice")
+            raise ConfigError(f"{name} {prefix!r} is given twice")
         seen.add(prefix)
     return tuple(sorted(checked, key=lambda pair: -len(pair[0])))
 
 
-def _format(value: Any) -> str:
+def _format(value: Any, name: str) -> str:
     text = str(value)
     try:
         logging.Formatter(text, validate=True)
     except ValueError as exc:
-        raise ConfigError(f"format {text!r}: {exc}") from None
+        raise ConfigError(f"{name} {text!r}: {exc}") from None
     return text
 
 
-def _token(settings: Mapping[str, Any]) -> str | None:
+def _level(value: Any, name: str) -> str:
+    level = str(value).strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{name}: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _token(settings: Mapping[str, Any], spell: Spell) -> str | None:
     token, token_file = settings.get("token"), settings.get("token_file")
     if token and token_file:
-        raise ConfigError("give either token or token_file, not both")
+        raise ConfigError(f"give either {spell('token')} or {spell('token_file')}, not both")
     if token_file:
+        name = spell("token_file")
         try:
             with open(str(token_file), encoding="utf-8") as f:
                 token = f.read().strip()
         except OSError as exc:
-            raise ConfigError(f"token_file {token_file!r}: {exc.strerror}") from None
+            raise ConfigError(f"{name} {token_file!r}: {exc.strerror}") from None
         except UnicodeDecodeError:
-            raise ConfigError(f"token_file {token_file!r} is not UTF-8 text") from None
+            raise ConfigError(f"{name} {token_file!r} is not UTF-8 text") from None
         if not token:
-            raise ConfigError(f"token_file {token_file!r} is empty")
+            raise ConfigError(f"{name} {token_file!r} is empty")
     if not token:
         return None
     try:  # a client sends it as JSON text: bytes that are not UTF-8 could never match
         str(token).encode("utf-8")
     except UnicodeEncodeError:
-        raise ConfigError("token is not valid UTF-8 text") from None
+        raise ConfigError(f"{spell('token')} is not valid UTF-8 text") from None
     return str(token)
 
 
@@ -337,6 +351,7 @@ def _check_untokened(
     syslog_tcp: tuple[Address, ...],
     syslog_udp: tuple[Address, ...],
     tls_client_ca: str | None,
+    spell: Spell,
 ) -> None:
     """With a token, every input is authenticated: listeners that cannot carry the token
     (syslog, DatagramHandler pickles) need ``allow_untokened`` to name who may use them —
@@ -345,7 +360,8 @@ def _check_untokened(
     if token is None:
         if allow:
             raise ConfigError(
-                "allow_untokened needs a token: without token/token_file every peer may send"
+                f"{spell('allow_untokened')} needs a token: without {spell('token')}/"
+                f"{spell('token_file')} every peer may send"
             )
         return
     if allow:
@@ -373,8 +389,16 @@ def _check_untokened(
         )
 
 
-def build(settings: Mapping[str, Any]) -> ServerConfig:
-    """A checked :class:`ServerConfig` from merged settings (keys as in the TOML file)."""
+def build(settings: Mapping[str, Any], names: Mapping[str, str] | None = None) -> ServerConfig:
+    """A checked :class:`ServerConfig` from merged settings (keys as in the TOML file).
+
+    ``names`` says how the user wrote a setting that did not come from the file (``max_bytes``
+    -> ``--max-bytes``, ``token`` -> ``SAFE_ROTATING_TOKEN``): an error names it so."""
+    written = dict(names or {})
+
+    def spell(key: str) -> str:
+        return written.get(key, key)
+
     unknown = sorted(set(settings) - KEYS)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
@@ -382,12 +406,34 @@ def build(settings: Mapping[str, Any]) -> ServerConfig:
         raise ConfigError("no output file: give --file PATH (or file = ... in --config)")
     log_file = os.path.abspath(str(settings["file"]))
     if os.path.isdir(log_file):
-        raise ConfigError(f"file: {log_file!r} is a directory")
+        raise ConfigError(f"{spell('file')}: {log_file!r} is a directory")
     if not os.path.isdir(os.path.dirname(log_file)):
-        raise ConfigError(f"file: the directory of {log_file!r} does not exist")
+        raise ConfigError(f"{spell('file')}: the directory of {log_file!r} does not exist")
 
     def addresses(key: str, unix: bool) -> tuple[Address, ...]:
-        return tuple(parse_address(a, unix=unix) for a in _list(settings.get(key), key))
+        name = spell(key)
+        found = []
+        for text in _list(settings.get(key), name):
+            try:
+                found.append(parse_address(text, unix=unix))
+            except ConfigError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        return tuple(found)
+
+    def size(key: str, default: Any, minimum: int = 0) -> int:
+        return _size(settings.get(key, default), spell(key), minimum)
+
+    def whole(key: str, default: int, minimum: int) -> int:
+        return _int(settings.get(key, default), spell(key), minimum)
+
+    def seconds(key: str, default: float) -> float:
+        return _seconds(settings.get(key, default), spell(key))
+
+    def flag(key: str, default: bool) -> bool:
+        return _bool(settings.get(key, default), spell(key))
+
+    def existing(key: str) -> str | None:
+        return _existing_file(settings.get(key), spell(key))
 
     listen = addresses("listen", True)
     udp = addresses("udp", False)
@@ -395,104 +441,94 @@ def build(settings: Mapping[str, Any]) -> ServerConfig:
     syslog_udp = addresses("syslog_udp", False)
     if not (listen or udp or syslog_tcp or syslog_udp):
         listen = (parse_address(DEFAULT_LISTEN),)
-    metrics = settings.get("metrics")
-    tls_cert = _existing_file(settings.get("tls_cert"), "tls_cert")
-    tls_key = _existing_file(settings.get("tls_key"), "tls_key")
-    tls_client_ca = _existing_file(settings.get("tls_client_ca"), "tls_client_ca")
+    metrics = addresses("metrics", False) if settings.get("metrics") else ()  # "": none
+    tls_cert = existing("tls_cert")
+    tls_key = existing("tls_key")
+    tls_client_ca = existing("tls_client_ca")
     if tls_key and not tls_cert:
-        raise ConfigError("tls_key needs tls_cert")
+        raise ConfigError(f"{spell('tls_key')} needs {spell('tls_cert')}")
     if tls_client_ca and not tls_cert:
-        raise ConfigError("tls_client_ca (client certificates) needs tls_cert")
-    forward = tuple(parse_address(a, unix=False) for a in _list(settings.get("forward"), "forward"))
-    forward_tls = _bool(settings.get("forward_tls", False), "forward_tls")
-    forward_ca = _existing_file(settings.get("forward_ca"), "forward_ca")
+        raise ConfigError(
+            f"{spell('tls_client_ca')} (client certificates) needs {spell('tls_cert')}"
+        )
+    forward = addresses("forward", False)
+    forward_tls = flag("forward_tls", False)
+    forward_ca = existing("forward_ca")
     if forward_tls and not forward:
-        raise ConfigError("forward_tls needs at least one forward address")
+        raise ConfigError(f"{spell('forward_tls')} needs at least one forward address")
     if forward_ca and not forward_tls:
-        raise ConfigError("forward_ca (the relay's CA) needs forward_tls")
+        raise ConfigError(f"{spell('forward_ca')} (the relay's CA) needs {spell('forward_tls')}")
     when = str(settings.get("when") or "") or None
-    interval = _int(settings.get("interval", 1), "interval", 1)
-    utc = _bool(settings.get("utc", False), "utc")
+    interval = whole("interval", 1, 1)
+    utc = flag("utc", False)
     if when is not None:
         try:
             when = Schedule.parse(when, interval, utc).when
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"when: {exc}") from None
+            raise ConfigError(f"{spell('when')}: {exc}") from None
     state_dir = os.path.abspath(str(settings.get("state_dir") or os.path.dirname(log_file)))
     if not os.path.isdir(state_dir):
-        raise ConfigError(f"state_dir: {state_dir!r} is not a directory")
-    token = _token(settings)
+        raise ConfigError(f"{spell('state_dir')}: {state_dir!r} is not a directory")
+    token = _token(settings, spell)
     allow_untokened = tuple(
-        parse_untokened(a) for a in _list(settings.get("allow_untokened"), "allow_untokened")
+        parse_untokened(a, spell("allow_untokened"))
+        for a in _list(settings.get("allow_untokened"), spell("allow_untokened"))
     )
-    _check_untokened(token, allow_untokened, udp, syslog_tcp, syslog_udp, tls_client_ca)
-    max_frame = _size(settings.get("max_frame", DEFAULT_MAX_FRAME), "max_frame", 1024)
+    _check_untokened(token, allow_untokened, udp, syslog_tcp, syslog_udp, tls_client_ca, spell)
+    max_frame = size("max_frame", DEFAULT_MAX_FRAME, 1024)
     frame_memory = _size(
-        settings.get("frame_memory") or max(DEFAULT_FRAME_MEMORY, 4 * max_frame), "frame_memory"
+        settings.get("frame_memory") or max(DEFAULT_FRAME_MEMORY, 4 * max_frame),
+        spell("frame_memory"),
     )
     if frame_memory < max_frame:
         raise ConfigError(
-            f"frame_memory ({frame_memory} bytes) must be at least max_frame ({max_frame}): "
-            "otherwise a frame of the largest size could never be received"
+            f"{spell('frame_memory')} ({frame_memory} bytes) must be at least "
+            f"{spell('max_frame')} ({max_frame}): otherwise a frame of the largest size could "
+            "never be received"
         )
+    if len(metrics) > 1:
+        raise ConfigError(f"{spell('metrics')}: expected one address, got {len(metrics)}")
     return ServerConfig(
         file=log_file,
         listen=listen,
         udp=udp,
         syslog_tcp=syslog_tcp,
         syslog_udp=syslog_udp,
-        max_bytes=_size(settings.get("max_bytes", 0), "max_bytes"),
-        backup_count=_int(settings.get("backup_count", 0), "backup_count", 0),
-        compress=_compress(settings.get("compress")),
-        max_age=_age(settings.get("max_age")),
-        max_total_bytes=(
-            _size(settings["max_total_bytes"], "max_total_bytes", 1)
-            if settings.get("max_total_bytes")
-            else None
-        ),
+        max_bytes=size("max_bytes", 0),
+        backup_count=whole("backup_count", 0, 0),
+        compress=_compress(settings.get("compress"), spell("compress")),
+        max_age=_age(settings.get("max_age"), spell("max_age")),
+        max_total_bytes=size("max_total_bytes", None, 1)
+        if settings.get("max_total_bytes")
+        else None,
         when=when,
         interval=interval,
         utc=utc,
-        format=_format(settings.get("format") or DEFAULT_FORMAT),
-        escape_control_characters=_bool(
-            settings.get("escape_control_characters", True), "escape_control_characters"
-        ),
-        routes=_routes(settings.get("route"), log_file),
+        format=_format(settings.get("format") or DEFAULT_FORMAT, spell("format")),
+        escape_control_characters=flag("escape_control_characters", True),
+        routes=_routes(settings.get("route"), log_file, spell("route")),
         max_frame=max_frame,
-        read_timeout=_seconds(settings.get("read_timeout", DEFAULT_READ_TIMEOUT), "read_timeout"),
-        queue_size=_int(settings.get("queue_size", DEFAULT_QUEUE_SIZE), "queue_size", 1),
+        read_timeout=seconds("read_timeout", DEFAULT_READ_TIMEOUT),
+        queue_size=whole("queue_size", DEFAULT_QUEUE_SIZE, 1),
         token=token,
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
-        allow_remote_pickle=_bool(
-            settings.get("allow_remote_pickle", False), "allow_remote_pickle"
-        ),
-        unix_mode=_mode(settings.get("unix_mode", DEFAULT_UNIX_MODE)),
-        metrics=parse_address(str(metrics), unix=False) if metrics else None,
+        allow_remote_pickle=flag("allow_remote_pickle", False),
+        unix_mode=_mode(settings.get("unix_mode", DEFAULT_UNIX_MODE), spell("unix_mode")),
+        metrics=metrics[0] if metrics else None,
         state_dir=state_dir,
-        max_connections=_int(
-            settings.get("max_connections", DEFAULT_MAX_CONNECTIONS), "max_connections", 1
-        ),
-        drain_timeout=_seconds(
-            settings.get("drain_timeout", DEFAULT_DRAIN_TIMEOUT), "drain_timeout"
-        ),
+        max_connections=whole("max_connections", DEFAULT_MAX_CONNECTIONS, 1),
+        drain_timeout=seconds("drain_timeout", DEFAULT_DRAIN_TIMEOUT),
         forward=forward,
         forward_tls=forward_tls,
         forward_ca=forward_ca,
-        forward_facility=_facility(settings.get("forward_facility", 1)),
-        forward_queue=_int(
-            settings.get("forward_queue", DEFAULT_FORWARD_QUEUE), "forward_queue", 1
-        ),
-        hello_timeout=_seconds(
-            settings.get("hello_timeout", DEFAULT_HELLO_TIMEOUT), "hello_timeout"
-        ),
-        idle_timeout=_seconds(settings.get("idle_timeout", DEFAULT_IDLE_TIMEOUT), "idle_timeout"),
-        max_connections_per_peer=_int(
-            settings.get("max_connections_per_peer", DEFAULT_MAX_PER_PEER),
-            "max_connections_per_peer",
-            1,
-        ),
+        forward_facility=_facility(settings.get("forward_facility", 1), spell("forward_facility")),
+        forward_queue=whole("forward_queue", DEFAULT_FORWARD_QUEUE, 1),
+        hello_timeout=seconds("hello_timeout", DEFAULT_HELLO_TIMEOUT),
+        idle_timeout=seconds("idle_timeout", DEFAULT_IDLE_TIMEOUT),
+        max_connections_per_peer=whole("max_connections_per_peer", DEFAULT_MAX_PER_PEER, 1),
         frame_memory=frame_memory,
         allow_untokened=allow_untokened,
+        log_level=_level(settings.get("log_level", "INFO"), spell("log_level")),
     )

@@ -1,12 +1,14 @@
 """The command line of ``safe-rotating-stress``: its options, and the run they ask for.
 
 ``--django`` hands the rest of the command line to :mod:`safe_rotating.stress.django.cli`, which
-has options of its own.
+has options of its own. Both exit 0 when every check passed, 1 when one failed, and 2 for a
+usage error (argparse's status), which includes a combination of options the handler refuses.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -14,11 +16,13 @@ import tempfile
 from collections.abc import Sequence
 
 from safe_rotating._common.argtypes import age_arg, positive_arg, size_arg
+from safe_rotating._version import __version__
 from safe_rotating.handlers import DEFAULT_QUEUE_SIZE
 from safe_rotating.stress.config import BASENAME, START_METHODS, StressConfig
 from safe_rotating.stress.django.cli import main as django_main
 from safe_rotating.stress.factories import HANDLERS
 from safe_rotating.stress.progress import ProgressBar
+from safe_rotating.stress.result import StressResult, write_plot
 from safe_rotating.stress.runner import run_stress
 
 __all__ = ["build_parser", "main"]
@@ -43,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
             "  safe-rotating-stress --django                Django under gunicorn, uWSGI, Celery\n"
             "  safe-rotating-stress --when S --max-bytes 16KiB --compress gzip --precreate 100\n"
             "  safe-rotating-stress --dir /var/log/test -p 16 -n 50000 --max-bytes 1MiB\n"
-            "exit status: 0 when every check passed, 1 otherwise"
+            "  safe-rotating-stress --mode server --json out.json --plot out.png\n"
+            "exit status: 0 when every check passed, 1 when the handler tested failed one,\n"
+            "2 for a usage error (a bad option, options the handler cannot honour together,\n"
+            "a --dir that already holds app.log files)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -121,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-total-bytes", type=size_arg, help="also keep the whole set under this size (5GiB)")
     add("--dir", help="directory for the log files (default: a temporary one, removed after)")
     add("--keep", action="store_true", help="keep the temporary directory for inspection")
+    add("--json", metavar="PATH", help="write the run's settings, verdict and figures to PATH")
+    add("--plot", metavar="PATH", help="write a PNG chart (needs matplotlib)")
+    add("--version", action="version", version=f"safe-rotating-stress {__version__}")
     add(
         "--django",
         action="store_true",
@@ -128,6 +138,40 @@ def build_parser() -> argparse.ArgumentParser:
         "(its own options: safe-rotating-stress --django --help)",
     )
     return parser
+
+
+def refusal(config: StressConfig) -> str | None:
+    """Why the handler would refuse these settings (its factory's ``SystemExit``), found by
+    building one in a scratch directory before any worker starts; ``None`` if it would not."""
+    if config.mode == "server":
+        return None  # the server run checks its own options before it starts anything
+    scratch = tempfile.mkdtemp(prefix="safe-rotating-stress-check-")
+    try:
+        config.handler_for(os.path.join(scratch, BASENAME)).close()
+    except SystemExit as exc:
+        return str(exc.code)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return None
+
+
+def file_sizes(directory: str) -> list[int]:
+    """The size of each of the run's files, oldest first (for ``--plot``)."""
+    paths = [os.path.join(directory, n) for n in os.listdir(directory) if n.startswith(BASENAME)]
+    return [os.path.getsize(p) for p in sorted(paths, key=os.path.getmtime)]
+
+
+def write_outputs(
+    args: argparse.Namespace, result: StressResult, timeline: list[tuple[float, int]]
+) -> None:
+    """``--json`` and ``--plot``, as ``--django`` writes them."""
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result.as_dict(), f, indent=2)
+        print(f"figures written to {args.json}")
+    if args.plot:
+        problem = write_plot(args.plot, result, timeline, file_sizes(result.config.directory))
+        print(problem or f"chart written to {args.plot}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,13 +218,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         kill=args.kill,
         mode=args.mode,
     )
+    problem = refusal(config)
+    if problem is not None:
+        if own_dir:
+            shutil.rmtree(directory, ignore_errors=True)
+        parser.error(problem)
     print(
         f"{config.processes} processes x {config.threads} threads x {config.records} records "
         f"through {config.handler!r} into {directory}",
         flush=True,
     )
-    result = run_stress(config, on_progress=ProgressBar(config.total))
+    bar = ProgressBar(config.total)
+    timeline: list[tuple[float, int]] = []
+
+    def progress(done: int, seconds: float) -> None:
+        timeline.append((seconds, done))
+        bar(done, seconds)
+
+    try:
+        result = run_stress(config, on_progress=progress)
+    except SystemExit as exc:  # server mode refuses options it cannot honour, before starting
+        if own_dir:
+            shutil.rmtree(directory, ignore_errors=True)
+        if isinstance(exc.code, str):
+            parser.error(exc.code)
+        raise
     print(result.report())
+    write_outputs(args, result, timeline)
     if own_dir and not args.keep:
         shutil.rmtree(directory, ignore_errors=True)
     elif own_dir:

@@ -1,16 +1,19 @@
-"""The outcome of one ``safe-rotating-stress`` run: the verdict, its report and its exit status."""
+"""The outcome of one ``safe-rotating-stress`` run: the verdict, its report and its exit status,
+its figures for ``--json`` and its chart for ``--plot`` (as ``--django`` writes them)."""
 
 from __future__ import annotations
 
 import dataclasses
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from safe_rotating._engine.stats import HandlerStats, summarize
 from safe_rotating.stress.config import StressConfig
 from safe_rotating.verify import Verdict
 
-__all__ = ["Killed", "StressResult"]
+__all__ = ["Killed", "StressResult", "write_plot"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +99,54 @@ class StressResult:
         if bad:
             lines.append(f"FAIL: {len(bad)} worker processes exited abnormally: {bad}")
         return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The run's settings, verdict and figures as JSON-ready values (``--json``)."""
+        return {
+            "ok": self.ok,
+            "settings": dataclasses.asdict(self.config),
+            "backup_count": self.config.backups(),
+            "records": self.config.total,
+            "seconds": self.seconds,
+            "records_per_second": self.config.total / self.seconds if self.seconds else 0.0,
+            "verdict": dataclasses.asdict(self.verdict) | {"ok": self.verdict.ok},
+            "logging_errors": self.logging_errors,
+            "retention_problems": list(self.retention_problems),
+            "killed": [dataclasses.asdict(k) for k in self.killed],
+            "exit_codes": self.exit_codes,
+            "stats": [dataclasses.asdict(s) for s in self.stats],
+        }
+
+
+def write_plot(
+    path: str,
+    result: StressResult,
+    timeline: Sequence[tuple[float, int]],
+    sizes: Sequence[int],
+) -> str | None:
+    """A PNG of the records written over time (``timeline``: seconds, records so far) and the
+    size of each file, oldest first, against ``maxBytes``; a message instead when matplotlib
+    is missing, as ``--django --plot`` says it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "--plot needs matplotlib: pip install matplotlib"
+    label = f"{result.config.handler} ({result.config.mode} mode)"
+    fig, (done_ax, size_ax) = plt.subplots(2, 1, figsize=(10, 8))
+    done_ax.plot([t for t, _ in timeline], [n for _, n in timeline], label=label)
+    done_ax.set(title="Records logged", xlabel="seconds into the run", ylabel="records")
+    size_ax.plot(range(1, len(sizes) + 1), sizes, "o-", label=label)
+    size_ax.axhline(result.config.max_bytes, linestyle=":", color="grey", label="maxBytes")
+    size_ax.set(
+        title="Size of each file, oldest first", xlabel="file in rotation order", ylabel="bytes"
+    )
+    for ax in (done_ax, size_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from safe_rotating._common.argtypes import positive_arg, size_arg
+from safe_rotating._version import __version__
 from safe_rotating.stress.django.report import details, table, write_plot
 from safe_rotating.stress.django.result import ScenarioResult
 from safe_rotating.stress.django.runner import run_scenario
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--plot", metavar="PATH", help="write a PNG chart (needs matplotlib)")
     add("--dir", help="directory for the runs (default: a temporary one, removed after)")
     add("--keep", action="store_true", help="keep the temporary directory for inspection")
+    add("--version", action="version", version=f"safe-rotating-stress {__version__}")
     return parser
 
 
@@ -109,18 +111,32 @@ def plan(handler: str, mode: str) -> list[tuple[str, str]]:
     return runs
 
 
+def run_directory(base: str, scenario: str, handler: str, mode: str) -> str:
+    """Where one run writes: ``BASE/SCENARIO-MODE``, or ``BASE/SCENARIO-stdlib``."""
+    return os.path.join(base, f"{scenario}-{'stdlib' if handler == 'stdlib' else mode}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.records_per_request > 9999:
-        print("error: --records-per-request must be at most 9999")
-        return 2
+        parser.error("--records-per-request must be at most 9999")
     if args.handler == "stdlib" and args.mode == "server":
         parser.error("--mode server runs safe_rotating's own handler only; the stdlib "
                      "comparison (--handler stdlib) is file mode")  # fmt: skip
     runs = plan(args.handler, args.mode)
     for handler, mode in runs:
-        check_mode(mode, handler)
+        try:
+            check_mode(mode, handler)
+        except SystemExit as exc:  # a refusal is a usage error: argparse's status 2, not 1
+            parser.error(str(exc.code).removeprefix("error: "))
+    if args.dir is not None:
+        taken = [
+            d for d in (run_directory(args.dir, n, h, m) for h, m in runs for n in args.scenarios)
+            if os.path.exists(d)
+        ]  # fmt: skip
+        if taken:
+            parser.error(f"{taken[0]!r} exists; use an empty --dir")
     own_dir = args.dir is None
     base = tempfile.mkdtemp(prefix="safe-rotating-django-") if own_dir else args.dir
     os.makedirs(base, exist_ok=True)
@@ -146,10 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for handler, mode in runs:
         for name in config.scenarios:
             scenario = SCENARIOS[name]
-            run_dir = os.path.join(base, f"{name}-{'stdlib' if handler == 'stdlib' else mode}")
-            if os.path.exists(run_dir):
-                print(f"error: {run_dir!r} exists; use an empty --dir")
-                return 2
+            run_dir = run_directory(base, name, handler, mode)
             os.makedirs(run_dir)
             run_config = replace(config, directory=run_dir, handler=handler, mode=mode)
             note = " (comparison: not process-safe)" if handler == "stdlib" else ""
