@@ -1,0 +1,1 @@
+"""``python manage.py send_task``: see :mod:`.send_task`."""
