@@ -1,30 +1,40 @@
 #!/usr/bin/env python3
 """Set up and run the project with nothing but python3 (3.10+).
 
-    python3 dev.py demo   # a Django site under real gunicorn/uWSGI workers, file and server
-                          # mode, then the verdict
-    python3 dev.py test   # lint, type-check and the full test suite
+    python3 dev.py demo       # a Django site under real gunicorn/uWSGI workers, file and server
+                              # mode, then the verdict
+    python3 dev.py test       # lint, type-check and the full test suite
+    python3 dev.py test-all   # the same, then the full test suite on each CPython of 3.10-3.13
 
-Both create ``.venv`` beside this file on first use; later runs reuse it. ``test`` installs the
-project with its ``dev`` extra; ``demo`` installs only what it runs: the ``django`` extra and
-gunicorn. uWSGI is installed by both, after the rest and kept out of the extras: it compiles from
-source, and a machine without a C compiler must still be able to install them. Without it the
-uWSGI tests and the demo's uWSGI scenario skip; with ``CI=true`` its failure is fatal.
+``demo`` and ``test`` create ``.venv`` beside this file with the ``python3`` that runs them; later
+runs reuse it. ``test-all`` also creates one ``.venv-3.X`` per other supported version, with the
+interpreter it finds under pyenv (``~/.pyenv/versions/3.X.*``) or as ``python3.X`` on ``PATH``; it
+stops before installing anything, naming the versions it cannot find. ``test`` installs the project
+with every extra and the ``dev`` dependency group; ``demo`` installs only what it runs: the
+``stress`` extra. uWSGI is installed by both, after the rest and kept out of the extras: it
+compiles from source, and a machine without a C compiler must still be able to install them.
+Without it the uWSGI tests and the demo's uWSGI scenario skip; with ``CI=true`` its failure is
+fatal.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
-import venv
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 UWSGI = "uwsgi>=2.0.22"
-GUNICORN = "gunicorn>=21"
+# The versions CI tests and the classifiers in pyproject.toml claim.
+SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
+# Everything the test suite exercises; the tools come from the `dev` dependency group (PEP 735),
+# which needs pip >= 25.1: setup() upgrades pip first.
+TEST_INSTALL = ("-e", ".[fast,django,celery,stress,zstd]", "--group", "dev")
 
 
 def run(*command: str | Path) -> None:
@@ -34,23 +44,31 @@ def run(*command: str | Path) -> None:
         sys.exit(done.returncode)
 
 
-def setup(*requirements: str) -> None:
-    if not (BIN / "python").exists():
-        print(f"creating {VENV}", flush=True)
-        venv.create(VENV, with_pip=True)
-    run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    run(BIN / "python", "-m", "pip", "install", "--quiet", *requirements)
-    install_uwsgi()
+def bin_dir(venv: Path) -> Path:
+    return venv / ("Scripts" if os.name == "nt" else "bin")
+
+
+def setup(venv: Path, python: str | Path, *requirements: str) -> Path:
+    """Create ``venv`` with ``python`` unless it exists, install ``requirements`` and uWSGI into
+    it; return its ``bin`` directory."""
+    bindir = bin_dir(venv)
+    if not (bindir / "python").exists():
+        print(f"creating {venv} with {python}", flush=True)
+        run(python, "-m", "venv", venv)
+    run(bindir / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(bindir / "python", "-m", "pip", "install", "--quiet", *requirements)
+    install_uwsgi(bindir)
+    return bindir
 
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"true", "1"}
 
 
-def install_uwsgi() -> None:
-    if (BIN / "uwsgi").exists():
+def install_uwsgi(bindir: Path) -> None:
+    if (bindir / "uwsgi").exists():
         return
-    command = [str(BIN / "python"), "-m", "pip", "install", "--quiet", UWSGI]
+    command = [str(bindir / "python"), "-m", "pip", "install", "--quiet", UWSGI]
     print("+", " ".join(command), "(compiles uWSGI from source, about a minute)", flush=True)
     done = subprocess.run(command, cwd=ROOT, check=False)
     if done.returncode == 0:
@@ -65,31 +83,78 @@ def install_uwsgi() -> None:
         sys.exit(done.returncode or 1)
 
 
+def find_python(version: str) -> Path | None:
+    """The newest pyenv build of ``version`` (e.g. "3.12"), else ``python3.12`` on ``PATH``."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    builds = [
+        path / "bin" / f"python{version}"
+        for path in pyenv.glob(f"{version}.*")
+        if re.fullmatch(rf"{re.escape(version)}\.\d+", path.name)
+    ]
+    builds = [path for path in builds if os.access(path, os.X_OK)]
+    if builds:
+        return max(builds, key=lambda path: int(path.parent.parent.name.split(".")[-1]))
+    on_path = shutil.which(f"python{version}")
+    if on_path is None:
+        return None
+    # A pyenv shim exists for every installed version but fails for one not selected: ask it.
+    probe = subprocess.run([on_path, "-c", "pass"], capture_output=True, check=False)
+    return Path(on_path) if probe.returncode == 0 else None
+
+
 def demo() -> None:
     """``safe-rotating-stress --django``: gunicorn (with and without ``--preload``) and uWSGI
     workers running a Django site log through rotation, each writing the files itself (file
     mode), then sending to a ``safe-rotating-server`` that writes them (server mode); then the
     same through the stdlib class. Its exit status is the demo's: 1 only if safe_rotating failed
     a check."""
-    setup("-e", ".[django]", GUNICORN)
+    bindir = setup(VENV, sys.executable, "-e", ".[stress]")
     print(
         "\n== A Django site under real gunicorn and uWSGI workers, in file and server mode: "
         "every record checked ==",
         flush=True,
     )
-    run(BIN / "safe-rotating-stress", "--django")
+    run(bindir / "safe-rotating-stress", "--django")
 
 
 def test() -> None:
-    setup("-e", ".[dev]")
-    run(BIN / "ruff", "check", ".")
-    run(BIN / "ruff", "format", "--check", ".")
-    run(BIN / "mypy")
-    run(BIN / "python", "-m", "pytest", "-n", "auto")
+    bindir = setup(VENV, sys.executable, *TEST_INSTALL)
+    run(bindir / "ruff", "check", ".")
+    run(bindir / "ruff", "format", "--check", ".")
+    run(bindir / "mypy")
+    run(bindir / "python", "-m", "pytest", "-n", "auto")
+
+
+def test_all() -> None:
+    """``test`` with ``python3``, then the whole suite again on each other supported version, each
+    in its own ``.venv-3.X`` (lint and mypy, which do not depend on the interpreter, run once)."""
+    found = {version: find_python(version) for version in SUPPORTED}
+    missing = [version for version, python in found.items() if python is None]
+    if missing:
+        sys.exit(
+            f"test-all: CPython {', '.join(missing)} not found (looked for "
+            "~/.pyenv/versions/3.X.*/bin/python3.X, then python3.X on PATH): install it, e.g. "
+            f"pyenv install {' '.join(missing)}"
+        )
+    main_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    timings: list[tuple[str, float]] = []
+    started = time.monotonic()
+    print(f"\n== CPython {main_version} ({sys.executable}): lint, mypy, test suite ==", flush=True)
+    test()
+    timings.append((main_version, time.monotonic() - started))
+    for version, python in found.items():
+        if version == main_version or python is None:
+            continue
+        started = time.monotonic()
+        print(f"\n== CPython {version} ({python}): test suite ==", flush=True)
+        bindir = setup(ROOT / f".venv-{version}", python, *TEST_INSTALL)
+        run(bindir / "python", "-m", "pytest", "-n", "auto")
+        timings.append((version, time.monotonic() - started))
+    print("\ntest-all passed: " + ", ".join(f"{v} in {s / 60:.1f} min" for v, s in timings))
 
 
 def main() -> None:
-    tasks = {"demo": demo, "test": test}
+    tasks = {"demo": demo, "test": test, "test-all": test_all}
     if len(sys.argv) != 2 or sys.argv[1] not in tasks:
         sys.exit(f"usage: python3 dev.py {{{'|'.join(tasks)}}}")
     tasks[sys.argv[1]]()

@@ -14,7 +14,10 @@ from collections.abc import Generator
 
 import pytest
 
-DEV = "python3 dev.py test (or .venv/bin/pip install -e '.[dev]')"
+DEV = (
+    "python3 dev.py test (or .venv/bin/pip install -e '.[fast,django,celery,stress,zstd]' "
+    "--group dev)"
+)
 
 # (pattern in the skip reason, component, how to install it), first match wins.
 HINTS: list[tuple[str, str, str]] = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging.handlers
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,13 @@ from safe_rotating._common.units import parse_age
 from safe_rotating._engine.plan import Backup, Retention
 from safe_rotating._engine.schedule import Schedule, TimedName, order_key, parse_timed_name
 
-WHENS = ["S", "M", "H", "D", "MIDNIGHT", "W0", "W3", "W6"]
+# Python 3.13 changed the stdlib's midnight and weekly rollovers (interval now counts, a record at
+# exactly atTime waits a day, the daylight-saving hour moved into computeRollover); Schedule keeps
+# the meaning of 3.10-3.12 on every version, so that processes on different versions sharing one
+# file agree. There the stdlib is a reference for S, M, H and D only, which did not change.
+WHENS = ["S", "M", "H", "D"]
+if sys.version_info < (3, 13):
+    WHENS += ["MIDNIGHT", "W0", "W3", "W6"]
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"]
 # 2026 and 2027, including both daylight-saving changes of each zone.
 TIMES = st.integers(1_767_225_600, 1_830_297_600)

@@ -3,7 +3,9 @@
 Pure functions of their arguments and of the process's time zone (``time.localtime``), with the
 meaning of ``logging.handlers.TimedRotatingFileHandler`` (Python 3.11) kept exactly, so that a
 file set written by the stdlib class and one written by ``SafeTimedRotatingFileHandler`` look the
-same:
+same. Python 3.13 changed the stdlib's ``midnight`` and weekly rollovers (``interval`` counts,
+a time of exactly ``atTime`` waits a day); this module keeps the 3.11 meaning on every version, so
+that processes on different Python versions sharing one file follow one schedule:
 
 * :meth:`Schedule.first_rollover` is the stdlib's ``computeRollover``, applied to the last
   modification time of an existing log file or, for a new one, to the current time;

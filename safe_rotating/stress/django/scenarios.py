@@ -43,7 +43,7 @@ class Scenario:
         modules = ["django"] if self.server == "uwsgi" else ["django", self.server]
         for module in modules:
             if importlib.util.find_spec(module) is None:
-                return f"{module} is not installed: pip install 'safe_rotating[django]' {module}"
+                return f"{module} is not installed: pip install 'safe_rotating[stress]'"
         if self.server == "uwsgi" and find_uwsgi() is None:
             return (
                 "uWSGI is not installed (no uwsgi beside the interpreter nor on PATH); "
