@@ -247,15 +247,19 @@ def test_a_missing_uwsgi_is_a_skip_with_the_reason(
     assert "uWSGI is not installed" in printed
 
 
-def test_server_mode_needs_the_server_package(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_mode_needs_the_server_package(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
         lambda name, *a: None if name == "safe_rotating.server" else real(name, *a),
     )
-    with pytest.raises(SystemExit, match=r"server mode needs safe_rotating\.server"):
+    with pytest.raises(SystemExit) as exc:  # refused before anything starts, as a usage error
         cli.main(["--mode", "server", "--handler", "safe"])
+    assert exc.value.code == 2
+    assert "server mode needs safe_rotating.server" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
