@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
 """Set up and run the project with nothing but python3 (3.10+).
 
-    python3 dev.py demo       # a Django site under real gunicorn/uWSGI workers, file and server
-                              # mode, then the verdict
-    python3 dev.py test       # lint, type-check and the full test suite
-    python3 dev.py test-all   # the same, then the full test suite on each CPython of 3.10-3.13
+    python3 dev.py demo             # a Django site under real gunicorn/uWSGI workers, file and
+                                    # server mode, then the verdict
+    python3 dev.py test             # lint, type-check, then the full test suite on each CPython
+                                    # of 3.10-3.13 (what CI runs)
+    python3 dev.py test 3.11 [...]  # the same on the versions named only (a quicker loop)
 
-``demo`` and ``test`` create ``.venv`` beside this file with the ``python3`` that runs them; later
-runs reuse it. ``test-all`` also creates one ``.venv-3.X`` per other supported version, with the
-interpreter it finds under pyenv (``~/.pyenv/versions/3.X.*``) or as ``python3.X`` on ``PATH``; it
-stops before installing anything, naming the versions it cannot find. ``test`` installs the project
-with every extra and the ``dev`` dependency group; ``demo`` installs only what it runs: the
-``stress`` extra. uWSGI is installed by both, after the rest and kept out of the extras: it
-compiles from source, and a machine without a C compiler must still be able to install them.
-Without it the uWSGI tests and the demo's uWSGI scenario skip; with ``CI=true`` its failure is
-fatal.
+``demo`` creates ``.venv`` beside this file with the ``python3`` that runs it; later runs reuse
+it. ``test`` runs ruff and mypy in ``.venv`` too, and the suite there for ``python3``'s own version
+and in one ``.venv-3.X`` per other version, with the interpreter it finds under pyenv
+(``~/.pyenv/versions/3.X.*``) or as ``python3.X`` on ``PATH``; it stops before installing
+anything, naming the versions it cannot find. ``test`` installs the project with every extra and
+the ``dev`` dependency group; ``demo`` installs only what it runs: the ``stress`` extra. uWSGI is
+installed by both, after the rest and kept out of the extras: it compiles from source, and a
+machine without a C compiler must still be able to install them. Without it the uWSGI tests and
+the demo's uWSGI scenario skip; with ``CI=true`` its failure is fatal.
 """
 
 from __future__ import annotations
@@ -117,47 +118,52 @@ def demo() -> None:
     run(bindir / "safe-rotating-stress", "--django")
 
 
-def test() -> None:
+def test(*versions: str) -> None:
+    """Ruff and mypy (with ``python3``: they do not depend on the interpreter), then the whole
+    suite on each of ``versions`` (default: every supported one), each in its own venv."""
+    wanted = versions or SUPPORTED
+    unknown = [version for version in wanted if version not in SUPPORTED]
+    if unknown:
+        sys.exit(f"test: {', '.join(unknown)}: not a supported version ({', '.join(SUPPORTED)})")
+    main_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    found = {
+        version: Path(sys.executable) if version == main_version else find_python(version)
+        for version in wanted
+    }
+    missing = [version for version, python in found.items() if python is None]
+    if missing:
+        sys.exit(
+            f"test: CPython {', '.join(missing)} not found (looked for "
+            "~/.pyenv/versions/3.X.*/bin/python3.X, then python3.X on PATH): install it, e.g. "
+            f"pyenv install {' '.join(missing)}"
+        )
+    started = time.monotonic()
+    print(f"\n== lint and type check (CPython {main_version}) ==", flush=True)
     bindir = setup(VENV, sys.executable, *TEST_INSTALL)
     run(bindir / "ruff", "check", ".")
     run(bindir / "ruff", "format", "--check", ".")
     run(bindir / "mypy")
-    run(bindir / "python", "-m", "pytest", "-n", "auto")
-
-
-def test_all() -> None:
-    """``test`` with ``python3``, then the whole suite again on each other supported version, each
-    in its own ``.venv-3.X`` (lint and mypy, which do not depend on the interpreter, run once)."""
-    found = {version: find_python(version) for version in SUPPORTED}
-    missing = [version for version, python in found.items() if python is None]
-    if missing:
-        sys.exit(
-            f"test-all: CPython {', '.join(missing)} not found (looked for "
-            "~/.pyenv/versions/3.X.*/bin/python3.X, then python3.X on PATH): install it, e.g. "
-            f"pyenv install {' '.join(missing)}"
-        )
-    main_version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    timings: list[tuple[str, float]] = []
-    started = time.monotonic()
-    print(f"\n== CPython {main_version} ({sys.executable}): lint, mypy, test suite ==", flush=True)
-    test()
-    timings.append((main_version, time.monotonic() - started))
+    timings = [("lint", time.monotonic() - started)]
     for version, python in found.items():
-        if version == main_version or python is None:
-            continue
+        assert python is not None
         started = time.monotonic()
-        print(f"\n== CPython {version} ({python}): test suite ==", flush=True)
-        bindir = setup(ROOT / f".venv-{version}", python, *TEST_INSTALL)
+        print(f"\n== CPython {version} ({python}): the test suite ==", flush=True)
+        venv = VENV if version == main_version else ROOT / f".venv-{version}"
+        bindir = setup(venv, python, *TEST_INSTALL)
         run(bindir / "python", "-m", "pytest", "-n", "auto")
         timings.append((version, time.monotonic() - started))
-    print("\ntest-all passed: " + ", ".join(f"{v} in {s / 60:.1f} min" for v, s in timings))
+    print("\ntest passed: " + ", ".join(f"{v} in {s / 60:.1f} min" for v, s in timings))
 
 
 def main() -> None:
-    tasks = {"demo": demo, "test": test, "test-all": test_all}
-    if len(sys.argv) != 2 or sys.argv[1] not in tasks:
-        sys.exit(f"usage: python3 dev.py {{{'|'.join(tasks)}}}")
-    tasks[sys.argv[1]]()
+    usage = "usage: python3 dev.py demo | python3 dev.py test [3.X ...]"
+    task, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
+    if task == "demo" and not args:
+        demo()
+    elif task == "test":
+        test(*args)
+    else:
+        sys.exit(usage)
 
 
 if __name__ == "__main__":

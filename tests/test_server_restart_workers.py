@@ -259,6 +259,12 @@ def incomplete(directory: Path, load: Load) -> list[tuple[int, int | None, int]]
     ]
 
 
+def _said(output: str) -> str:
+    """The handlers' reports in the workers' output (whole), else its last lines."""
+    reports = [part for part in output.split("--- Logging error ---")[1:]]
+    return "\n---\n".join(reports)[-6000:] if reports else output[-2000:]
+
+
 def judge(outage: Outage, load: Load, output: str) -> RequestVerdict:
     """Every answered request complete, each pid's records in order and without gaps, at most
     one torn line (the kill), duplicates within rule 9, nothing reported by the handlers."""
@@ -274,7 +280,8 @@ def judge(outage: Outage, load: Load, output: str) -> RequestVerdict:
     )
     print(summary)
     assert verdict.lost == 0, (
-        f"{summary}; (request, pid, missing): {incomplete(outage.out, load)[:5]}"
+        f"{summary}; (request, pid, missing): {incomplete(outage.out, load)[:5]}; spools left "
+        f"{left}\nworkers said: {_said(output)}\nserver said: {outage.server.stderr[-3000:]}"
     )
     assert verdict.found == len(load.answered) * PER_REQUEST, summary
     assert (verdict.sequence_gaps, verdict.order_breaks, verdict.wrong_worker) == (0, 0, 0), summary

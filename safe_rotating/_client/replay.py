@@ -42,6 +42,7 @@ class Replayer:
         report: Callable[[BaseException], None],
         dropped: Callable[[int, str], None],
         stopping: Callable[[], bool],
+        closing: Callable[[], bool],
     ) -> None:
         self.pid = os.getpid()
         self.config = config
@@ -49,7 +50,8 @@ class Replayer:
         self.host = host
         self._report = report
         self._dropped = dropped
-        self._stopping = stopping  # is the sender closing?
+        self._stopping = stopping  # is the sender stopping? (a replay under way gives up)
+        self._closing = closing  # has the sender begun to close? (no replay starts)
         self.thread: threading.Thread | None = None
         self.fds: set[int] = set()  # lock descriptors of the spools being replayed
         self.sent = 0
@@ -58,16 +60,26 @@ class Replayer:
 
     def scan(self, now: float) -> None:
         """Start a replay thread unless one runs (or there is no spool); the sender thread
-        calls this while it is connected, at :attr:`next_scan`."""
+        calls this while it is connected, at :attr:`next_scan`.
+
+        None starts once the sender has begun to close: its time (``flush_timeout``) is for
+        this process's own records, and at interpreter exit Python 3.12+ refuses new threads
+        (``RuntimeError``). Spools of ended processes then wait for the next process on the
+        directory or ``safe-rotating-spools send``; so they do when no thread can be had."""
         self.next_scan = now + _RESCAN_EVERY
-        if self.config.spool_root is None or (self.thread is not None and self.thread.is_alive()):
+        if self.config.spool_root is None or self._closing():
+            return
+        if self.thread is not None and self.thread.is_alive():
             return
         try:
             self.ledger.spooler.directory()
         except OSError:
             return  # reported when (if) this process needs its own spool
         replayer = threading.Thread(target=self._run, name="safe_rotating-replay", daemon=True)
-        replayer.start()
+        try:
+            replayer.start()
+        except RuntimeError:  # no thread to be had (interpreter shutdown, a thread limit)
+            return
         self.thread = replayer  # only once started: close() may join it at any moment
 
     def close_fds(self) -> None:
