@@ -169,11 +169,11 @@ def test_a_server_that_comes_back_while_the_process_exits_gets_all_its_records(
     tmp_path: Path,
 ) -> None:
     """The server comes up only once the process is in its exit path, so the sender reconnects
-    inside ``close()``: every record of the process is delivered all the same. A reconnect used
-    to start the replay of spools left by ended processes; Python 3.12+ refuses a new thread at
-    interpreter exit, and the sender paused 5 s on that error, past ``flush_timeout`` (1 418 of
-    3 000 delivered). An ended process's spool in the directory is left for later, not lost:
-    ``safe-rotating-spools send`` delivers it."""
+    inside ``close()`` and starts the replay of the spool an ended process left: every record of
+    the process is delivered all the same. Python 3.12+ refuses a new thread at interpreter
+    exit, and the sender used to pause 5 s on that error, past ``flush_timeout`` (1 418 of 3 000
+    delivered). The ended process's spool is never lost: the exiting process replays it where
+    it can, ``safe-rotating-spools send`` delivers what is left."""
     port = free_port()
     spool = tmp_path / "spool"
     ended = python(

@@ -42,7 +42,6 @@ class Replayer:
         report: Callable[[BaseException], None],
         dropped: Callable[[int, str], None],
         stopping: Callable[[], bool],
-        closing: Callable[[], bool],
     ) -> None:
         self.pid = os.getpid()
         self.config = config
@@ -51,7 +50,6 @@ class Replayer:
         self._report = report
         self._dropped = dropped
         self._stopping = stopping  # is the sender stopping? (a replay under way gives up)
-        self._closing = closing  # has the sender begun to close? (no replay starts)
         self.thread: threading.Thread | None = None
         self.fds: set[int] = set()  # lock descriptors of the spools being replayed
         self.sent = 0
@@ -62,14 +60,12 @@ class Replayer:
         """Start a replay thread unless one runs (or there is no spool); the sender thread
         calls this while it is connected, at :attr:`next_scan`.
 
-        None starts once the sender has begun to close: its time (``flush_timeout``) is for
-        this process's own records, and at interpreter exit Python 3.12+ refuses new threads
-        (``RuntimeError``). Spools of ended processes then wait for the next process on the
-        directory or ``safe-rotating-spools send``; so they do when no thread can be had."""
+        At interpreter exit Python 3.12+ refuses new threads (``RuntimeError``): then none
+        starts, and the spools of ended processes wait for the next process on the directory
+        or ``safe-rotating-spools send``. That is no error: the sender goes on delivering this
+        process's own records."""
         self.next_scan = now + _RESCAN_EVERY
-        if self.config.spool_root is None or self._closing():
-            return
-        if self.thread is not None and self.thread.is_alive():
+        if self.config.spool_root is None or (self.thread is not None and self.thread.is_alive()):
             return
         try:
             self.ledger.spooler.directory()

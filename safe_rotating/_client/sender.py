@@ -87,7 +87,6 @@ class Sender:
         self.flush_target = 0
         self.thread: threading.Thread | None = None
         self.stopping = False
-        self.closing = False  # close() has begun: deliver our own records, start nothing new
         self.finished = False
         self._start_lock = threading.Lock()
         self.wake_r = -1
@@ -103,15 +102,7 @@ class Sender:
             fallback is not None,
             _REPORT_OUTAGE_AFTER,
         )
-        self.replay = Replayer(
-            config,
-            ledger,
-            self.host,
-            report,
-            dropped,
-            lambda: self.stopping,
-            lambda: self.closing,
-        )
+        self.replay = Replayer(config, ledger, self.host, report, dropped, lambda: self.stopping)
         # No thread in a uWSGI master: its records go straight to the spool (write_direct).
         self.direct = in_uwsgi_master()
         self.direct_ids: set[str] = set()  # ids write_direct left records under
@@ -257,7 +248,6 @@ class Sender:
         :data:`~.link.BACKOFF_MAX` at most, so a server that restarts meanwhile still gets it
         all. Returns what was not delivered (see :class:`Leftover`); the caller reports it."""
         left = Leftover()
-        self.closing = True
         if self.thread is not None:
             deadline = _monotonic() + timeout
             self.flush(timeout)
