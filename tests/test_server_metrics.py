@@ -224,3 +224,24 @@ def test_stats_counters_start_from_zero_per_reason() -> None:
     stats = Stats()
     assert stats.dropped == Counter(dict.fromkeys(DROPPED_REASONS, 0))
     assert stats.refused_total == stats.dropped_total == 0
+
+
+def test_the_reference_parser_reads_the_same_page() -> None:
+    """prometheus_client's own parser (what a Python scraper or a pushgateway script uses)
+    reads every sample of the page with the same name, labels and value as the strict reader,
+    and every family with the same type."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    page = full_page() + forwarding_page()
+    ours = parse(page)
+    theirs = list(text_string_to_metric_families(page))
+    assert {f.type for f in theirs} == {"counter", "gauge", "histogram"}
+    kinds = {(f.name + "_total" if f.type == "counter" else f.name): f.type for f in theirs}
+    assert kinds == {name: family.kind for name, family in ours.items()}
+    samples = sorted((s.name, sorted(s.labels.items()), s.value) for f in theirs for s in f.samples)
+    expected = sorted(
+        (name, sorted(labels.items()), value)
+        for family in ours.values()
+        for name, labels, value in family.samples
+    )
+    assert samples == expected
