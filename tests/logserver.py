@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -28,8 +29,11 @@ __all__ = [
     "rss_bytes",
     "run_server",
     "server_command",
+    "spools",
     "start_server",
 ]
+
+ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 def eventually(check: Callable[[], Any], timeout: float = 2.0, what: str = "condition") -> Any:
@@ -280,3 +284,15 @@ class NativeClient:
 
 def pattern_count(text: str, pattern: str) -> int:
     return len(re.findall(pattern, text))
+
+
+def spools(*args: str) -> subprocess.CompletedProcess[str]:
+    """``safe-rotating-spools ARGS`` run to its end (within a minute), output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "safe_rotating.spools", *args],
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )

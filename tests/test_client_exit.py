@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.logserver import LogServer, run_server, start_server
+from tests.logserver import LogServer, run_server, spools, start_server
 from tests.servers import free_port
 
 pytestmark = [
@@ -199,11 +199,7 @@ def test_a_server_that_comes_back_while_the_process_exits_gets_all_its_records(
         mine = {seq for writer, seq in counted(server) if writer == 0}
         assert mine == set(range(3000)), f"{len(mine)} of 3000 delivered; {err}"
         assert "Logging error" not in err, err
-        sent = subprocess.run(
-            [sys.executable, "-m", "safe_rotating.spools", "send",
-             "--address", f"127.0.0.1:{port}", "--spool-dir", str(spool)],
-            env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
-        )  # fmt: skip
+        sent = spools("send", "--address", f"127.0.0.1:{port}", "--spool-dir", str(spool))
         assert sent.returncode == 0, (sent.stdout, sent.stderr)
         found = counted(server)
     finally:
@@ -242,19 +238,14 @@ def test_an_unreachable_server_at_exit_is_reported_once_and_the_spools_command_d
     assert command in err, err
     assert len(list(spool.rglob("*.spool"))) >= 1
 
-    listed = subprocess.run(
-        [sys.executable, "-m", "safe_rotating.spools", "list", "--spool-dir", str(spool)],
-        env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    listed = spools("list", "--spool-dir", str(spool))
+    assert listed.returncode == 0, (listed.stdout, listed.stderr)
     assert "leftover" in listed.stdout, listed
     assert f"127.0.0.1:{port}" in listed.stdout, listed
     assert "app billing-worker" in listed.stdout, listed.stdout
 
     with run_server(tmp_path, port=port) as server:
-        sent = subprocess.run(
-            [sys.executable, "-m", "safe_rotating.spools", *command.split()[1:]],
-            env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
-        )  # fmt: skip
+        sent = spools(*command.split()[1:])
         assert sent.returncode == 0, (sent.stdout, sent.stderr)
         assert "delivered (1000 record(s) sent)" in sent.stdout, sent.stdout
         found = counted(server)
@@ -322,7 +313,7 @@ def test_after_a_kill_and_a_restart_one_second_later_a_client_catches_up_within_
             process.kill()
         server.stop()
     missing = total - len(found)
-    gaps = sorted({seq for seq in range(total)} - {seq for _, seq in found})
+    gaps = sorted(set(range(total)) - {seq for _, seq in found})
     assert missing == 0, (
         f"{missing} of {total} not in the file {caught_up:.1f}s after restart (seq "
         f"{gaps[0]}..{gaps[-1]}); client: {err}; server: {server.stderr[-3000:]}"

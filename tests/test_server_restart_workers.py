@@ -261,7 +261,7 @@ def incomplete(directory: Path, load: Load) -> list[tuple[int, int | None, int]]
 
 def _said(output: str) -> str:
     """The handlers' reports in the workers' output (whole), else its last lines."""
-    reports = [part for part in output.split("--- Logging error ---")[1:]]
+    reports = output.split("--- Logging error ---")[1:]
     return "\n---\n".join(reports)[-6000:] if reports else output[-2000:]
 
 

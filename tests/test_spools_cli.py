@@ -4,26 +4,11 @@ server keeps the spool and says so; spools of live processes are never taken."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from safe_rotating.client import LogServerHandler
+from tests.logserver import spools
 from tests.servers import free_port
-
-ROOT = str(Path(__file__).resolve().parent.parent)
-
-
-def spools(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "safe_rotating.spools", *args],
-        env={**os.environ, "PYTHONPATH": ROOT},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
 
 
 def test_help_names_where_spools_live_and_both_commands() -> None:
